@@ -1,0 +1,1 @@
+"""Datasets: procedurally drawn shapes (:mod:`.shapes`); COCO-format datasets come later."""

@@ -1,0 +1,207 @@
+"""Procedural shapes: squares, circles and triangles rasterised with NumPy.
+
+The synthetic dataset of mrcnn-np: every image is drawn from an explicit
+``np.random.Generator``, so a seed reproduces it exactly, and every shape comes with its
+exact pixel mask, which makes it a detection / instance-segmentation dataset with
+perfect ground truth (no annotation noise, any size, no download).
+
+Geometry. Pixel ``(row y, column x)`` covers the square ``[x, x+1) x [y, y+1)``; its
+centre is ``(x + 0.5, y + 0.5)``. A pixel belongs to a shape when its centre lies
+inside the shape. Coordinates are continuous, ``x`` to the right and ``y`` down, as in
+image arrays and in ``xyxy`` boxes. ``size`` is
+
+- ``"square"``:   the side length (edges half-open: left/top included, right/bottom not,
+  so an axis-aligned square of integer side on integer corners covers exactly side^2
+  pixels);
+- ``"circle"``:   the diameter (the open disc of radius ``size / 2``);
+- ``"triangle"``: the side of an equilateral triangle whose centroid is ``center``; at
+  ``angle=0`` one vertex points up.
+
+``angle`` is in degrees, counter-clockwise as seen on the screen (the rotation of
+``PIL.Image.rotate`` and ``torchvision.transforms.functional.rotate``).
+
+Entry points:
+
+- :func:`draw_mask`: one shape -> bool mask (H, W);
+- :func:`random_image`: one image with K occluding instances -> image (H, W, 3), masks
+  (K, H, W), labels (K,) with 1-based class ids into :data:`SHAPES` (0 is background,
+  as in torchvision's detection models);
+- :func:`classification_set`: n images with one shape each -> (n, 3, S, S), labels 0..2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SHAPES = ("square", "circle", "triangle")
+
+# Circumradius / size per kind: a shape drawn at any angle stays inside the disc of this
+# radius around its centre, which is how random_image keeps every shape inside the image.
+_CIRCUMRADIUS = {"square": 1 / math.sqrt(2), "circle": 0.5, "triangle": 1 / math.sqrt(3)}
+
+
+# --- one shape ---------------------------------------------------------------------------
+def draw_mask(kind: str, center, size: float, height: int, width: int,
+              angle: float = 0.0) -> np.ndarray:
+    """Rasterise one shape: ``center`` ``(cx, cy)`` in pixels -> bool mask (height, width).
+
+    ``kind`` is one of :data:`SHAPES`; ``size`` and ``angle`` (degrees, counter-clockwise
+    on screen) are described in the module docstring. Parts outside the image are cut.
+    """
+    if kind not in SHAPES:
+        raise ValueError(f"draw_mask: kind must be one of {SHAPES}, got {kind!r}")
+    height, width = _check_image_size("draw_mask", height, width)
+    if not (np.isfinite(size) and size > 0):
+        raise ValueError(f"draw_mask: size must be a positive number, got {size!r}")
+    center = np.asarray(center, dtype=np.float64)
+    if center.shape != (2,) or not np.all(np.isfinite(center)):
+        raise ValueError(f"draw_mask: center must be two finite numbers (cx, cy), got {center!r}")
+    if not np.isfinite(angle):
+        raise ValueError(f"draw_mask: angle must be a finite number of degrees, got {angle!r}")
+
+    # Offsets of the pixel centres from the shape centre: (1, W) and (H, 1), broadcast.
+    dx = (np.arange(width) + 0.5 - center[0])[None, :]
+    dy = (np.arange(height) + 0.5 - center[1])[:, None]
+    # Into the shape's own frame: undo the rotation (counter-clockwise on screen, y down).
+    t = math.radians(angle)
+    c, s = math.cos(t), math.sin(t)
+    u = dx * c - dy * s  # (H, W)
+    v = dx * s + dy * c  # (H, W)
+
+    half = size / 2
+    if kind == "square":
+        return (u >= -half) & (u < half) & (v >= -half) & (v < half)
+    if kind == "circle":
+        return u * u + v * v < half * half
+    # Equilateral triangle, centroid at the origin, apex up (y down): apex (0, -R),
+    # base corners (+-size/2, R/2) with circumradius R = size / sqrt(3).
+    r = size / math.sqrt(3)
+    corners = ((0.0, -r), (half, r / 2), (-half, r / 2))
+    inside = np.ones((height, width), dtype=bool)
+    for (px, py), (qx, qy) in zip(corners, corners[1:] + corners[:1], strict=True):
+        # Edge function: cross((q - p), (point - p)) >= 0 on the inner side of edge p->q.
+        inside &= (qx - px) * (v - py) - (qy - py) * (u - px) >= 0
+    return inside
+
+
+# --- images with several instances -------------------------------------------------------
+def random_image(rng: np.random.Generator, height: int, width: int, max_instances: int = 1, *,
+                 min_instances: int = 1, min_size: float | None = None,
+                 max_size: float | None = None, rotate: bool = True,
+                 min_visible: float = 0.1, min_contrast: float = 0.3):
+    """Draw one image of randomly coloured, placed, sized and rotated shapes.
+
+    Returns ``(image, masks, labels)``:
+
+    - ``image``  float32 (H, W, 3) in [0, 1]: a uniform background and the shapes;
+    - ``masks``  bool (K, H, W): the *visible* pixels of each instance;
+    - ``labels`` int64 (K,): 1-based class ids, ``SHAPES[labels[k] - 1]`` is the kind.
+
+    Between ``min_instances`` and ``max_instances`` shapes are drawn in order; a later
+    shape occludes the earlier ones, whose masks lose the covered pixels. An instance
+    left with less than ``min_visible`` of its own area (or no pixel) is dropped from
+    the annotations (its few visible pixels stay in the image as clutter), so ``K`` may
+    be smaller than the number drawn; the last shape is never occluded.
+
+    Sizes are uniform in ``[min_size, max_size]`` (defaults: 25% and 60% of the shorter
+    image side); centres are placed so that the whole shape, at any angle, lies inside
+    the image. Colours are uniform in [0, 1]^3, each shape's at Euclidean distance at
+    least ``min_contrast`` from the background and from the earlier shapes' colours
+    (when 64 candidates cannot achieve that, the most distant one is used).
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"random_image: rng must be a np.random.Generator, got {type(rng).__name__}")
+    height, width = _check_image_size("random_image", height, width)
+    short = min(height, width)
+    min_size = 0.25 * short if min_size is None else float(min_size)
+    max_size = 0.6 * short if max_size is None else float(max_size)
+    if not 0 < min_size <= max_size:
+        raise ValueError(f"random_image: need 0 < min_size <= max_size, got {min_size}, {max_size}")
+    if 2 * _CIRCUMRADIUS["square"] * max_size > short:
+        raise ValueError(
+            f"random_image: max_size {max_size} does not fit a {height}x{width} image at every "
+            f"angle (at most {short / math.sqrt(2):.2f}, the shorter side / sqrt(2))"
+        )
+    if not 1 <= min_instances <= max_instances:
+        raise ValueError(
+            f"random_image: need 1 <= min_instances <= max_instances, got {min_instances}, {max_instances}"
+        )
+    if not 0 <= min_visible <= 1:
+        raise ValueError(f"random_image: min_visible must lie in [0, 1], got {min_visible}")
+    if not 0 <= min_contrast < math.sqrt(3):
+        raise ValueError(f"random_image: min_contrast must lie in [0, sqrt(3)), got {min_contrast}")
+
+    background = rng.uniform(0, 1, size=3)
+    image = np.empty((height, width, 3), dtype=np.float32)
+    image[:] = background
+    used_colours = [background]
+    masks, areas, labels = [], [], []
+    for _ in range(int(rng.integers(min_instances, max_instances + 1))):
+        label = int(rng.integers(len(SHAPES)))
+        size = rng.uniform(min_size, max_size)
+        radius = _CIRCUMRADIUS[SHAPES[label]] * size
+        center = (rng.uniform(radius, width - radius), rng.uniform(radius, height - radius))
+        angle = rng.uniform(0, 360) if rotate else 0.0
+        colour = _distinct_colour(rng, np.stack(used_colours), min_contrast)
+        mask = draw_mask(SHAPES[label], center, size, height, width, angle)
+        for earlier in masks:  # occlusion: the new shape hides what lies under it
+            earlier &= ~mask
+        image[mask] = colour
+        used_colours.append(colour)
+        masks.append(mask)
+        areas.append(int(mask.sum()))
+        labels.append(label + 1)
+
+    keep = [k for k, m in enumerate(masks) if m.any() and m.sum() >= min_visible * areas[k]]
+    masks_out = np.zeros((len(keep), height, width), dtype=bool)  # (K, H, W)
+    for i, k in enumerate(keep):
+        masks_out[i] = masks[k]
+    return image, masks_out, np.asarray([labels[k] for k in keep], dtype=np.int64)
+
+
+def classification_set(n: int, size: int = 32, seed=0, rotate: bool = True):
+    """``n`` images with exactly one shape each, for classification.
+
+    The shape is 35% to 65% of the image side, rotated at random unless ``rotate`` is
+    False, and contrasts with the background (colour distance >= 0.5).
+    ``seed``: an int, a ``np.random.SeedSequence`` or a ``Generator`` (anything
+    ``np.random.default_rng`` accepts). Returns ``images`` float32 (n, 3, size, size)
+    (channels first, as the layers expect) and ``labels`` int64 (n,) in 0..2, indices
+    into :data:`SHAPES` (no background class here).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"classification_set: n must be a non-negative int, got {n!r}")
+    size = _check_image_size("classification_set", size, size)[0]
+    rng = np.random.default_rng(seed)
+    images = np.empty((n, 3, size, size), dtype=np.float32)
+    labels = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        image, _, ids = random_image(rng, size, size, max_instances=1, min_size=0.35 * size,
+                                     max_size=0.65 * size, rotate=rotate, min_contrast=0.5)
+        images[i] = image.transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+        labels[i] = ids[0] - 1
+    return images, labels
+
+
+# --- helpers -----------------------------------------------------------------------------
+def _check_image_size(op: str, height, width) -> tuple[int, int]:
+    """``(height, width)`` as ints; ValueError unless both are positive integers."""
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
+    return int(height), int(width)
+
+
+def _distinct_colour(rng: np.random.Generator, avoid: np.ndarray, min_contrast: float) -> np.ndarray:
+    """An RGB colour in [0, 1]^3 at distance >= ``min_contrast`` from every row of ``avoid`` (A, 3).
+
+    Draws 64 candidates (always 64, so the random stream does not depend on the outcome)
+    and returns the first one far enough, or else the one farthest from its nearest.
+    """
+    candidates = rng.uniform(0, 1, size=(64, 3))
+    # (64, 1, 3) - (1, A, 3) -> (64, A) distances -> (64,) to the nearest avoided colour
+    nearest = np.linalg.norm(candidates[:, None, :] - avoid[None, :, :], axis=-1).min(axis=1)
+    ok = np.flatnonzero(nearest >= min_contrast)
+    return candidates[ok[0] if ok.size else int(nearest.argmax())]

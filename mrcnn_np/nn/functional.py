@@ -1,0 +1,307 @@
+"""Layers as functions, named and parametrised like ``torch.nn.functional``.
+
+Each function computes its forward pass with plain array code and records on the tape
+(:func:`mrcnn_np.autograd.apply`) a backward closure written out by hand, so every
+gradient formula can be read next to the forward it belongs to. Inputs may be
+:class:`~mrcnn_np.autograd.Tensor` s or arrays (constants).
+
+Convolutions live in :mod:`.conv`, losses in :mod:`.losses`; both are re-exported here,
+as are the tensor operations of :mod:`mrcnn_np.autograd` (add, mul, reshape, permute,
+concat, stack, getitem, sum, mean, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import (  # noqa: F401  (re-exported: F.add, F.concat, ...)
+    Tensor,
+    _data,
+    add,
+    apply,
+    concat,
+    div,
+    exp,
+    getitem,
+    log,
+    matmul,
+    mean,
+    mul,
+    needs_grad,
+    permute,
+    power,
+    reshape,
+    stack,
+    sub,
+    sum,
+)
+from ..backend import get_array_module
+from .checks import check_float, check_same_dtype, check_shape, pair
+from .conv import conv2d, conv_transpose2d, im2col  # noqa: F401
+from .losses import (  # noqa: F401
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    l1_loss,
+    smooth_l1_loss,
+)
+
+
+# --- linear and activations ----------------------------------------------------------------
+def linear(input, weight, bias=None):
+    """``y = x @ weight.T + bias``: input (*, in_features), weight (out_features, in_features)."""
+    x, w, b = _data(input), _data(weight), _data(bias)
+    check_shape("linear", "weight", w, "(out_features, in_features)", ndim=2)
+    if x.ndim < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"linear: expected input of shape (*, {w.shape[1]}), got shape {tuple(x.shape)}")
+    check_float("linear", "input", x)
+    check_same_dtype("linear", ("input", x), ("weight", w))
+    if b is not None:
+        check_shape("linear", "bias", b, f"({w.shape[0]},)", ndim=1, dims={0: w.shape[0]})
+    out = x @ w.T
+    if b is not None:
+        out = out + b
+
+    def backward(g):
+        g2 = g.reshape(-1, w.shape[0])  # (*, out) -> (M, out)
+        x2 = x.reshape(-1, w.shape[1])  # (*, in) -> (M, in)
+        return (
+            g @ w if needs_grad(input) else None,
+            g2.T @ x2 if needs_grad(weight) else None,
+            g2.sum(axis=0) if needs_grad(bias) else None,
+        )
+
+    return apply(out, (input, weight, bias), backward)
+
+
+def relu(input):
+    """``max(x, 0)``; the gradient passes where the output is positive."""
+    xp = get_array_module(input)
+    out = xp.maximum(_data(input), 0)  # propagates NaN, like torch
+    return apply(out, (input,), lambda g: (g * (out > 0),))
+
+
+def sigmoid(input):
+    """``1 / (1 + exp(-x))``, evaluated without overflow for large ``|x|``."""
+    xp = get_array_module(input)
+    x = _data(input)
+    e = xp.exp(-xp.abs(x))
+    out = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return apply(out, (input,), lambda g: (g * out * (1 - out),))
+
+
+def softmax(input, dim: int):
+    """``exp(x) / sum(exp(x))`` along ``dim`` (shifted by the max for stability)."""
+    xp = get_array_module(input)
+    x = _data(input)
+    e = xp.exp(x - x.max(axis=dim, keepdims=True))
+    out = e / e.sum(axis=dim, keepdims=True)
+    return apply(out, (input,), lambda g: (out * (g - (g * out).sum(axis=dim, keepdims=True)),))
+
+
+def log_softmax(input, dim: int):
+    """``x - log(sum(exp(x)))`` along ``dim``."""
+    xp = get_array_module(input)
+    x = _data(input)
+    shifted = x - x.max(axis=dim, keepdims=True)
+    out = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    return apply(out, (input,), lambda g: (g - xp.exp(out) * g.sum(axis=dim, keepdims=True),))
+
+
+# --- pooling -------------------------------------------------------------------------------
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
+    """``torch.nn.functional.max_pool2d`` (ceil_mode=False): (N, C, H, W) -> (N, C, Ho, Wo).
+
+    Padding counts as -inf. The gradient goes to the first maximum of each window, as in
+    torch; windows that overlap add their gradients.
+    """
+    xp = get_array_module(input)
+    x = _data(input)
+    check_shape("max_pool2d", "input", x, "(N, C, H, W)", ndim=4)
+    check_float("max_pool2d", "input", x)
+    (kh, kw), (ph, pw), (dh, dw) = pair(kernel_size), pair(padding), pair(dilation)
+    sh, sw = pair(kernel_size if stride is None else stride)
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(f"max_pool2d: padding {padding} must be at most half of kernel {kernel_size}")
+    N, C, H, W = x.shape
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"max_pool2d: input of shape {tuple(x.shape)} is smaller than the kernel")
+    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf)
+    sN, sC, sH, sW = padded.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        padded, shape=(N, C, Ho, Wo, kh, kw), strides=(sN, sC, sH * sh, sW * sw, sH * dh, sW * dw)
+    ).reshape(N, C, Ho, Wo, kh * kw)  # (N, C, Ho, Wo, kh, kw) -> (N, C, Ho, Wo, kh*kw)
+    argmax = windows.argmax(axis=-1)  # first maximum (NaN counts as maximum, like torch)
+    out = xp.take_along_axis(windows, argmax[..., None], axis=-1)[..., 0]
+
+    def backward(g):
+        d_padded = xp.zeros_like(padded)
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + sh * (Ho - 1) + 1, sh)
+                cols = slice(j * dw, j * dw + sw * (Wo - 1) + 1, sw)
+                d_padded[:, :, rows, cols] += g * (argmax == i * kw + j)
+        return (d_padded[:, :, ph : ph + H, pw : pw + W],)
+
+    return apply(out, (input,), backward)
+
+
+# --- normalisation ---------------------------------------------------------------------------
+def frozen_batch_norm2d(input, weight, bias, running_mean, running_var, eps: float = 1e-5):
+    """torchvision's ``FrozenBatchNorm2d``: ``x * scale + shift`` with fixed statistics.
+
+    ``scale = weight / sqrt(running_var + eps)``, ``shift = bias - running_mean * scale``,
+    computed in this order as torchvision does. The four per-channel arrays (C,) are
+    constants (buffers); only the input receives a gradient.
+    """
+    xp = get_array_module(input)
+    x = _data(input)
+    check_shape("frozen_batch_norm2d", "input", x, "(N, C, H, W)", ndim=4)
+    C = x.shape[1]
+    stats = {"weight": weight, "bias": bias, "running_mean": running_mean, "running_var": running_var}
+    for name, value in stats.items():
+        if needs_grad(value):
+            raise ValueError(f"frozen_batch_norm2d: {name} is a frozen buffer and cannot require grad")
+        check_shape("frozen_batch_norm2d", name, _data(value), f"({C},)", ndim=1, dims={0: C})
+    w, b, rm, rv = (_data(v).reshape(1, C, 1, 1) for v in stats.values())  # (C,) -> (1, C, 1, 1)
+    scale = w * (1 / xp.sqrt(rv + eps))
+    shift = b - rm * scale
+    return apply(x * scale + shift, (input,), lambda g: (g * scale,))
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5):
+    """``torch.nn.functional.batch_norm`` for (N, C) or (N, C, H, W) inputs.
+
+    Training normalises with the batch statistics (biased variance) and updates the
+    running statistics **in place** (unbiased variance), like torch; evaluation uses the
+    running statistics. ``running_mean`` / ``running_var`` may be None in training.
+    """
+    xp = get_array_module(input)
+    x = _data(input)
+    if x.ndim not in (2, 4):
+        raise ValueError(f"batch_norm: expected input of shape (N, C) or (N, C, H, W), got {tuple(x.shape)}")
+    C = x.shape[1]
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, C) if x.ndim == 2 else (1, C, 1, 1)
+    w = _data(weight).reshape(shape) if weight is not None else 1.0  # (C,) -> shape
+    b = _data(bias).reshape(shape) if bias is not None else 0.0
+    rm, rv = _data(running_mean), _data(running_var)
+    if training:
+        count = x.size // C
+        if count < 2:
+            raise ValueError(f"batch_norm: training needs more than 1 value per channel, got input {tuple(x.shape)}")
+        mu = x.mean(axis=axes, keepdims=True)
+        var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+        if rm is not None:
+            rm *= 1 - momentum
+            rm += momentum * mu.reshape(C)
+        if rv is not None:
+            rv *= 1 - momentum
+            rv += momentum * var.reshape(C) * (count / (count - 1))
+    else:
+        mu, var = rm.reshape(shape), rv.reshape(shape)
+        count = None
+    inv_std = 1 / xp.sqrt(var + eps)
+    x_hat = (x - mu) * inv_std
+    out = x_hat * w + b
+
+    def backward(g):
+        d_x_hat = g * w
+        if not needs_grad(input):
+            d_input = None
+        elif training:  # mean and variance depend on x too
+            d_input = inv_std / count * (
+                count * d_x_hat
+                - d_x_hat.sum(axis=axes, keepdims=True)
+                - x_hat * (d_x_hat * x_hat).sum(axis=axes, keepdims=True)
+            )
+        else:
+            d_input = d_x_hat * inv_std
+        return (
+            d_input,
+            (g * x_hat).sum(axis=axes) if needs_grad(weight) else None,
+            g.sum(axis=axes) if needs_grad(bias) else None,
+        )
+
+    return apply(out, (input, weight, bias), backward)
+
+
+# --- resampling ------------------------------------------------------------------------------
+def _source_scale(in_size, out_size, scale_factor, align_corners, dtype):
+    """torch's ``area_pixel_compute_scale``: the step in input pixels per output pixel."""
+    if align_corners:
+        return dtype.type((in_size - 1) / (out_size - 1) if out_size > 1 else 0)
+    if scale_factor is not None:
+        return dtype.type(1.0 / scale_factor)
+    return dtype.type(in_size) / dtype.type(out_size)
+
+
+def interpolation_matrix(in_size: int, out_size: int, mode: str, scale_factor=None,
+                         align_corners: bool = False, dtype=np.float64) -> np.ndarray:
+    """The (out_size, in_size) matrix R with ``resized = R @ signal`` along one axis.
+
+    ``nearest``: source ``floor(dst * scale)`` computed in float32, torch's legacy rule
+    (with its exact special cases out == in and out == 2 * in). ``bilinear``: source
+    ``(dst + 0.5) * scale - 0.5`` clamped at 0 (``align_corners=False``) or
+    ``dst * scale`` (True), split between the two neighbours, computed in the input's
+    float type as torch's CPU kernel does.
+    """
+    dst = np.arange(out_size)
+    R = np.zeros((out_size, in_size), dtype=dtype)
+    if mode == "nearest":
+        if out_size == in_size:
+            src = dst
+        elif out_size == 2 * in_size:
+            src = dst >> 1
+        else:
+            scale = _source_scale(in_size, out_size, scale_factor, False, np.dtype(np.float32))
+            src = np.minimum(np.floor(dst.astype(np.float32) * scale).astype(np.int64), in_size - 1)
+        R[dst, src] = 1
+        return R
+    dt = np.dtype(dtype)
+    scale = _source_scale(in_size, out_size, scale_factor, align_corners, dt)
+    d = dst.astype(dt)
+    real = scale * d if align_corners else np.maximum(scale * (d + dt.type(0.5)) - dt.type(0.5), 0)
+    i0 = np.minimum(np.floor(real).astype(np.int64), in_size - 1)
+    lambda1 = np.clip(real - i0, 0, 1).astype(dt)
+    i1 = i0 + (i0 < in_size - 1)
+    np.add.at(R, (dst, i0), 1 - lambda1)
+    np.add.at(R, (dst, i1), lambda1)
+    return R
+
+
+def interpolate(input, size=None, scale_factor=None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None):
+    """``torch.nn.functional.interpolate`` for 4-D input, modes ``nearest`` and ``bilinear``.
+
+    Resizing is linear and separable: ``out = R_h @ x @ R_w.T`` with the (out, in)
+    matrices of :func:`interpolation_matrix`, so the backward is ``R_h.T @ g @ R_w``.
+    """
+    xp = get_array_module(input)
+    x = _data(input)
+    check_shape("interpolate", "input", x, "(N, C, H, W)", ndim=4)
+    check_float("interpolate", "input", x)
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"interpolate: mode must be 'nearest' or 'bilinear', got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError("interpolate: align_corners applies to mode='bilinear' only")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("interpolate: give exactly one of size and scale_factor")
+    in_hw = x.shape[2:]
+    if size is not None:
+        out_hw, scales = pair(size), (None, None)
+    else:
+        scales = tuple(float(s) for s in (scale_factor if np.iterable(scale_factor) else (scale_factor,) * 2))
+        out_hw = tuple(int(np.floor(n * s)) for n, s in zip(in_hw, scales, strict=True))
+        if recompute_scale_factor:
+            scales = (None, None)
+    if min(out_hw) < 1:
+        raise ValueError(f"interpolate: output size {out_hw} must be positive")
+    R_h, R_w = (
+        xp.asarray(interpolation_matrix(n_in, n_out, mode, s, bool(align_corners), x.dtype))
+        for n_in, n_out, s in zip(in_hw, out_hw, scales, strict=True)
+    )
+    out = R_h @ x @ R_w.T  # (Ho, H) @ (N, C, H, W) @ (W, Wo) -> (N, C, Ho, Wo)
+    return apply(out, (input,), lambda g: (R_h.T @ g @ R_w,))
