@@ -11,7 +11,8 @@ table of best-of-N wall times (calls interleaved) and the ratio mrcnn_np / torch
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,25 +20,14 @@ import torch
 import mrcnn_np.nn.functional as F
 from mrcnn_np.autograd import Tensor
 
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import best_times  # noqa: E402
+
 CASES = [  # name, input shape, weight shape, stride, padding
     ("conv3x3 256->256, 1x256x200x200", (1, 256, 200, 200), (256, 256, 3, 3), 1, 1),
     ("stem conv7x7/2 3->64, 1x3x800x800", (1, 3, 800, 800), (64, 3, 7, 7), 2, 3),
     ("conv1x1 1024->256, 1x1024x50x50", (1, 1024, 50, 50), (256, 1024, 1, 1), 1, 0),
 ]
-
-
-def best_times(fns, repeats):
-    """Best-of-``repeats`` wall time of each function, calls interleaved (a b a b ...) so
-    that both libraries see the same machine load; one warm-up call each first."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [min(ts) for ts in times]
 
 
 def bench_case(rng, name, x_shape, w_shape, stride, padding, repeats):

@@ -238,18 +238,19 @@ def _source_scale(in_size, out_size, scale_factor, align_corners, dtype):
     return dtype.type(in_size) / dtype.type(out_size)
 
 
-def interpolation_matrix(in_size: int, out_size: int, mode: str, scale_factor=None,
-                         align_corners: bool = False, dtype=np.float64) -> np.ndarray:
-    """The (out_size, in_size) matrix R with ``resized = R @ signal`` along one axis.
+def source_taps(in_size: int, out_size: int, mode: str, scale_factor=None, align_corners: bool = False,
+                dtype=np.float64):
+    """Where each output pixel reads from along one axis: a list of ``(index, weight)`` taps,
+    ``resized[dst] = sum(weight[dst] * signal[index[dst]])``.
 
-    ``nearest``: source ``floor(dst * scale)`` computed in float32, torch's legacy rule
-    (with its exact special cases out == in and out == 2 * in). ``bilinear``: source
-    ``(dst + 0.5) * scale - 0.5`` clamped at 0 (``align_corners=False``) or
-    ``dst * scale`` (True), split between the two neighbours, computed in the input's
-    float type as torch's CPU kernel does.
+    ``nearest``: one tap, source ``floor(dst * scale)`` computed in float32, torch's legacy
+    rule (with its exact special cases out == in and out == 2 * in). ``bilinear``: two taps,
+    source ``(dst + 0.5) * scale - 0.5`` clamped at 0 (``align_corners=False``) or
+    ``dst * scale`` (True), split between the neighbours ``i0`` and ``i1 = min(i0 + 1, in - 1)``,
+    computed in the input's float type as torch's CPU kernel does. Every index array is
+    non-decreasing in ``dst``.
     """
     dst = np.arange(out_size)
-    R = np.zeros((out_size, in_size), dtype=dtype)
     if mode == "nearest":
         if out_size == in_size:
             src = dst
@@ -258,8 +259,7 @@ def interpolation_matrix(in_size: int, out_size: int, mode: str, scale_factor=No
         else:
             scale = _source_scale(in_size, out_size, scale_factor, False, np.dtype(np.float32))
             src = np.minimum(np.floor(dst.astype(np.float32) * scale).astype(np.int64), in_size - 1)
-        R[dst, src] = 1
-        return R
+        return [(src, None)]
     dt = np.dtype(dtype)
     scale = _source_scale(in_size, out_size, scale_factor, align_corners, dt)
     d = dst.astype(dt)
@@ -267,19 +267,54 @@ def interpolation_matrix(in_size: int, out_size: int, mode: str, scale_factor=No
     i0 = np.minimum(np.floor(real).astype(np.int64), in_size - 1)
     lambda1 = np.clip(real - i0, 0, 1).astype(dt)
     i1 = i0 + (i0 < in_size - 1)
-    np.add.at(R, (dst, i0), 1 - lambda1)
-    np.add.at(R, (dst, i1), lambda1)
-    return R
+    return [(i0, 1 - lambda1), (i1, lambda1)]
+
+
+def _weighted(values, weight, axis):
+    """``values * weight`` with ``weight`` (n,) laid along ``axis`` (None means 1)."""
+    if weight is None:
+        return values
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    return values * get_array_module(values).asarray(weight).reshape(shape)
+
+
+def _resample_axis(x, taps, axis):
+    """Forward along one axis: ``sum_t weight_t * take(x, index_t)``."""
+    xp = get_array_module(x)
+    out = None
+    for index, weight in taps:
+        term = _weighted(xp.take(x, xp.asarray(index), axis=axis), weight, axis)
+        out = term if out is None else out + term
+    return out
+
+
+def _resample_axis_backward(g, taps, in_size, axis):
+    """The adjoint of :func:`_resample_axis`: scatter-add ``weight_t * g`` back to ``index_t``.
+
+    Indices are sorted, so every source pixel owns a contiguous run of output pixels and the
+    scatter is one ``add.reduceat`` per tap (no atomics, no dense matrix)."""
+    xp = get_array_module(g)
+    shape = list(g.shape)
+    shape[axis] = in_size
+    out = xp.zeros(shape, dtype=g.dtype)
+    for index, weight in taps:
+        present, starts = np.unique(index, return_index=True)
+        summed = xp.add.reduceat(_weighted(g, weight, axis), xp.asarray(starts), axis=axis)
+        where = [slice(None)] * g.ndim
+        where[axis] = xp.asarray(present)
+        out[tuple(where)] += summed
+    return out
 
 
 def interpolate(input, size=None, scale_factor=None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None):
     """``torch.nn.functional.interpolate`` for 4-D input, modes ``nearest`` and ``bilinear``.
 
-    Resizing is linear and separable: ``out = R_h @ x @ R_w.T`` with the (out, in)
-    matrices of :func:`interpolation_matrix`, so the backward is ``R_h.T @ g @ R_w``.
+    Resizing is separable: width first, then height, each output pixel a weighted sum of
+    one (nearest) or two (bilinear) input pixels given by :func:`source_taps` -- the same
+    terms, in the same order, as torch's CPU kernel. The backward scatters the gradient back.
     """
-    xp = get_array_module(input)
     x = _data(input)
     check_shape("interpolate", "input", x, "(N, C, H, W)", ndim=4)
     check_float("interpolate", "input", x)
@@ -289,7 +324,7 @@ def interpolate(input, size=None, scale_factor=None, mode: str = "nearest",
         raise ValueError("interpolate: align_corners applies to mode='bilinear' only")
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give exactly one of size and scale_factor")
-    in_hw = x.shape[2:]
+    (H, W) = in_hw = x.shape[2:]
     if size is not None:
         out_hw, scales = pair(size), (None, None)
     else:
@@ -299,9 +334,13 @@ def interpolate(input, size=None, scale_factor=None, mode: str = "nearest",
             scales = (None, None)
     if min(out_hw) < 1:
         raise ValueError(f"interpolate: output size {out_hw} must be positive")
-    R_h, R_w = (
-        xp.asarray(interpolation_matrix(n_in, n_out, mode, s, bool(align_corners), x.dtype))
+    taps_h, taps_w = (
+        source_taps(n_in, n_out, mode, s, bool(align_corners), x.dtype)
         for n_in, n_out, s in zip(in_hw, out_hw, scales, strict=True)
     )
-    out = R_h @ x @ R_w.T  # (Ho, H) @ (N, C, H, W) @ (W, Wo) -> (N, C, Ho, Wo)
-    return apply(out, (input,), lambda g: (R_h.T @ g @ R_w,))
+    out = _resample_axis(_resample_axis(x, taps_w, axis=3), taps_h, axis=2)  # (N, C, H, Wo) -> (N, C, Ho, Wo)
+
+    def backward(g):
+        return (_resample_axis_backward(_resample_axis_backward(g, taps_h, H, axis=2), taps_w, W, axis=3),)
+
+    return apply(out, (input,), backward)
