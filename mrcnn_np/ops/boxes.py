@@ -1,0 +1,96 @@
+"""Box utilities on arrays of absolute ``xyxy`` boxes, shaped and named like ``torchvision.ops``.
+
+In:  boxes (R, 4) as ``x1, y1, x2, y2`` in pixels, float32 or float64.
+Out: areas (R,), IoU matrices (R1, R2), clipped boxes (R, 4), kept indices (K,) int64.
+
+Torchvision: ``ops/boxes.py`` (``box_area``, ``box_iou``, ``clip_boxes_to_image``,
+``remove_small_boxes``). Unlike torchvision, boxes with ``x2 < x1``, ``y2 < y1`` or NaN
+coordinates raise a ValueError instead of producing silent nonsense, and the IoU of two
+zero-area boxes is 0 (torchvision gives NaN).
+
+``box_iou`` has three implementations (``impl=``): the NumPy reference below, a parallel
+Numba kernel and a numba.cuda kernel (:mod:`mrcnn_np.kernels.box_iou`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module, resolve_impl
+
+
+def check_boxes(boxes, name: str = "boxes", allow_empty: bool = True):
+    """Validate an (R, 4) float array of xyxy boxes; returns it unchanged.
+
+    Raises TypeError for a non-float dtype and ValueError for a wrong shape, NaN or
+    infinite coordinates, or ``x2 < x1`` / ``y2 < y1`` (naming the first bad box).
+    """
+    xp = get_array_module(boxes)
+    if not hasattr(boxes, "dtype") or boxes.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float32 or float64 array, got {getattr(boxes, 'dtype', type(boxes))}")
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (R, 4) as x1, y1, x2, y2; got shape {tuple(boxes.shape)}")
+    if not allow_empty and boxes.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    finite = xp.isfinite(boxes).all(axis=1)
+    if not bool(finite.all()):
+        i = int(xp.argmin(finite))
+        raise ValueError(f"{name}[{i}] = {boxes[i].tolist()} has NaN or infinite coordinates")
+    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bool(inverted.any()):
+        i = int(xp.argmax(inverted))
+        raise ValueError(f"{name}[{i}] = {boxes[i].tolist()} has x2 < x1 or y2 < y1 (expected x1, y1, x2, y2)")
+    return boxes
+
+
+def box_area(boxes):
+    """(R, 4) -> (R,): ``(x2 - x1) * (y2 - y1)``."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou_numpy(boxes1, boxes2):
+    """The reference: (R1, 4), (R2, 4) -> (R1, R2) intersection over union.
+
+    Same arithmetic, in the same order, as torchvision's ``_box_inter_union``.
+    """
+    xp = get_array_module(boxes1, boxes2)
+    area1, area2 = box_area(boxes1), box_area(boxes2)
+    lt = xp.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # (R1, R2, 2) top-left of the overlap
+    rb = xp.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # (R1, R2, 2) bottom-right
+    wh = xp.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    out = xp.zeros_like(inter)
+    xp.divide(inter, union, out=out, where=union > 0)  # 0 for two zero-area boxes
+    return out
+
+
+def box_iou(boxes1, boxes2, impl: str = "auto"):
+    """Pairwise IoU: (R1, 4), (R2, 4) -> (R1, R2), same dtype. ``impl``: see module doc."""
+    check_boxes(boxes1, "boxes1")
+    check_boxes(boxes2, "boxes2")
+    if boxes1.dtype != boxes2.dtype:
+        raise TypeError(f"box_iou: dtypes must match, got {boxes1.dtype} and {boxes2.dtype}")
+    impl = resolve_impl(impl, boxes1, boxes2)
+    if impl == "numpy" or min(len(boxes1), len(boxes2)) == 0:
+        return box_iou_numpy(boxes1, boxes2)
+    from ..kernels import box_iou as kernels
+
+    return kernels.box_iou_numba(boxes1, boxes2) if impl == "numba" else kernels.box_iou_cuda(boxes1, boxes2)
+
+
+def clip_boxes_to_image(boxes, size: tuple[int, int]):
+    """Clamp x to [0, width] and y to [0, height]; ``size`` is (height, width)."""
+    xp = get_array_module(boxes)
+    height, width = size
+    out = boxes.copy()
+    out[..., 0::2] = xp.clip(boxes[..., 0::2], 0, width)
+    out[..., 1::2] = xp.clip(boxes[..., 1::2], 0, height)
+    return out
+
+
+def remove_small_boxes(boxes, min_size: float):
+    """Indices (int64) of the boxes whose width and height are both >= ``min_size``."""
+    xp = get_array_module(boxes)
+    ws, hs = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return xp.nonzero((ws >= min_size) & (hs >= min_size))[0].astype(np.int64)

@@ -1,0 +1,53 @@
+"""Assign each prediction (anchor or proposal) to a ground-truth box, or to none.
+
+In:  an IoU matrix (M ground truths, N predictions).
+Out: matches (N,) int64: the matched ground-truth index, or
+     ``BELOW_LOW_THRESHOLD = -1`` (background) / ``BETWEEN_THRESHOLDS = -2`` (ignored).
+
+A prediction matches its best ground truth when that IoU >= ``high_threshold``; below
+``low_threshold`` it is background; in between, ignored. With
+``allow_low_quality_matches``, every ground truth also keeps the predictions that overlap it
+best (all of them, on ties), even below the threshold -- otherwise a small or oddly shaped
+object may get no positive anchor at all.
+
+Ren et al., "Faster R-CNN" (2015), sec. 3.1.2; torchvision ``models/detection/_utils.py``
+(``Matcher``). Ties go to the lowest ground-truth index, as ``torch.max`` gives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+
+
+class Matcher:
+    BELOW_LOW_THRESHOLD = -1
+    BETWEEN_THRESHOLDS = -2
+
+    def __init__(self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False):
+        if low_threshold > high_threshold:
+            raise ValueError(f"low_threshold {low_threshold} must be <= high_threshold {high_threshold}")
+        self.high_threshold, self.low_threshold = high_threshold, low_threshold
+        self.allow_low_quality_matches = allow_low_quality_matches
+
+    def __call__(self, match_quality_matrix):
+        """(M, N) -> (N,) int64 matches; M = 0 or N = 0 raise ValueError, as torchvision does."""
+        xp = get_array_module(match_quality_matrix)
+        if match_quality_matrix.ndim != 2:
+            raise ValueError(f"expected an (M, N) IoU matrix, got shape {tuple(match_quality_matrix.shape)}")
+        if match_quality_matrix.shape[0] == 0:
+            raise ValueError("No ground-truth boxes available for one of the images during training")
+        if match_quality_matrix.shape[1] == 0:
+            raise ValueError("No proposal boxes available for one of the images during training")
+        matches = match_quality_matrix.argmax(axis=0).astype(np.int64)  # first maximum on ties
+        matched_vals = match_quality_matrix.max(axis=0)
+        all_matches = matches.copy()
+        matches[matched_vals < self.low_threshold] = self.BELOW_LOW_THRESHOLD
+        between = (matched_vals >= self.low_threshold) & (matched_vals < self.high_threshold)
+        matches[between] = self.BETWEEN_THRESHOLDS
+        if self.allow_low_quality_matches:
+            best_for_each_gt = match_quality_matrix.max(axis=1)  # (M,)
+            _, preds = xp.nonzero(match_quality_matrix == best_for_each_gt[:, None])
+            matches[preds] = all_matches[preds]
+        return matches

@@ -1,0 +1,40 @@
+"""numba.cuda box_iou and nms against the NumPy reference.
+
+Marked ``cudasim``: scripts/test.sh runs these in their own pytest process with
+NUMBA_ENABLE_CUDASIM=1 (the simulator must be chosen before numba is imported), and on a
+machine with a GPU they run on the device when that variable is not set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from mrcnn_np.ops import box_iou, nms
+from tests.kernels.strategies import box_set
+
+pytestmark = pytest.mark.cudasim
+
+
+def test_a_cuda_target_is_present():
+    """Fails (never skips) when neither the simulator nor a GPU is there."""
+    assert cuda.is_available(), "run with NUMBA_ENABLE_CUDASIM=1 or on a machine with a CUDA GPU"
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_box_iou_cuda_equals_numpy(seed, dtype):
+    b1, _ = box_set(seed, 37, dtype)
+    b2, _ = box_set(seed + 100, 21, dtype)
+    np.testing.assert_array_equal(box_iou(b1, b2, impl="cuda"), box_iou(b1, b2, impl="numpy"))
+
+
+@pytest.mark.parametrize("seed,n", [(0, 1), (1, 5), (2, 63), (3, 64), (4, 65), (5, 150)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nms_cuda_equals_numpy(seed, n, dtype):
+    """Sizes around the 64-box block edge, where the bitmask bookkeeping can go wrong."""
+    boxes, scores = box_set(seed, n, dtype)
+    for threshold in (0.3, 0.7):
+        np.testing.assert_array_equal(nms(boxes, scores, threshold, impl="cuda"),
+                                      nms(boxes, scores, threshold, impl="numpy"))
