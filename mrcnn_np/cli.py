@@ -58,8 +58,51 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- check -------------------------------------------------------------------------------
+def _add_check(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check",
+        help="grade an exercise: mrcnn-np check 01 [--path my_copy.py]",
+        description=(
+            "Grades your solution of a chapter's exercise (exercises/NN_stage/) task by task "
+            "against mrcnn_np and, when installed, torch, and prints a report. Exits with "
+            "status 0 when every task passes, 1 when one does not (or your file does not "
+            "import), 2 when the chapter or a file cannot be found."
+        ),
+    )
+    p.add_argument("chapter", help="the chapter: 01, 1 or 01_backbone")
+    p.add_argument("--path", default=None,
+                   help="your file to grade (default: the chapter's stub, exercises/NN_stage/exercise.py)")
+    p.add_argument("--exercises-dir", default=None,
+                   help="the exercises folder (default: ./exercises, else the one next to the package)")
+    p.set_defaults(run=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Grade the learner's file on every task of the chapter and print the report."""
+    from pathlib import Path
+
+    from .exercises import ExerciseError, find_chapter, format_report, grade, load_grader
+
+    try:
+        chapter_dir = find_chapter(args.chapter, args.exercises_dir)
+        path = Path(args.path) if args.path else chapter_dir / load_grader(chapter_dir).STUB
+        if not path.is_file():
+            raise ExerciseError(f"no such file: {path}")
+    except ExerciseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        results = grade(chapter_dir, path)
+    except ExerciseError as exc:  # the learner's file does not import
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(results, title=f"Exercise {chapter_dir.name}: grading {path.resolve()}"))
+    return 0 if all(r.passed for r in results) else 1
+
+
 # --- the parser --------------------------------------------------------------------------
-COMMANDS = (_add_demo,)
+COMMANDS = (_add_demo, _add_check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,267 @@
+"""Self-grading exercises: find a chapter's grader, run its tasks on a learner's file, report.
+
+Each chapter ``NN`` has a folder ``exercises/NN_stage/`` with a README, a stub the learner
+fills in (``exercise.py``) and ``grader.py``, which defines
+
+- ``STUB``: the stub's file name, graded when no other file is given;
+- ``TASKS``: a list of :class:`Task`. ``task.check(module)`` receives the learner's file as
+  an imported module and raises ``AssertionError`` with a readable message when a result is
+  wrong; it may return a short note for the report (e.g. that torch was not installed).
+
+:func:`grade` runs every task, each on its own (one failing never stops the others), and
+:func:`format_report` renders the results; ``mrcnn-np check NN`` does both. Only the
+standard library and NumPy are needed here; graders import whatever references they use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+PASS, FAIL, TODO = "PASS", "FAIL", "TODO"
+_module_ids = itertools.count()
+
+
+class ExerciseError(Exception):
+    """Grading could not start: no exercises folder, unknown chapter, unloadable file."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One graded task: ``check(module)`` raises on a wrong answer, else returns a note or None."""
+
+    name: str
+    description: str
+    check: Callable[[ModuleType], str | None]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of one task: ``status`` is PASS, FAIL or TODO (NotImplementedError)."""
+
+    name: str
+    description: str
+    status: str
+    message: str = ""  # why it failed, or what is not implemented
+    note: str | None = None  # e.g. "torch not installed: compared with mrcnn_np only"
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+
+# --- finding chapters ------------------------------------------------------------------------
+def _package_exercises_dir() -> Path:
+    """``exercises/`` next to the package: the repository root of a clone (editable install)."""
+    return Path(__file__).resolve().parents[1] / "exercises"
+
+
+def _chapter_dirs(exercises_dir: Path) -> list[Path]:
+    """Folders ``NN_name`` holding a ``grader.py``, sorted by number."""
+    return sorted(p.parent for p in exercises_dir.glob("[0-9][0-9]_*/grader.py"))
+
+
+def find_exercises_dir(exercises_dir: str | Path | None = None) -> Path:
+    """The ``exercises/`` folder: ``exercises_dir`` if given, else ``./exercises``, else the
+    one next to the installed package. Raises ExerciseError naming every place searched."""
+    if exercises_dir is not None:
+        candidates = [Path(exercises_dir)]
+    else:
+        candidates = [Path.cwd() / "exercises", _package_exercises_dir()]
+    for candidate in candidates:
+        if candidate.is_dir() and _chapter_dirs(candidate):
+            return candidate.resolve()
+    searched = "\n".join(f"  {c}" for c in candidates)
+    hint = ("Is that the path of the repository's exercises/ folder?" if exercises_dir is not None
+            else "Run from the repository root, or pass --exercises-dir path/to/exercises.")
+    raise ExerciseError(f"no exercises folder with chapters (NN_name/grader.py) found; searched:\n{searched}\n{hint}")
+
+
+def find_chapter(chapter: str | int | Path, exercises_dir: str | Path | None = None) -> Path:
+    """The folder of a chapter given as ``1``, ``"01"``, ``"01_backbone"`` or ``"backbone"``;
+    a Path to a chapter folder is returned as it is."""
+    if isinstance(chapter, Path) and (chapter / "grader.py").is_file():
+        return chapter.resolve()
+    root = find_exercises_dir(exercises_dir)
+    chapters = _chapter_dirs(root)
+    text = str(chapter).strip()
+    for folder in chapters:
+        number, _, name = folder.name.partition("_")
+        if text in (folder.name, name) or (text.isdigit() and int(text) == int(number)):
+            return folder
+    available = ", ".join(c.name for c in chapters)
+    raise ExerciseError(f"unknown chapter {text!r} in {root}; available: {available}")
+
+
+# --- loading files ---------------------------------------------------------------------------
+def load_module(path: str | Path) -> ModuleType:
+    """Import the Python file at ``path`` under a fresh, unique module name.
+
+    Raises ExerciseError when the file is missing or fails to import (syntax error, ...)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ExerciseError(f"no such file: {path}")
+    stem = re.sub(r"\W", "_", path.stem)
+    name = f"_mrcnn_np_exercise_{next(_module_ids)}_{stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up here
+    write_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the learner's folder
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ExerciseError(f"could not import {path}:\n{_describe_exception(exc, path)}") from exc
+    finally:
+        sys.dont_write_bytecode = write_bytecode
+    return module
+
+
+def load_grader(chapter_dir: Path) -> ModuleType:
+    """A chapter's ``grader.py``, checked to define ``STUB`` and ``TASKS``."""
+    grader = load_module(chapter_dir / "grader.py")
+    if not isinstance(getattr(grader, "STUB", None), str) or not getattr(grader, "TASKS", None):
+        raise ExerciseError(f"{chapter_dir / 'grader.py'} must define STUB (a file name) and TASKS (Tasks)")
+    return grader
+
+
+# --- grading -----------------------------------------------------------------------------------
+def grade(chapter: str | int | Path, path: str | Path | None = None,
+          exercises_dir: str | Path | None = None) -> list[TaskResult]:
+    """Grade the learner's file ``path`` (default: the chapter's stub) on every task of
+    ``chapter``; one :class:`TaskResult` per task, in the grader's order."""
+    chapter_dir = find_chapter(chapter, exercises_dir)
+    grader = load_grader(chapter_dir)
+    learner_path = Path(path) if path is not None else chapter_dir / grader.STUB
+    module = load_module(learner_path)
+    return [run_task(task, module) for task in grader.TASKS]
+
+
+def run_task(task: Task, module: ModuleType) -> TaskResult:
+    """Run one task's check, turning any exception into a FAIL (TODO for NotImplementedError)."""
+    start = time.perf_counter()
+    status, message, note = PASS, "", None
+    try:
+        note = task.check(module)
+    except NotImplementedError as exc:
+        where = _where(exc, module.__file__, code=False)
+        message = f"not implemented yet: {str(exc) or type(exc).__name__}" + (f"  ({where})" if where else "")
+        status = TODO
+    except AssertionError as exc:
+        status, message = FAIL, str(exc) or "assertion failed"
+    except Exception as exc:  # the learner's code crashed: say what and where
+        status, message = FAIL, "raised " + _describe_exception(exc, module.__file__)
+    return TaskResult(task.name, task.description, status, message, note, time.perf_counter() - start)
+
+
+def _where(exc: BaseException, learner_file: str | Path, code: bool = True) -> str:
+    """``file, line n, in f[: code]`` of the line that raised ``exc``, preferring the learner's file."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    learner_file = str(Path(learner_file).resolve())
+    own = [f for f in frames if str(Path(f.filename).resolve()) == learner_file]
+    frame = own[-1] if own else (frames[-1] if frames else None)
+    if frame is None:
+        return ""
+    return f"{Path(frame.filename).name}, line {frame.lineno}, in {frame.name}" + (
+        f": {frame.line.strip()}" if code and frame.line else "")
+
+
+def _describe_exception(exc: BaseException, learner_file: str | Path) -> str:
+    """``Type: message`` and, on the next line, where it was raised."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    where = "" if isinstance(exc, SyntaxError) else _where(exc, learner_file)  # SyntaxError names its line
+    return text + (f"\n  at {where}" if where else "")
+
+
+def format_report(results: list[TaskResult], title: str | None = None) -> str:
+    """One line per task (PASS / FAIL / TODO, name, description, time, note), the reason for
+    a failure indented below it, and a final ``k/n tasks passed``."""
+    name_width = max((len(r.name) for r in results), default=0)
+    description_width = max((len(r.description) for r in results), default=0)
+    lines = [title, ""] if title else []
+    for r in results:
+        line = f"{r.status}  {r.name:<{name_width}}  {r.description:<{description_width}}  {r.seconds:5.2f} s"
+        lines.append(line + (f"  ({r.note})" if r.note else ""))
+        lines += ["      " + part for part in r.message.splitlines() if r.status != PASS]
+    passed = sum(r.passed for r in results)
+    lines += ["", f"{passed}/{len(results)} tasks passed"]
+    return "\n".join(lines)
+
+
+# --- helpers for graders -------------------------------------------------------------------------
+def function(module: ModuleType, name: str) -> Callable:
+    """The learner's function ``name``, written in their own file (not imported from elsewhere)."""
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise AssertionError(f"your file defines no function {name!r}; keep the stub's function names")
+    if not callable(fn):
+        raise AssertionError(f"{name} in your file is a {type(fn).__name__}, not a function")
+    origin = getattr(fn, "__module__", module.__name__)
+    if origin != module.__name__:
+        raise AssertionError(f"{name} in your file is {origin}.{name}, imported from elsewhere; write it yourself")
+    return fn
+
+
+def optional_import(name: str) -> ModuleType | None:
+    """``import name``, or None when it is not installed (torch is a dev dependency only)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def not_installed_note(package: str) -> str:
+    """The note a task returns when it skipped its comparison with ``package``."""
+    return f"{package} not installed: compared with mrcnn_np only"
+
+
+def shape_str(shape) -> str:
+    """``(2, 3)`` for a shape tuple (plain ints, no ``np.int64(...)``)."""
+    return str(tuple(int(d) for d in shape))
+
+
+def assert_close(received, expected, what: str, rtol: float = 1e-10) -> None:
+    """Fail unless ``received`` has ``expected``'s shape and ``max|received - expected| <=
+    rtol * max|expected|`` (``rtol`` absolute when ``expected`` is all zeros).
+
+    ``what`` says what was compared, e.g. ``"im2col(x (2, 3, 7, 5), ...) vs mrcnn_np"``; the
+    message adds the shapes, or the largest error with its index and both values."""
+    expected = np.asarray(expected, dtype=np.float64)
+    if received is None:
+        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected.shape)}, got None "
+                             "(a missing return?)")
+    try:
+        received = np.asarray(received, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected.shape)}, "
+                             f"got {type(received).__name__}") from None
+    if received.shape != expected.shape:
+        raise AssertionError(f"{what}:\nexpected shape {shape_str(expected.shape)}, got {shape_str(received.shape)}")
+    if expected.size == 0:
+        return
+    diff = np.abs(received - expected)
+    diff[np.isnan(diff)] = np.inf  # NaN is never close
+    scale = float(np.abs(expected).max())
+    allowed = rtol * scale if scale > 0 else rtol
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    error = float(diff[worst])
+    if error <= allowed:
+        return
+    index = tuple(int(i) for i in worst)
+    raise AssertionError(
+        f"{what}: values differ\n"
+        f"max abs error {error:.3g} at index {index}: expected {expected[worst]:.6g}, got {received[worst]:.6g} "
+        f"(allowed {allowed:.1e} = {rtol:.0e} x max|expected|)"
+    )

@@ -1,0 +1,249 @@
+"""The exercise graders are sound both ways, and ``mrcnn-np check`` reports them.
+
+For every chapter under exercises/: the reference solution passes every task and the
+untouched stub passes none. Deliberately broken copies of the solution prove that the
+chapter-01 grader fails the task the bug belongs to, with a readable message.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from mrcnn_np import cli, exercises
+from mrcnn_np.exercises import FAIL, PASS, TODO, ExerciseError, Task, TaskResult
+
+EXERCISES = Path(__file__).resolve().parents[2] / "exercises"
+CHAPTERS = sorted(p.parent.name for p in EXERCISES.glob("[0-9][0-9]_*/grader.py"))
+SOLUTION_01 = EXERCISES / "solutions" / "01_backbone.py"
+
+
+def solution(chapter: str) -> Path:
+    return EXERCISES / "solutions" / f"{chapter}.py"
+
+
+@pytest.fixture(scope="module")
+def solution_01_results():
+    return exercises.grade("01", SOLUTION_01, exercises_dir=EXERCISES)
+
+
+def by_name(results: list[TaskResult]) -> dict[str, TaskResult]:
+    return {r.name: r for r in results}
+
+
+# --- every chapter: sound both ways ----------------------------------------------------------------
+def test_there_are_chapters():
+    assert "01_backbone" in CHAPTERS
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_has_readme_stub_and_solution(chapter):
+    grader = exercises.load_grader(EXERCISES / chapter)
+    assert (EXERCISES / chapter / "README.md").is_file()
+    assert (EXERCISES / chapter / grader.STUB).is_file()
+    assert solution(chapter).is_file()
+    assert all(isinstance(t, Task) for t in grader.TASKS)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_stub_and_solution_use_numpy_only(chapter):
+    grader = exercises.load_grader(EXERCISES / chapter)
+    for path in (EXERCISES / chapter / grader.STUB, solution(chapter)):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported.add((node.module or "").split(".")[0])
+        assert imported <= {"numpy", "math", "__future__"}, f"{path.name} imports {imported}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_reference_solution_passes_every_task(chapter, solution_01_results):
+    results = solution_01_results if chapter == "01_backbone" else exercises.grade(chapter, solution(chapter))
+    failed = [r for r in results if not r.passed]
+    assert not failed, exercises.format_report(failed)
+    assert all(r.note is None for r in results), "torch is installed here: every torch comparison must run"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_untouched_stub_fails_every_task(chapter):
+    results = exercises.grade(chapter, exercises_dir=EXERCISES)
+    assert results and all(r.status != PASS for r in results), exercises.format_report(results)
+    assert all(r.status == TODO and "not implemented yet" in r.message for r in results)
+
+
+# --- chapter 01: broken copies fail the task they break ---------------------------------------------
+BUGS = {
+    # name: (text in the solution, replacement, the task that must fail, text in its message)
+    "taps transposed in im2col": (
+        "x_pad[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride]\n",
+        "x_pad[:, :, j : j + stride * Ho : stride, i : i + stride * Wo : stride]\n",
+        "im2col", "vs mrcnn_np.nn.conv.im2col",
+    ),
+    "output size off by one": (
+        "return (size + 2 * padding - kernel) // stride + 1",
+        "return (size + 2 * padding - kernel) // stride",
+        "im2col", "expected shape (2, 27, 35), got (2, 27, 24)",
+    ),
+    "kernel transposed in conv2d_forward": (
+        "out = weight.reshape(C_out, C_in * kh * kw) @ cols",
+        "out = weight.transpose(0, 1, 3, 2).reshape(C_out, C_in * kh * kw) @ cols",
+        "conv2d_forward", "values differ",
+    ),
+    "col2im overwrites overlaps instead of adding": (
+        "x_pad[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride] += cols[:, :, i, j]",
+        "x_pad[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride] = cols[:, :, i, j]",
+        "conv2d_backward", "d_x of conv2d_backward",
+    ),
+    "no ReLU after the residual sum": (
+        "return relu(out + identity)", "return out + identity", "bottleneck_forward", "values differ",
+    ),
+    "batch norm without eps": (
+        "def frozen_batch_norm(x, params, prefix, eps=1e-5):",
+        "def frozen_batch_norm(x, params, prefix, eps=0.0):",
+        "bottleneck_forward", "allowed",
+    ),
+    "im2col imported from the library": (
+        "# --- task (b)", "from mrcnn_np.nn.conv import im2col  # noqa: E402\n\n\n# --- task (b)",
+        "im2col", "imported from elsewhere",
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", BUGS)
+def test_a_broken_solution_fails_its_task(bug, tmp_path):
+    old, new, task, expected_text = BUGS[bug]
+    source = SOLUTION_01.read_text()
+    assert old in source, "the solution changed: update this test's bug"
+    path = tmp_path / "broken.py"
+    path.write_text(source.replace(old, new))
+    result = by_name(exercises.grade("01", path, exercises_dir=EXERCISES))[task]
+    assert result.status == FAIL, exercises.format_report([result])
+    assert expected_text in result.message, result.message
+
+
+def test_a_crash_in_the_learners_code_names_the_line(tmp_path):
+    path = tmp_path / "crash.py"
+    path.write_text(SOLUTION_01.read_text().replace(
+        "    cols = im2col(x, (kh, kw), stride, padding)  # (N, C_in*kh*kw, Ho*Wo)\n",
+        "    cols = im2col(x, (kh, kw), stride, padding)[:, :, :, None]  # (N, C_in*kh*kw, Ho*Wo)\n", 1))
+    result = by_name(exercises.grade("01", path, exercises_dir=EXERCISES))["conv2d_forward"]
+    assert result.status == FAIL
+    assert result.message.startswith("raised ValueError")
+    assert "at crash.py, line" in result.message and "in conv2d_forward" in result.message
+
+
+def test_without_torch_the_library_comparison_still_grades(monkeypatch):
+    for name in [n for n in sys.modules if n.split(".")[0] in ("torch", "torchvision")] + ["torch", "torchvision"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import torch` now raises ImportError
+    results = exercises.grade("01", SOLUTION_01, exercises_dir=EXERCISES)
+    assert all(r.passed for r in results)
+    assert all(r.note and "not installed" in r.note for r in results)
+    report = exercises.format_report(results)
+    assert "(torch not installed: compared with mrcnn_np only)" in report
+    assert "(torch and torchvision not installed: compared with mrcnn_np only)" in report
+
+
+# --- the framework -----------------------------------------------------------------------------------
+def test_a_learner_file_that_does_not_import_is_reported(tmp_path):
+    path = tmp_path / "typo.py"
+    path.write_text("def im2col(x:\n")
+    with pytest.raises(ExerciseError, match="could not import .*typo.py"):
+        exercises.grade("01", path, exercises_dir=EXERCISES)
+
+
+@pytest.mark.parametrize("chapter", ["01", "1", 1, "01_backbone", "backbone"])
+def test_chapter_names(chapter):
+    assert exercises.find_chapter(chapter, EXERCISES) == EXERCISES / "01_backbone"
+
+
+def test_unknown_chapter_lists_the_available_ones():
+    with pytest.raises(ExerciseError, match=r"unknown chapter '99'.*available: 01_backbone"):
+        exercises.find_chapter("99", EXERCISES)
+
+
+def test_exercises_folder_is_found_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./exercises here: the folder next to the package
+    assert exercises.find_exercises_dir() == EXERCISES
+    monkeypatch.setattr(exercises, "_package_exercises_dir", lambda: tmp_path / "gone")
+    with pytest.raises(ExerciseError) as error:
+        exercises.find_exercises_dir()
+    assert str(tmp_path / "exercises") in str(error.value) and str(tmp_path / "gone") in str(error.value)
+    assert "--exercises-dir" in str(error.value)
+    monkeypatch.chdir(EXERCISES.parent)  # ./exercises
+    assert exercises.find_exercises_dir() == EXERCISES
+    with pytest.raises(ExerciseError, match="exercises/ folder"):
+        exercises.find_exercises_dir(tmp_path)
+
+
+def test_tasks_are_independent_and_the_report_reads_well(tmp_path):
+    module = exercises.load_module(SOLUTION_01)
+
+    def broken(_):
+        raise KeyError("boom")
+
+    def unfinished(_):
+        raise NotImplementedError
+
+    tasks = [Task("a", "first", lambda m: None), Task("b", "second", broken),
+             Task("c", "third", lambda m: "a note"), Task("d", "fourth", lambda m: exercises.assert_close(
+                 [[1.0, 2.0]], [[1.0], [2.0]], "d(x)")), Task("e", "fifth", unfinished)]
+    results = [exercises.run_task(t, module) for t in tasks]
+    assert [r.status for r in results] == [PASS, FAIL, PASS, FAIL, TODO]
+    report = exercises.format_report(results, title="Title")
+    lines = report.splitlines()
+    assert lines[0] == "Title" and lines[-1] == "2/5 tasks passed"
+    assert lines[-3].startswith("      not implemented yet: NotImplementedError  (test_exercises.py, line")
+    assert any(line.startswith("PASS  c") and line.endswith("(a note)") for line in lines)
+    assert "      raised KeyError: 'boom'" in lines
+    assert lines[lines.index("      d(x):") + 1] == "      expected shape (2, 1), got (1, 2)"
+
+
+def test_assert_close_messages():
+    exercises.assert_close([1.0, 2.0 + 1e-12], [1.0, 2.0], "ok")
+    with pytest.raises(AssertionError, match=r"max abs error 0.5 at index \(1,\): expected 2, got 2.5"):
+        exercises.assert_close([1.0, 2.5], [1.0, 2.0], "x")
+    with pytest.raises(AssertionError, match="got None"):
+        exercises.assert_close(None, [1.0], "x")
+    with pytest.raises(AssertionError, match="values differ"):
+        exercises.assert_close([float("nan")], [1.0], "x")
+
+
+# --- the command line -----------------------------------------------------------------------------------
+def test_cli_check_on_the_stub_fails_with_todo_lines(capsys, monkeypatch):
+    monkeypatch.chdir(EXERCISES.parent)
+    assert cli.main(["check", "01"]) == 1
+    out = capsys.readouterr().out
+    assert "01_backbone" in out and "exercise.py" in out
+    assert sum(line.startswith("TODO  ") for line in out.splitlines()) == 4
+    assert out.rstrip().endswith("0/4 tasks passed")
+
+
+def test_cli_check_on_the_solution_passes_from_another_directory(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check", "01", "--path", str(SOLUTION_01), "--exercises-dir", str(EXERCISES)]) == 0
+    out = capsys.readouterr().out
+    assert sum(line.startswith("PASS  ") for line in out.splitlines()) == 4
+    assert out.rstrip().endswith("4/4 tasks passed")
+
+
+@pytest.mark.parametrize(("argv", "status", "message"), [
+    (["check", "99"], 2, "unknown chapter '99'"),
+    (["check", "01", "--path", "no_such_file.py"], 2, "no such file"),
+    (["check", "01", "--exercises-dir", "/nonexistent"], 2, "/nonexistent"),
+])
+def test_cli_check_errors_are_clear(argv, status, message, capsys):
+    assert cli.main(argv) == status
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_cli_check_reports_a_file_that_does_not_import(tmp_path, capsys):
+    path = tmp_path / "typo.py"
+    path.write_text("def im2col(x:\n")
+    assert cli.main(["check", "01", "--path", str(path), "--exercises-dir", str(EXERCISES)]) == 1
+    assert "could not import" in capsys.readouterr().err
