@@ -81,6 +81,11 @@ class Tensor:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.data!r}{grad})"
 
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(tensor)`` and matplotlib see the data (host copy for CuPy)."""
+        data = self.numpy()
+        return data if dtype is None else data.astype(dtype, copy=False)
+
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied to the host if it lives on the GPU)."""
         from .backend import to_numpy

@@ -77,3 +77,11 @@ def test_dtype_is_preserved():
     y = (x * 2.0 + 1.0) / 3.0
     y.sum().backward()
     assert y.dtype == np.float32 and x.grad.dtype == np.float32
+
+
+def test_numpy_conversion_sees_the_data():
+    t = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    a = np.asarray(t)
+    assert a.dtype == np.float64 and a.shape == (2, 3)
+    np.testing.assert_array_equal(a, t.data)
+    assert np.asarray(t, dtype=np.float32).dtype == np.float32

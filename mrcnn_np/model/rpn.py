@@ -1,0 +1,217 @@
+"""Region Proposal Network: objectness and box deltas for every anchor, then proposals.
+
+In:  FPN features {"0": P2, ..., "pool": P6}, each (N, C, h_l, w_l); the padded batch size
+     (H, W) and every image's own size (h_i, w_i) before padding.
+Out: per image, proposals (P_i, 4) xyxy and their objectness probabilities (P_i,);
+     in training also ``loss_objectness`` and ``loss_rpn_box_reg``.
+
+    head       shared over levels: 3x3 conv + ReLU, then 1x1 convs to A logits and 4A deltas
+    flatten    (N, A*C, h, w) -> (N, h*w*A, C) per level, levels concatenated (anchor order)
+    decode     deltas applied to the anchors with BoxCoder(1, 1, 1, 1)
+    select     per level the pre_nms_top_n highest logits; then per image: clip to the image,
+               drop boxes smaller than min_size, drop scores below score_thresh, NMS 0.7
+               within each level (batched_nms by level), keep post_nms_top_n
+    train      anchors matched to ground truth (IoU >= 0.7 positive, < 0.3 negative, the
+               best anchors of every box positive too); 256 anchors sampled, half positive;
+               BCE on the sampled logits, smooth L1 (beta 1/9) on positive deltas divided
+               by the number sampled
+
+Ren et al., "Faster R-CNN" (2015), sec. 3.1; with FPN, the RPN runs on every level
+(Lin et al. 2017, sec. 4.1) -- not only the finest, as some tutorials say. Torchvision
+``models/detection/rpn.py``. Parameter names: ``head.conv.0.0.weight``,
+``head.cls_logits.weight``, ``head.bbox_pred.weight`` (and biases).
+
+Inference is :meth:`RegionProposalNetwork.predict`; training is
+:meth:`RegionProposalNetwork.train_step`, which also returns the losses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import nn
+from ..autograd import _data, concat
+from ..backend import get_array_module
+from ..nn import functional as F
+from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from ..ops.box_coder import BoxCoder
+from ..ops.boxes import check_boxes
+from ..ops.matcher import Matcher
+from ..ops.sampler import BalancedPositiveNegativeSampler
+from .anchors import AnchorGenerator
+
+
+class RPNHead(nn.Module):
+    """3x3 conv (C -> C) + ReLU, then 1x1 convs to ``A`` objectness logits and ``4A`` deltas;
+    weights N(0, 0.01^2), biases 0, as torchvision. Applied to every level with shared weights."""
+
+    def __init__(self, in_channels: int, num_anchors: int, rng=None, dtype=np.float32):
+        super().__init__()
+        rng = nn.init.make_rng(rng)
+        self.conv = nn.Sequential(nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1, rng=rng,
+                                                          dtype=dtype)))
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1, rng=rng, dtype=dtype)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1, rng=rng, dtype=dtype)
+        for conv in (self.conv[0][0], self.cls_logits, self.bbox_pred):
+            nn.init.normal_(conv.weight.data, std=0.01, rng=rng)
+            nn.init.zeros_(conv.bias.data)
+
+    def forward(self, features: list) -> tuple[list, list]:
+        """[(N, C, h_l, w_l)] -> logits [(N, A, h_l, w_l)], deltas [(N, 4A, h_l, w_l)]."""
+        logits, deltas = [], []
+        for feature in features:
+            t = F.relu(self.conv(feature))
+            logits.append(self.cls_logits(t))
+            deltas.append(self.bbox_pred(t))
+        return logits, deltas
+
+
+def permute_and_flatten(layer, N: int, A: int, C: int, H: int, W: int):
+    """(N, A*C, H, W) -> (N, H*W*A, C): one row per anchor, in the anchors' order."""
+    layer = layer.reshape(N, A, C, H, W)  # (N, A*C, H, W) -> (N, A, C, H, W)
+    layer = layer.permute(0, 3, 4, 1, 2)  # -> (N, H, W, A, C)
+    return layer.reshape(N, -1, C)  # -> (N, H*W*A, C)
+
+
+def concat_box_prediction_layers(logits: list, deltas: list):
+    """Per-level head outputs -> objectness (N * total, 1) and deltas (N * total, 4),
+    image-major, then level, location and anchor (torchvision's layout)."""
+    flat_logits, flat_deltas = [], []
+    for lg, dl in zip(logits, deltas, strict=True):
+        N, A, H, W = lg.shape
+        flat_logits.append(permute_and_flatten(lg, N, A, 1, H, W))
+        flat_deltas.append(permute_and_flatten(dl, N, A, 4, H, W))
+    objectness = concat(flat_logits, axis=1).reshape(-1, 1)  # (N, total, 1) -> (N*total, 1)
+    box_deltas = concat(flat_deltas, axis=1).reshape(-1, 4)  # (N, total, 4) -> (N*total, 4)
+    return objectness, box_deltas
+
+
+def top_n_per_level(objectness, num_anchors_per_level: list[int], top_n: int):
+    """(N, total) logits -> (N, K) indices of the ``top_n`` largest per level, descending
+    within each level (ties: lower index first), levels in order."""
+    xp = get_array_module(objectness)
+    picks, offset = [], 0
+    for n in num_anchors_per_level:
+        level = objectness[:, offset : offset + n]
+        order = xp.argsort(-level, axis=1, kind="stable")[:, : min(top_n, n)]
+        picks.append(order + offset)
+        offset += n
+    return xp.concatenate(picks, axis=1)
+
+
+class RegionProposalNetwork(nn.Module):
+    """torchvision's ``RegionProposalNetwork`` with its Mask R-CNN defaults."""
+
+    def __init__(self, anchor_generator: AnchorGenerator, head: RPNHead, fg_iou_thresh: float = 0.7,
+                 bg_iou_thresh: float = 0.3, batch_size_per_image: int = 256, positive_fraction: float = 0.5,
+                 pre_nms_top_n=None, post_nms_top_n=None, nms_thresh: float = 0.7,
+                 score_thresh: float = 0.0, min_size: float = 1e-3):
+        super().__init__()
+        self.anchor_generator = anchor_generator
+        self.head = head
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
+        self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.pre_nms_top_n = pre_nms_top_n or {"training": 2000, "testing": 1000}
+        self.post_nms_top_n = post_nms_top_n or {"training": 2000, "testing": 1000}
+        self.nms_thresh, self.score_thresh, self.min_size = nms_thresh, score_thresh, min_size
+
+    # --- shared stages -----------------------------------------------------------------------
+    def _head_and_decode(self, image_size, features: dict):
+        """Run the head; returns (objectness Tensor (N*total, 1), deltas Tensor (N*total, 4),
+        anchors [ (total, 4) ] per image, proposals (N, total, 4), anchors per level)."""
+        maps = list(features.values())
+        logits, deltas = self.head(maps)
+        anchors = self.anchor_generator(image_size, maps)
+        num_per_level = [int(np.prod(lg.shape[1:])) for lg in logits]  # A * h * w
+        objectness, box_deltas = concat_box_prediction_layers(logits, deltas)
+        xp = get_array_module(box_deltas)
+        N = len(anchors)
+        proposals = self.box_coder.decode(_data(box_deltas), xp.concatenate(anchors, axis=0))
+        return objectness, box_deltas, anchors, proposals.reshape(N, -1, 4), num_per_level
+
+    def filter_proposals(self, proposals, objectness, image_sizes, num_anchors_per_level, pre_n, post_n):
+        """Top-n per level, clip, drop small, drop low scores, NMS per level, keep post_n.
+
+        proposals (N, total, 4), objectness logits (N*total,) or (N, total) array.
+        Returns per image: boxes (P_i, 4), probabilities (P_i,)."""
+        xp = get_array_module(proposals)
+        N = proposals.shape[0]
+        objectness = _data(objectness).reshape(N, -1)  # (N*total, 1) -> (N, total)
+        levels = xp.concatenate([xp.full(n, i, dtype=np.int64) for i, n in enumerate(num_anchors_per_level)])
+        top = top_n_per_level(objectness, num_anchors_per_level, pre_n)  # (N, K)
+        rows = xp.arange(N)[:, None]
+        objectness, proposals, levels = objectness[rows, top], proposals[rows, top], levels[top]
+        probs = _data(F.sigmoid(objectness))
+        final_boxes, final_scores = [], []
+        for boxes, scores, lvl, size in zip(proposals, probs, levels, image_sizes, strict=True):
+            boxes = clip_boxes_to_image(boxes, size)
+            keep = remove_small_boxes(boxes, self.min_size)
+            boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
+            keep = xp.nonzero(scores >= self.score_thresh)[0]
+            boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
+            keep = batched_nms(boxes, scores, lvl, self.nms_thresh)[:post_n]
+            final_boxes.append(boxes[keep])
+            final_scores.append(scores[keep])
+        return final_boxes, final_scores
+
+    # --- inference -----------------------------------------------------------------------------
+    def predict(self, image_size, image_sizes, features: dict):
+        """Proposals for a batch: ``image_size`` (H, W) of the padded batch, ``image_sizes`` the
+        (h, w) of each image, ``features`` the FPN dict. -> (boxes list, scores list)."""
+        objectness, _, _, proposals, per_level = self._head_and_decode(image_size, features)
+        return self.filter_proposals(proposals, objectness, image_sizes, per_level,
+                                     self.pre_nms_top_n["testing"], self.post_nms_top_n["testing"])
+
+    # --- training ------------------------------------------------------------------------------
+    def assign_targets_to_anchors(self, anchors: list, gt_boxes: list):
+        """Per image: labels (A,) 1 / 0 / -1 (positive, negative, ignored) and the matched
+        ground-truth box of every anchor (A, 4) (zeros for an image without boxes)."""
+        labels, matched = [], []
+        for anchors_i, gt in zip(anchors, gt_boxes, strict=True):
+            xp = get_array_module(anchors_i)
+            if len(gt) == 0:
+                labels.append(xp.zeros(len(anchors_i), dtype=anchors_i.dtype))
+                matched.append(xp.zeros_like(anchors_i))
+                continue
+            matched_idxs = self.proposal_matcher(box_iou(gt.astype(anchors_i.dtype), anchors_i))
+            matched.append(gt[xp.maximum(matched_idxs, 0)].astype(anchors_i.dtype))
+            lab = (matched_idxs >= 0).astype(anchors_i.dtype)
+            lab[matched_idxs == Matcher.BELOW_LOW_THRESHOLD] = 0
+            lab[matched_idxs == Matcher.BETWEEN_THRESHOLDS] = -1
+            labels.append(lab)
+        return labels, matched
+
+    def compute_loss(self, objectness, box_deltas, labels: list, regression_targets: list, pos_masks, neg_masks):
+        """BCE over the sampled anchors (mean) and smooth L1 (beta 1/9) over the sampled
+        positives, summed and divided by the number sampled. Masks: per image (A,) uint8."""
+        xp = get_array_module(_data(box_deltas))
+        pos = xp.nonzero(xp.concatenate(pos_masks))[0]
+        neg = xp.nonzero(xp.concatenate(neg_masks))[0]
+        sampled = xp.concatenate([pos, neg])
+        labels = xp.concatenate(labels)
+        targets = xp.concatenate(regression_targets)
+        box_loss = F.smooth_l1_loss(box_deltas[pos], targets[pos], beta=1 / 9, reduction="sum") / max(len(sampled), 1)
+        objectness_loss = F.binary_cross_entropy_with_logits(objectness.reshape(-1)[sampled], labels[sampled])
+        return objectness_loss, box_loss
+
+    def train_step(self, image_size, image_sizes, features: dict, gt_boxes: list, rng=None, sampled=None):
+        """Proposals (training top-n) and losses.
+
+        ``gt_boxes``: per image (G_i, 4) xyxy (may be empty). The anchors for the loss are
+        drawn with ``rng`` (a Generator or seed), or given as ``sampled = (pos_masks,
+        neg_masks)`` -- per image (A,) uint8 -- to reproduce a particular draw.
+        Returns (boxes list, scores list, {"loss_objectness", "loss_rpn_box_reg"}).
+        """
+        for i, gt in enumerate(gt_boxes):
+            check_boxes(gt, f"gt_boxes[{i}]")
+        objectness, box_deltas, anchors, proposals, per_level = self._head_and_decode(image_size, features)
+        boxes, scores = self.filter_proposals(proposals, objectness, image_sizes, per_level,
+                                              self.pre_nms_top_n["training"], self.post_nms_top_n["training"])
+        labels, matched = self.assign_targets_to_anchors(anchors, gt_boxes)
+        targets = [self.box_coder.encode(m, a) if len(g) else get_array_module(a).zeros_like(a)  # no box, no target
+                   for m, a, g in zip(matched, anchors, gt_boxes, strict=True)]
+        if sampled is None:
+            sampled = self.fg_bg_sampler(labels, nn.init.make_rng(rng))
+        loss_objectness, loss_box = self.compute_loss(objectness, box_deltas, labels, targets, *sampled)
+        return boxes, scores, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_box}
