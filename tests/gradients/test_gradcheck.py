@@ -163,3 +163,13 @@ def test_indexing_with_repeats_and_masks():
 def test_reductions(axis, keepdims):
     x = rng(20).standard_normal((2, 3, 4))
     check_gradients(lambda a: ag.sum(a, axis, keepdims) * 2 + ag.mean(a, axis, keepdims), [x], wrt=[0])
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling", [2, -1])
+def test_roi_align(aligned, sampling):
+    from mrcnn_np.ops.roi_align import roi_align
+
+    rois = np.array([[0, 1.3, 2.2, 9.7, 7.1], [1, -2.0, 3.5, 4.4, 12.0], [0, 6.1, 0.4, 7.0, 2.9]])
+    check_gradients(lambda x: roi_align(x, rois, (3, 2), 0.5, sampling, aligned, impl="numpy"),
+                    [rng(21).standard_normal((2, 2, 6, 7))], wrt=[0])

@@ -38,3 +38,26 @@ def test_nms_cuda_equals_numpy(seed, n, dtype):
     for threshold in (0.3, 0.7):
         np.testing.assert_array_equal(nms(boxes, scores, threshold, impl="cuda"),
                                       nms(boxes, scores, threshold, impl="numpy"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sampling,aligned", [(2, False), (-1, True)])
+def test_roi_align_cuda_equals_numpy(seed, dtype, sampling, aligned):
+    from mrcnn_np import Tensor
+    from mrcnn_np.ops.roi_align import roi_align
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, 9, 11)).astype(dtype)
+    xy = rng.uniform(-5, 30, (5, 2))
+    rois = np.concatenate([rng.integers(0, 2, (5, 1)), xy, xy + rng.uniform(0, 25, (5, 2))], axis=1).astype(dtype)
+    g = rng.standard_normal((5, 3, 3, 2)).astype(dtype)
+    results = []
+    for impl in ("cuda", "numpy"):
+        t = Tensor(x, requires_grad=True)
+        out = roi_align(t, rois, (3, 2), 0.5, sampling, aligned, impl=impl)
+        out.backward(g)
+        results.append((out.data, t.grad))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for ours, ref in zip(results[0], results[1], strict=True):
+        np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol)

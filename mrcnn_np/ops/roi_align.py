@@ -1,0 +1,203 @@
+"""RoIAlign: a fixed-size feature grid for every box, by bilinear sampling (no rounding).
+
+In:  features (N, C, H, W); boxes as an (R, 5) array of ``batch_index, x1, y1, x2, y2`` or a
+     list of per-image (R_i, 4) arrays, in image pixels; ``spatial_scale`` = feature size /
+     image size (1/4 for P2); ``output_size`` (ph, pw).
+Out: (R, C, ph, pw).
+
+Each box is scaled to the feature map (shifted by -0.5 pixel when ``aligned``; the original
+Mask R-CNN, and torchvision's default, is ``aligned=False``) and cut into ph x pw bins. Each
+bin averages a g_h x g_w grid of points (``sampling_ratio`` per axis, or
+``ceil(box size / bins)`` when it is <= 0), each point read by bilinear interpolation of its
+four neighbouring feature pixels. Points more than one pixel outside the map read 0.
+
+The computation is separable: a point's weight on pixel (y, x) is (weight of y) * (weight of
+x), and a point is dropped when y *or* x is out of range -- so for one box
+
+    out[c] = W_y @ features[b, c] @ W_x.T / (g_h * g_w)
+
+with W_y (ph, H) and W_x (pw, W) holding, per bin, the summed interpolation weights of its
+sample rows / columns. :func:`sampling_plan` computes those taps for all boxes (exactly as
+torchvision's ``roi_align_kernel.cpp`` computes its ``pre_calc``, in the input's dtype);
+:func:`roi_align_numpy` is the readable specification built on it; the Numba and numba.cuda
+kernels in :mod:`mrcnn_np.kernels.roi_align` consume the same plan.
+
+He et al., "Mask R-CNN" (2017), sec. 3 "RoIAlign"; torchvision ``ops/roi_align.py``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..autograd import _data, apply
+from ..backend import get_array_module, resolve_impl
+from ..nn.checks import pair
+from .boxes import check_boxes
+
+
+class AxisTaps(NamedTuple):
+    """Bilinear taps of the sample points along one axis, for every box: arrays (R, bins, G).
+
+    Point i of bin p of box r reads ``w_low * f[low] + w_high * f[high]``; both weights are 0
+    for points outside the map (and for the padding points beyond a box's own grid size).
+    """
+
+    low: object
+    high: object
+    w_low: object
+    w_high: object
+
+
+class SamplingPlan(NamedTuple):
+    batch: object  # (R,) int64 image of each box
+    y: AxisTaps
+    x: AxisTaps
+    count: object  # (R,) number of points per bin, g_h * g_w (at least 1), in the features' dtype
+
+
+def convert_boxes_to_roi_format(boxes, dtype=None):
+    """A list of (R_i, 4) arrays -> (R, 5) ``batch_index, x1, y1, x2, y2``; an (R, 5) array is
+    checked and returned."""
+    if isinstance(boxes, (list, tuple)):
+        xp = get_array_module(*boxes) if boxes else np
+        parts = []
+        for i, b in enumerate(boxes):
+            check_boxes(b, f"boxes[{i}]")
+            parts.append(xp.concatenate([xp.full((len(b), 1), i, dtype=b.dtype), b], axis=1))
+        rois = xp.concatenate(parts, axis=0) if parts else np.zeros((0, 5), dtype=dtype or np.float32)
+    else:
+        rois = boxes
+        if rois.ndim != 2 or rois.shape[1] != 5:
+            raise ValueError(f"boxes must be an (R, 5) array (batch index, x1, y1, x2, y2) or a list of (R_i, 4) "
+                             f"arrays; got shape {tuple(rois.shape)}")
+        check_boxes(rois[:, 1:], "boxes")
+    return rois if dtype is None else rois.astype(dtype, copy=False)
+
+
+def _axis_taps(start, bin_size, grid, bins, size, g_max, xp, dt):
+    """Taps (R, bins, g_max) along one axis of length ``size``; torchvision's arithmetic."""
+    p = xp.arange(bins, dtype=dt)[None, :, None]
+    i_half = xp.arange(g_max, dtype=dt)[None, None, :] + dt.type(0.5)
+    grid_t = grid.astype(dt)[:, None, None]
+    pos = start[:, None, None] + p * bin_size[:, None, None] + i_half * bin_size[:, None, None] / grid_t
+    inside = (xp.arange(g_max)[None, None, :] < grid[:, None, None]) & (pos >= -1) & (pos <= size)
+    pos = xp.maximum(pos, 0)
+    low = xp.minimum(pos.astype(np.int64), size - 1)
+    at_edge = low >= size - 1
+    pos = xp.where(at_edge, low.astype(dt), pos)
+    high = xp.where(at_edge, low, low + 1)
+    frac = pos - low.astype(dt)  # "ly" / "lx"
+    w_high = xp.where(inside, frac, 0).astype(dt)
+    w_low = xp.where(inside, dt.type(1) - frac, 0).astype(dt)
+    return AxisTaps(low, high, w_low, w_high)
+
+
+def sampling_plan(rois, spatial_scale, output_size, sampling_ratio, aligned, height, width, dtype) -> SamplingPlan:
+    """Where every sample point of every bin of every box reads, and with which weights."""
+    xp = get_array_module(rois)
+    dt = np.dtype(dtype)
+    ph, pw = pair(output_size)
+    rois = rois.astype(dt, copy=False)
+    offset = dt.type(0.5 if aligned else 0.0)
+    scale = dt.type(spatial_scale)
+    x1, y1, x2, y2 = (rois[:, k] * scale - offset for k in range(1, 5))
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:  # force malformed boxes to be 1x1
+        roi_w, roi_h = xp.maximum(roi_w, 1), xp.maximum(roi_h, 1)
+    bin_h, bin_w = roi_h / dt.type(ph), roi_w / dt.type(pw)
+    if sampling_ratio > 0:
+        grid_h = xp.full(len(rois), sampling_ratio, dtype=np.int64)
+        grid_w = grid_h
+    else:
+        grid_h = xp.ceil(roi_h / dt.type(ph)).astype(np.int64)
+        grid_w = xp.ceil(roi_w / dt.type(pw)).astype(np.int64)
+    g_h = max(int(grid_h.max()), 1) if len(rois) else 1
+    g_w = max(int(grid_w.max()), 1) if len(rois) else 1
+    count = xp.maximum(grid_h * grid_w, 1).astype(dt)
+    y = _axis_taps(y1, bin_h, grid_h, ph, height, g_h, xp, dt)
+    x = _axis_taps(x1, bin_w, grid_w, pw, width, g_w, xp, dt)
+    return SamplingPlan(rois[:, 0].astype(np.int64), y, x, count)
+
+
+def axis_matrix(taps: AxisTaps, r: int, size: int):
+    """The (bins, size) interpolation matrix of box ``r`` along one axis (taps summed per bin)."""
+    bins, g = taps.low.shape[1:]
+    M = np.zeros((bins, size), dtype=taps.w_low.dtype)
+    rows = np.repeat(np.arange(bins), g)
+    np.add.at(M, (rows, taps.low[r].reshape(-1)), taps.w_low[r].reshape(-1))
+    np.add.at(M, (rows, taps.high[r].reshape(-1)), taps.w_high[r].reshape(-1))
+    return M
+
+
+def _band(M):
+    """The column range [a, b) where the interpolation matrix is non-zero."""
+    cols = np.flatnonzero(M.any(axis=0))
+    return (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 0)
+
+
+def roi_align_numpy(features, plan: SamplingPlan, output_size):
+    """The specification: per box, ``W_y @ features[b] @ W_x.T / count`` (on the band of the
+    map the box reads)."""
+    R, (_, C, H, W) = len(plan.batch), features.shape
+    out = np.zeros((R, C, *pair(output_size)), dtype=features.dtype)
+    for r in range(R):
+        Wy, Wx = axis_matrix(plan.y, r, H), axis_matrix(plan.x, r, W)
+        (y0, y1), (x0, x1) = _band(Wy), _band(Wx)
+        window = features[plan.batch[r], :, y0:y1, x0:x1]  # (C, h, w)
+        out[r] = Wy[:, y0:y1] @ window @ Wx[:, x0:x1].T / plan.count[r]  # (ph, h) @ (C, h, w) @ (w, pw)
+    return out
+
+
+def roi_align_backward_numpy(grad_out, plan: SamplingPlan, input_shape):
+    """The adjoint: per box, ``features_grad[b] += W_y.T @ grad @ W_x / count``."""
+    N, C, H, W = input_shape
+    grad_in = np.zeros(input_shape, dtype=grad_out.dtype)
+    for r in range(len(plan.batch)):
+        Wy, Wx = axis_matrix(plan.y, r, H), axis_matrix(plan.x, r, W)
+        (y0, y1), (x0, x1) = _band(Wy), _band(Wx)
+        grad_in[plan.batch[r], :, y0:y1, x0:x1] += Wy[:, y0:y1].T @ grad_out[r] @ Wx[:, x0:x1] / plan.count[r]
+    return grad_in
+
+
+def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False, impl: str = "auto"):
+    """``torchvision.ops.roi_align``: (N, C, H, W) features, boxes (R, 5) or [(R_i, 4)] ->
+    (R, C, ph, pw), differentiable with respect to the features. ``impl``: numpy | numba |
+    cuda | auto."""
+    x = _data(input)
+    if x.ndim != 4:
+        raise ValueError(f"roi_align: expected input of shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"roi_align: input must be float32 or float64, got {x.dtype}")
+    xp = get_array_module(x)
+    rois = convert_boxes_to_roi_format(boxes, x.dtype)
+    if len(rois):
+        bad = (rois[:, 0] < 0) | (rois[:, 0] >= x.shape[0]) | (rois[:, 0] != xp.floor(rois[:, 0]))
+        if bool(bad.any()):
+            i = int(xp.argmax(bad))
+            raise ValueError(f"roi_align: box {i} has batch index {rois[i, 0]}, but the input holds "
+                             f"{x.shape[0]} image(s) (valid: 0..{x.shape[0] - 1})")
+    ph, pw = output_size_check(output_size)
+    N, C, H, W = x.shape
+    if len(rois) == 0:
+        return apply(xp.zeros((0, C, ph, pw), dtype=x.dtype), (input,), lambda g: (xp.zeros_like(x),))
+    plan = sampling_plan(rois, spatial_scale, (ph, pw), sampling_ratio, aligned, H, W, x.dtype)
+    impl = resolve_impl(impl, x)
+    if impl == "numpy":
+        out = roi_align_numpy(x, plan, (ph, pw))
+        return apply(out, (input,), lambda g: (roi_align_backward_numpy(g, plan, x.shape),))
+    from ..kernels import roi_align as kernels
+
+    forward, backward = kernels.IMPLS[impl]
+    out = forward(x, plan, (ph, pw))
+    return apply(out, (input,), lambda g: (backward(g, plan, x.shape),))
+
+
+def output_size_check(output_size) -> tuple[int, int]:
+    """(ph, pw) from an int or pair; ValueError unless both are positive."""
+    ph, pw = pair(output_size)
+    if ph < 1 or pw < 1:
+        raise ValueError(f"output_size must be positive, got {output_size}")
+    return ph, pw

@@ -1,0 +1,60 @@
+"""RoIPool (Fast R-CNN), kept for comparison with RoIAlign: it rounds the box to whole
+feature pixels and takes the maximum of each bin, so pooled features are misaligned with
+the box by up to half a pixel of the feature map (2 image pixels on P2, 16 on P5).
+
+In:  features (N, C, H, W), boxes (R, 5) or [(R_i, 4)], output_size, spatial_scale.
+Out: (R, C, ph, pw); the gradient goes to each bin's maximum (first one on ties).
+
+Girshick, "Fast R-CNN" (2015), sec. 2.1; torchvision ``ops/roi_pool.py``: box corners
+rounded half away from zero, bins ``[floor(p * size / ph), ceil((p + 1) * size / ph))``,
+empty bins give 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import _data, apply
+from .roi_align import convert_boxes_to_roi_format, output_size_check
+
+
+def _round_half_away(v: float) -> int:
+    return int(math.copysign(math.floor(abs(v) + 0.5), v))
+
+
+def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0):
+    """NumPy implementation (host arrays): max over each bin of the rounded box."""
+    x = _data(input)
+    rois = convert_boxes_to_roi_format(boxes, x.dtype)
+    ph, pw = output_size_check(output_size)
+    N, C, H, W = x.shape
+    out = np.zeros((len(rois), C, ph, pw), dtype=x.dtype)
+    argmax = np.full((len(rois), C, ph, pw), -1, dtype=np.int64)  # flat index into (H, W)
+    dt = x.dtype.type
+    for r, (b, *corners) in enumerate(rois.tolist()):
+        x1, y1, x2, y2 = (_round_half_away(float(dt(c) * dt(spatial_scale))) for c in corners)
+        roi_h, roi_w = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)
+        bin_h, bin_w = dt(roi_h) / dt(ph), dt(roi_w) / dt(pw)
+        for p in range(ph):
+            h0 = min(max(math.floor(dt(p) * bin_h) + y1, 0), H)
+            h1 = min(max(math.ceil(dt(p + 1) * bin_h) + y1, 0), H)
+            for q in range(pw):
+                w0 = min(max(math.floor(dt(q) * bin_w) + x1, 0), W)
+                w1 = min(max(math.ceil(dt(q + 1) * bin_w) + x1, 0), W)
+                if h1 <= h0 or w1 <= w0:
+                    continue  # empty bin: 0, no gradient
+                window = x[int(b), :, h0:h1, w0:w1].reshape(C, -1)  # (C, h, w) -> (C, h*w)
+                k = window.argmax(axis=1)
+                out[r, :, p, q] = window[np.arange(C), k]
+                argmax[r, :, p, q] = (h0 + k // (w1 - w0)) * W + (w0 + k % (w1 - w0))
+
+    def backward(g):
+        grad = np.zeros((N, C, H * W), dtype=g.dtype)
+        valid = argmax >= 0
+        r_idx, c_idx, _, _ = np.nonzero(valid)
+        np.add.at(grad, (rois[r_idx, 0].astype(np.int64), c_idx, argmax[valid]), g[valid])
+        return (grad.reshape(N, C, H, W),)
+
+    return apply(out, (input,), backward)
