@@ -251,6 +251,7 @@ def assert_close(received, expected, what: str, rtol: float = 1e-10) -> None:
         raise AssertionError(f"{what}:\nexpected shape {shape_str(expected.shape)}, got {shape_str(received.shape)}")
     if expected.size == 0:
         return
+    expected, received = np.atleast_1d(expected), np.atleast_1d(received)  # 0-d (scalar losses) too
     diff = np.abs(received - expected)
     diff[np.isnan(diff)] = np.inf  # NaN is never close
     scale = float(np.abs(expected).max())

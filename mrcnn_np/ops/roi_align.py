@@ -80,7 +80,7 @@ def _axis_taps(start, bin_size, grid, bins, size, g_max, xp, dt):
     """Taps (R, bins, g_max) along one axis of length ``size``; torchvision's arithmetic."""
     p = xp.arange(bins, dtype=dt)[None, :, None]
     i_half = xp.arange(g_max, dtype=dt)[None, None, :] + dt.type(0.5)
-    grid_t = grid.astype(dt)[:, None, None]
+    grid_t = xp.maximum(grid, 1).astype(dt)[:, None, None]  # a zero-size box has no points (all masked below)
     pos = start[:, None, None] + p * bin_size[:, None, None] + i_half * bin_size[:, None, None] / grid_t
     inside = (xp.arange(g_max)[None, None, :] < grid[:, None, None]) & (pos >= -1) & (pos <= size)
     pos = xp.maximum(pos, 0)

@@ -124,3 +124,14 @@ def test_roi_pool(dtype):
     out.backward(g)
     np.testing.assert_array_equal(out.data, ref.detach().numpy())
     assert_rel(ours_x.grad, tx.grad.numpy(), RTOL[dtype], "roi_pool grad")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_box_without_sample_points_reads_zero(impl):
+    """aligned, adaptive sampling and a zero-width box: ceil(0 / bins) = 0 points per bin."""
+    x = np.random.default_rng(6).standard_normal((1, 2, 8, 8))
+    rois = np.array([[0.0, 3.0, 1.0, 3.0, 6.0], [0.0, 1.0, 1.0, 5.0, 6.0]])  # zero width, ordinary
+    ref = torchvision.ops.roi_align(torch.from_numpy(x), torch.from_numpy(rois), (2, 2), 1.0, 0, True).numpy()
+    out = roi_align(x, rois, (2, 2), 1.0, 0, True, impl=impl).data
+    assert not out[0].any() and not ref[0].any()
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)

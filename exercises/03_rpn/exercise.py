@@ -1,0 +1,110 @@
+"""Exercise 03 -- the region proposal network: flatten the head, decode, select, and the loss.
+
+Fill in the four graded functions below (tasks a-d in README.md) with NumPy only, then run
+
+    mrcnn-np check 03                      # grades this file
+    mrcnn-np check 03 --path my_copy.py    # grades your copy
+
+Conventions (torchvision's): arrays are float64 in the grader; boxes are absolute xyxy
+pixels (x1, y1, x2, y2); N images, A anchors per location, a level l has an H_l x W_l
+feature map; ``total = sum over levels of H_l * W_l * A``. The anchors of a batch are
+ordered level, then location (row-major: y outer, x inner), then anchor: anchor ``a`` at
+``(y, x)`` of level ``l`` is row ``offset_l + (y * W_l + x) * A + a``, where ``offset_l``
+counts the anchors of the levels before ``l``.
+
+The helpers (sigmoid, nms) are not graded on their own: use them, or not. You may paste
+your ``nms`` (and ``box_iou``) from exercise 02.
+"""
+
+import math
+
+import numpy as np  # noqa: F401  (you will need it)
+
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # the clamp of dw and dh in decode, torchvision's
+
+
+# --- task (a) ----------------------------------------------------------------------------------
+def flatten_head_outputs(logits, deltas):
+    """The RPN head's outputs, one array per level, as one row per anchor.
+
+    logits: list over levels of (N, A, H_l, W_l): the objectness logit of anchor a at (y, x).
+    deltas: list over levels of (N, 4*A, H_l, W_l): channel ``4*a + k`` is coordinate k
+        (dx, dy, dw, dh) of anchor a.
+    Returns ``(objectness, box_deltas)``: (N, total) and (N, total, 4), where column
+    ``offset_l + (y * W_l + x) * A + a`` is anchor a at (y, x) of level l (levels in order,
+    locations row-major, anchors inner), the order of the anchors from exercise 02.
+    """
+    raise NotImplementedError("task (a): write flatten_head_outputs")
+
+
+# --- task (b) ----------------------------------------------------------------------------------
+def decode_proposals(deltas, anchors):
+    """Apply every image's deltas to the anchors: the RPN's box coder, weights (1, 1, 1, 1).
+
+    deltas: (N, total, 4) as (dx, dy, dw, dh); anchors: (total, 4) xyxy, the same for every image.
+    Returns proposals (N, total, 4) xyxy. With the anchor's centre (cx, cy), width w and height h:
+        centre x = dx * w + cx,   width  = exp(min(dw, BBOX_XFORM_CLIP)) * w
+        centre y = dy * h + cy,   height = exp(min(dh, BBOX_XFORM_CLIP)) * h
+    and the box reaches half its width / height on either side of its centre.
+    """
+    raise NotImplementedError("task (b): write decode_proposals")
+
+
+# --- task (c) ----------------------------------------------------------------------------------
+def sigmoid(x):
+    """(helper for task c) 1 / (1 + exp(-x)), elementwise."""
+    raise NotImplementedError("helper for task (c): write sigmoid")
+
+
+def nms(boxes, scores, iou_threshold):
+    """(helper for task c) Greedy non-maximum suppression, as in exercise 02.
+
+    boxes: (R, 4) xyxy; scores: (R,). Returns the kept indices (K,) int64 by decreasing score
+    (equal scores: lower index first); a box is suppressed when its IoU with an already
+    kept box is > iou_threshold.
+    """
+    raise NotImplementedError("helper for task (c): write nms (or paste yours from exercise 02)")
+
+
+def select_proposals(proposals, objectness, num_anchors_per_level, image_size, pre_nms_top_n=1000,
+                     post_nms_top_n=1000, nms_thresh=0.7, min_size=1e-3, score_thresh=0.0):
+    """The proposals of ONE image: torchvision's ``RegionProposalNetwork.filter_proposals``.
+
+    proposals: (total, 4) decoded boxes; objectness: (total,) logits, both in anchor order;
+    num_anchors_per_level: list of ints (H_l * W_l * A), summing to total;
+    image_size: (height, width) of the image (before padding).
+    In this order:
+      1. per level, the ``pre_nms_top_n`` largest logits (all of a level with fewer), in
+         decreasing order (equal logits: lower index first); levels stay in order;
+      2. scores = sigmoid(logits);
+      3. clip the boxes to the image: x to [0, width], y to [0, height];
+      4. drop boxes whose width or height is < min_size;
+      5. drop boxes whose score is < score_thresh (keep score >= score_thresh);
+      6. NMS with ``nms_thresh`` within each level (boxes of different levels never
+         suppress each other), the survivors of all levels ordered by decreasing score
+         (equal scores: the earlier in the order of step 1 first);
+      7. keep the first ``post_nms_top_n``.
+    Returns ``(boxes, scores)``: (P, 4) clipped boxes and their (P,) probabilities, by
+    decreasing score; (0, 4) and (0,) when nothing survives.
+    """
+    raise NotImplementedError("task (c): write select_proposals")
+
+
+# --- task (d) ----------------------------------------------------------------------------------
+def rpn_loss(objectness, deltas, labels, regression_targets, sampled_pos, sampled_neg):
+    """The RPN's two training losses, for a batch flattened to M = N * total anchors.
+
+    objectness: (M,) logits; deltas: (M, 4) predicted (dx, dy, dw, dh);
+    labels: (M,) float, 1.0 positive, 0.0 negative, -1.0 ignored;
+    regression_targets: (M, 4) the deltas that would move each anchor onto its matched
+        ground-truth box (meaningful for positives only);
+    sampled_pos, sampled_neg: (M,) bool masks of the anchors the sampler drew (256 per image,
+        at most half positive).
+    Returns ``(loss_objectness, loss_box)``, two floats:
+        loss_objectness = mean over the sampled anchors (positive and negative) of
+                          BCE-with-logits(objectness, labels)
+        loss_box        = sum over the sampled positives and their 4 coordinates of
+                          smooth_l1(deltas - regression_targets, beta=1/9),
+                          divided by the number of sampled anchors (positive and negative)
+    """
+    raise NotImplementedError("task (d): write rpn_loss")
