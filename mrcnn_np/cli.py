@@ -102,7 +102,43 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 # --- the parser --------------------------------------------------------------------------
-COMMANDS = (_add_demo, _add_check)
+# --- verify -------------------------------------------------------------------------------
+def _add_verify(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="compare every stage with torchvision on a photograph (needs the reference extra)",
+        description=(
+            "Builds torchvision's Mask R-CNN (ResNet-50-FPN) with seeded random weights, loads them into "
+            "mrcnn_np's, runs both on a photograph matplotlib ships and prints a stage-by-stage table of "
+            "the largest differences: transform, backbone levels, proposals, box head, detections, masks. "
+            "Needs torch and torchvision: pip install 'mrcnn-np[reference]'."
+        ),
+    )
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="arithmetic of both models (default: %(default)s)")
+    p.add_argument("--min-size", type=_positive_int, default=512,
+                   help="shorter image side after resizing (torchvision's default is 800; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    p.set_defaults(run=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Print the agreement table; status 2 when torchvision is missing."""
+    import numpy as np
+
+    from .verify import format_table, verify
+
+    dtype = np.dtype(args.dtype)
+    try:
+        rows = verify(dtype=dtype, seed=args.seed, min_size=args.min_size, max_size=max(1333, args.min_size))
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(rows, dtype))
+    return 0
+
+
+COMMANDS = (_add_demo, _add_check, _add_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

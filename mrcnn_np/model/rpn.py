@@ -213,5 +213,6 @@ class RegionProposalNetwork(nn.Module):
                    for m, a, g in zip(matched, anchors, gt_boxes, strict=True)]
         if sampled is None:
             sampled = self.fg_bg_sampler(labels, nn.init.make_rng(rng))
+        self.last_sampled = sampled  # for inspection, and to replay the draw elsewhere
         loss_objectness, loss_box = self.compute_loss(objectness, box_deltas, labels, targets, *sampled)
         return boxes, scores, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_box}

@@ -1,0 +1,240 @@
+"""The second stage: classify and refine every proposal, and predict its mask.
+
+In:  FPN features, proposals per image (P_i, 4), the images' sizes.
+Out: inference -- per image ``boxes (D, 4)``, ``labels (D,)``, ``scores (D,)``, and
+     ``masks (D, 1, 28, 28)`` probabilities of the predicted class;
+     training -- ``loss_classifier``, ``loss_box_reg``, ``loss_mask``.
+
+    box branch   MultiScaleRoIAlign 7x7 -> flatten -> fc6, fc7 (1024, ReLU) ->
+                 K class logits + 4K class-specific deltas (BoxCoder weights 10, 10, 5, 5)
+    postprocess  softmax; decode per class; clip; drop background, scores <= 0.05 and boxes
+                 under 0.01 px; NMS 0.5 per class; keep the 100 best
+    mask branch  MultiScaleRoIAlign 14x14 -> 4 x (3x3 conv 256 + ReLU) -> 2x2 transposed conv
+                 (stride 2) + ReLU -> 1x1 conv to K masks of 28x28 (a small FCN, not an MLP)
+    training     ground-truth boxes added to the proposals; matched at IoU 0.5; 512 sampled
+                 per image, 25% positive; cross-entropy + smooth L1 (beta 1/9, summed, divided
+                 by the number sampled) on the true class's deltas; mask targets = RoIAlign of
+                 each positive's ground-truth mask into 28x28; BCE on the true class's mask only
+
+He et al., "Mask R-CNN" (2017), sec. 3 and fig. 4 (right); torchvision
+``models/detection/roi_heads.py``, ``faster_rcnn.py`` (``TwoMLPHead``,
+``FastRCNNPredictor``), ``mask_rcnn.py`` (``MaskRCNNHeads``, ``MaskRCNNPredictor``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import nn
+from ..autograd import _data
+from ..backend import get_array_module
+from ..nn import functional as F
+from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from ..ops.box_coder import BoxCoder
+from ..ops.matcher import Matcher
+from ..ops.poolers import MultiScaleRoIAlign
+from ..ops.roi_align import roi_align
+from ..ops.sampler import BalancedPositiveNegativeSampler
+
+
+class TwoMLPHead(nn.Module):
+    """(R, C, 7, 7) -> (R, representation_size): flatten, fc6 + ReLU, fc7 + ReLU."""
+
+    def __init__(self, in_channels: int, representation_size: int, rng=None, dtype=np.float32):
+        super().__init__()
+        rng = nn.init.make_rng(rng)
+        self.fc6 = nn.Linear(in_channels, representation_size, rng=rng, dtype=dtype)
+        self.fc7 = nn.Linear(representation_size, representation_size, rng=rng, dtype=dtype)
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], -1)  # (R, C, 7, 7) -> (R, C*49)
+        return F.relu(self.fc7(F.relu(self.fc6(x))))
+
+
+class FastRCNNPredictor(nn.Module):
+    """(R, D) -> class logits (R, K) and class-specific deltas (R, 4K)."""
+
+    def __init__(self, in_channels: int, num_classes: int, rng=None, dtype=np.float32):
+        super().__init__()
+        rng = nn.init.make_rng(rng)
+        self.cls_score = nn.Linear(in_channels, num_classes, rng=rng, dtype=dtype)
+        self.bbox_pred = nn.Linear(in_channels, num_classes * 4, rng=rng, dtype=dtype)
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], -1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class MaskRCNNHeads(nn.Sequential):
+    """Four 3x3 conv + ReLU blocks, (R, C, 14, 14) -> (R, 256, 14, 14); keys ``i.0.weight``."""
+
+    def __init__(self, in_channels: int, layers=(256, 256, 256, 256), dilation: int = 1, rng=None,
+                 dtype=np.float32):
+        rng = nn.init.make_rng(rng)
+        blocks, channels = [], in_channels
+        for width in layers:
+            conv = nn.Conv2d(channels, width, 3, padding=dilation, dilation=dilation, rng=rng, dtype=dtype)
+            nn.init.kaiming_normal_(conv.weight.data, mode="fan_out", nonlinearity="relu", rng=rng)
+            nn.init.zeros_(conv.bias.data)
+            blocks.append(nn.Sequential(conv, nn.ReLU()))
+            channels = width
+        super().__init__(*blocks)
+
+
+class MaskRCNNPredictor(nn.Module):
+    """(R, C, 14, 14) -> (R, K, 28, 28) mask logits: 2x2/2 transposed conv + ReLU, 1x1 conv."""
+
+    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int, rng=None, dtype=np.float32):
+        super().__init__()
+        rng = nn.init.make_rng(rng)
+        self.conv5_mask = nn.ConvTranspose2d(in_channels, dim_reduced, 2, stride=2, rng=rng, dtype=dtype)
+        self.mask_fcn_logits = nn.Conv2d(dim_reduced, num_classes, 1, rng=rng, dtype=dtype)
+        for layer in (self.conv5_mask, self.mask_fcn_logits):  # torchvision re-initialises the weights only
+            nn.init.kaiming_normal_(layer.weight.data, mode="fan_out", nonlinearity="relu", rng=rng)
+
+    def forward(self, x):
+        return self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
+
+
+def fastrcnn_loss(class_logits, box_regression, labels, regression_targets):
+    """Cross-entropy over all sampled RoIs; smooth L1 (beta 1/9) on the positives' deltas of
+    their true class, summed and divided by the number of sampled RoIs."""
+    xp = get_array_module(_data(class_logits))
+    labels = xp.concatenate(labels)
+    regression_targets = xp.concatenate(regression_targets)
+    classification_loss = F.cross_entropy(class_logits, labels)
+    pos = xp.nonzero(labels > 0)[0]
+    N = class_logits.shape[0]
+    deltas = box_regression.reshape(N, -1, 4)  # (R, 4K) -> (R, K, 4)
+    box_loss = F.smooth_l1_loss(deltas[pos, labels[pos]], regression_targets[pos], beta=1 / 9, reduction="sum")
+    return classification_loss, box_loss / max(len(labels), 1)
+
+
+def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M: int):
+    """Ground-truth masks (G, H, W) cut out by the RoIs (R, 4) and resampled to (R, M, M)."""
+    xp = get_array_module(boxes)
+    rois = xp.concatenate([matched_idxs[:, None].astype(boxes.dtype), boxes], axis=1)
+    return roi_align(gt_masks[:, None].astype(boxes.dtype), rois, (M, M), 1.0).data[:, 0]
+
+
+def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs):
+    """BCE between each positive RoI's mask logits *of its true class* and its mask target."""
+    xp = get_array_module(_data(mask_logits))
+    M = mask_logits.shape[-1]
+    labels = xp.concatenate([gl[idx] for gl, idx in zip(gt_labels, mask_matched_idxs, strict=True)])
+    targets = [project_masks_on_boxes(m, p, i, M) for m, p, i in
+               zip(gt_masks, proposals, mask_matched_idxs, strict=True) if len(p)]
+    if not targets:
+        return mask_logits.sum() * 0.0
+    targets = xp.concatenate(targets)
+    return F.binary_cross_entropy_with_logits(mask_logits[xp.arange(len(labels)), labels], targets)
+
+
+class RoIHeads(nn.Module):
+    """torchvision's ``RoIHeads`` for Mask R-CNN with its defaults."""
+
+    def __init__(self, box_head: TwoMLPHead, box_predictor: FastRCNNPredictor, mask_head: MaskRCNNHeads,
+                 mask_predictor: MaskRCNNPredictor, fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5,
+                 batch_size_per_image: int = 512, positive_fraction: float = 0.25,
+                 bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), score_thresh: float = 0.05, nms_thresh: float = 0.5,
+                 detections_per_img: int = 100):
+        super().__init__()
+        self.box_roi_pool = MultiScaleRoIAlign(("0", "1", "2", "3"), 7, 2)
+        self.mask_roi_pool = MultiScaleRoIAlign(("0", "1", "2", "3"), 14, 2)
+        self.box_head, self.box_predictor = box_head, box_predictor
+        self.mask_head, self.mask_predictor = mask_head, mask_predictor
+        self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.box_coder = BoxCoder(bbox_reg_weights)
+        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+
+    # --- inference -------------------------------------------------------------------------------
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+        """Softmax, per-class boxes, clip, threshold, per-class NMS, top detections_per_img."""
+        xp = get_array_module(class_logits)
+        K = class_logits.shape[-1]
+        pred_boxes = self.box_coder.decode(box_regression, xp.concatenate(proposals))  # (R, K, 4)
+        pred_scores = _data(F.softmax(class_logits, -1))
+        out, start = [], 0
+        for props, shape in zip(proposals, image_shapes, strict=True):
+            boxes = clip_boxes_to_image(pred_boxes[start : start + len(props)], shape)
+            scores = pred_scores[start : start + len(props)]
+            start += len(props)
+            labels = xp.broadcast_to(xp.arange(K), scores.shape)
+            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            keep = xp.nonzero(scores > self.score_thresh)[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = remove_small_boxes(boxes, 1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            out.append({"boxes": boxes[keep], "labels": labels[keep].astype(np.int64), "scores": scores[keep]})
+        return out
+
+    def predict(self, features: dict, proposals: list, image_shapes: list) -> list:
+        """Detections per image (in the resized image's coordinates), masks (D, 1, 28, 28)."""
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        results = self.postprocess_detections(_data(class_logits), _data(box_regression), proposals, image_shapes)
+        mask_boxes = [r["boxes"] for r in results]
+        mask_logits = _data(self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_boxes,
+                                                                                   image_shapes))))
+        probs = _data(F.sigmoid(mask_logits))
+        xp = get_array_module(probs)
+        labels = xp.concatenate([r["labels"] for r in results])
+        probs = probs[xp.arange(len(labels)), labels][:, None]  # the predicted class's mask
+        start = 0
+        for r in results:
+            r["masks"] = probs[start : start + len(r["boxes"])]
+            start += len(r["boxes"])
+        return results
+
+    # --- training --------------------------------------------------------------------------------
+    def select_training_samples(self, proposals: list, targets: list, rng=None, sampled=None):
+        """Add the ground truth to the proposals, match (IoU 0.5), sample 512 (25% positive).
+
+        Returns per image: sampled proposals, matched gt index, labels (0 = background),
+        regression targets. ``sampled`` = (pos_masks, neg_masks) over proposals + gt reproduces
+        a particular draw; otherwise ``rng`` draws one."""
+        xp = get_array_module(proposals[0])
+        dtype = proposals[0].dtype
+        gt_boxes = [t["boxes"].astype(dtype) for t in targets]
+        proposals = [xp.concatenate([p, g]) for p, g in zip(proposals, gt_boxes, strict=True)]
+        matched_idxs, labels = [], []
+        for props, gt, t in zip(proposals, gt_boxes, targets, strict=True):
+            if len(gt) == 0:
+                matched_idxs.append(xp.zeros(len(props), dtype=np.int64))
+                labels.append(xp.zeros(len(props), dtype=np.int64))
+                continue
+            m = self.proposal_matcher(box_iou(gt, props))
+            lab = t["labels"][xp.maximum(m, 0)].astype(np.int64)
+            lab[m == Matcher.BELOW_LOW_THRESHOLD] = 0
+            lab[m == Matcher.BETWEEN_THRESHOLDS] = -1
+            matched_idxs.append(xp.maximum(m, 0))
+            labels.append(lab)
+        if sampled is None:
+            sampled = self.fg_bg_sampler(labels, nn.init.make_rng(rng))
+        self.last_sampled = sampled  # for inspection, and to replay the draw elsewhere
+        regression_targets = []
+        for i, (pos, neg) in enumerate(zip(*sampled, strict=True)):
+            keep = xp.nonzero(pos | neg)[0]
+            proposals[i], labels[i], matched_idxs[i] = proposals[i][keep], labels[i][keep], matched_idxs[i][keep]
+            gt = gt_boxes[i] if len(gt_boxes[i]) else xp.zeros((1, 4), dtype=dtype)
+            regression_targets.append(self.box_coder.encode(gt[matched_idxs[i]], proposals[i]) if len(gt_boxes[i])
+                                      else xp.zeros_like(proposals[i]))  # no box, no target
+        return proposals, matched_idxs, labels, regression_targets
+
+    def train_step(self, features: dict, proposals: list, image_shapes: list, targets: list, rng=None,
+                   sampled=None) -> dict:
+        """Losses ``loss_classifier``, ``loss_box_reg``, ``loss_mask`` for one batch."""
+        xp = get_array_module(proposals[0])
+        proposals, matched_idxs, labels, reg_targets = self.select_training_samples(proposals, targets, rng, sampled)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, reg_targets)
+        positives = [xp.nonzero(lab > 0)[0] for lab in labels]
+        mask_proposals = [p[pos] for p, pos in zip(proposals, positives, strict=True)]
+        pos_matched = [m[pos] for m, pos in zip(matched_idxs, positives, strict=True)]
+        mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes)))
+        loss_mask = maskrcnn_loss(mask_logits, mask_proposals, [t["masks"] for t in targets],
+                                  [t["labels"] for t in targets], pos_matched)
+        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}

@@ -1,0 +1,167 @@
+"""The image transform: normalise, resize, pad into a batch; and map results back.
+
+In:  images as (H, W, 3) or (3, H, W) arrays, float in [0, 1] or uint8; optional targets
+     ``{"boxes": (G, 4) xyxy, "labels": (G,) int64, "masks": (G, H, W) uint8}``.
+Out: an :class:`ImageList` (the padded batch (N, 3, H', W') and every image's size before
+     padding) and the targets resized with their images.
+
+    normalise   (x - mean) / std per channel, ImageNet statistics
+    resize      scale = min(800 / shorter side, 1333 / longer side); bilinear, align_corners
+                False, output size floor(side * scale) (recompute_scale_factor) -- boxes scaled
+                by new / old size (float32 ratios), masks resized nearest
+    batch       zero-padded at the bottom/right to a multiple of 32
+
+``postprocess`` maps detections back: boxes scaled to the original size, 28x28 mask
+probabilities pasted into their boxes (``paste_masks_in_image``, torchvision's rule: the
+mask padded by one pixel, its box grown to match, rounded to integers, resized bilinearly).
+
+Torchvision: ``models/detection/transform.py`` (``GeneralizedRCNNTransform``) and
+``roi_heads.py`` (``paste_masks_in_image``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..nn import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageList(NamedTuple):
+    tensors: object  # (N, 3, H', W') padded batch
+    image_sizes: list  # [(h_i, w_i)] before padding
+
+
+def as_chw_float(image, dtype=np.float32):
+    """An image as (3, H, W) float in [0, 1]. (H, W, 3) is recognised when the last axis is 3
+    and the first is not; uint8 is divided by 255."""
+    xp = get_array_module(image)
+    if image.ndim != 3 or 3 not in (image.shape[0], image.shape[-1]):
+        raise ValueError(f"expected an image of shape (H, W, 3) or (3, H, W), got {tuple(image.shape)}")
+    if image.shape[0] != 3:
+        image = image.transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+    if min(image.shape[1:]) == 0:
+        raise ValueError(f"empty image of shape {tuple(image.shape)}")
+    if image.dtype == np.uint8:
+        return image.astype(dtype) / dtype(255)
+    if image.dtype.kind != "f":
+        raise TypeError(f"images must be float in [0, 1] or uint8, got {image.dtype}")
+    if not bool(xp.isfinite(image).all()):
+        raise ValueError("the image contains NaN or infinite values")
+    return image.astype(dtype, copy=False)
+
+
+def resize_boxes(boxes, original_size, new_size):
+    """Scale xyxy boxes by new / original size per axis (ratios in float32, as torchvision)."""
+    ratio_h, ratio_w = (np.float32(n) / np.float32(o) for n, o in zip(new_size, original_size, strict=True))
+    scale = np.array([ratio_w, ratio_h, ratio_w, ratio_h], dtype=np.float32).astype(boxes.dtype)
+    return boxes * get_array_module(boxes).asarray(scale)
+
+
+class GeneralizedRCNNTransform:
+    """``GeneralizedRCNNTransform(min_size=800, max_size=1333, image_mean, image_std)``; no parameters."""
+
+    def __init__(self, min_size: int = 800, max_size: int = 1333, image_mean=IMAGENET_MEAN,
+                 image_std=IMAGENET_STD, size_divisible: int = 32):
+        self.min_size, self.max_size = min_size, max_size
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        self.size_divisible = size_divisible
+
+    def normalize(self, image):
+        xp = get_array_module(image)
+        mean = xp.asarray(self.image_mean, dtype=image.dtype)[:, None, None]
+        std = xp.asarray(self.image_std, dtype=image.dtype)[:, None, None]
+        return (image - mean) / std
+
+    def resize(self, image, target=None):
+        """(3, h, w) -> (3, floor(h s), floor(w s)), and the target with it."""
+        h, w = image.shape[-2:]
+        scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
+        image = F.interpolate(image[None], scale_factor=scale, mode="bilinear", align_corners=False,
+                              recompute_scale_factor=True).data[0]
+        if target is None:
+            return image, None
+        target = dict(target)
+        target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+        if "masks" in target and len(target["masks"]):
+            masks = target["masks"][:, None].astype(image.dtype)  # (G, H, W) -> (G, 1, H, W)
+            target["masks"] = F.interpolate(masks, scale_factor=scale, recompute_scale_factor=True).data[:, 0] \
+                .astype(np.uint8)
+        elif "masks" in target:
+            target["masks"] = target["masks"].reshape(0, *image.shape[-2:])
+        return image, target
+
+    def batch_images(self, images):
+        """Zero-pad to the largest height/width, rounded up to ``size_divisible``."""
+        xp = get_array_module(images[0])
+        stride = float(self.size_divisible)
+        H = int(math.ceil(max(i.shape[1] for i in images) / stride) * stride)
+        W = int(math.ceil(max(i.shape[2] for i in images) / stride) * stride)
+        batch = xp.zeros((len(images), 3, H, W), dtype=images[0].dtype)
+        for i, img in enumerate(images):
+            batch[i, :, : img.shape[1], : img.shape[2]] = img
+        return batch
+
+    def __call__(self, images: list, targets: list | None = None, dtype=np.float32):
+        if not len(images):
+            raise ValueError("got an empty list of images")
+        processed, new_targets = [], []
+        for i, image in enumerate(images):
+            image = self.normalize(as_chw_float(image, dtype))
+            image, target = self.resize(image, None if targets is None else targets[i])
+            processed.append(image)
+            new_targets.append(target)
+        sizes = [tuple(int(s) for s in img.shape[-2:]) for img in processed]
+        return ImageList(self.batch_images(processed), sizes), (None if targets is None else new_targets)
+
+    def postprocess(self, results: list, image_sizes: list, original_sizes: list) -> list:
+        """Boxes back to the original size; masks (R, 1, M, M) pasted into (R, 1, H, W)."""
+        for result, size, original in zip(results, image_sizes, original_sizes, strict=True):
+            result["boxes"] = resize_boxes(result["boxes"], size, original)
+            if "masks" in result:
+                result["masks"] = paste_masks_in_image(result["masks"], result["boxes"], original)
+        return results
+
+
+def expand_boxes(boxes, scale: float):
+    """Grow boxes about their centres by ``scale``."""
+    xp = get_array_module(boxes)
+    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    return xp.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], axis=1)
+
+
+def paste_mask_in_image(mask, box, im_h: int, im_w: int):
+    """One (M, M) mask resized bilinearly into its integer box (x1, y1, x2, y2), inclusive."""
+    xp = get_array_module(mask)
+    x1, y1, x2, y2 = (int(v) for v in box)
+    w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+    resized = F.interpolate(mask[None, None], size=(h, w), mode="bilinear", align_corners=False).data[0, 0]
+    im_mask = xp.zeros((im_h, im_w), dtype=mask.dtype)
+    x_0, x_1 = max(x1, 0), min(x2 + 1, im_w)
+    y_0, y_1 = max(y1, 0), min(y2 + 1, im_h)
+    if x_1 > x_0 and y_1 > y_0:
+        im_mask[y_0:y_1, x_0:x_1] = resized[y_0 - y1 : y_1 - y1, x_0 - x1 : x_1 - x1]
+    return im_mask
+
+
+def paste_masks_in_image(masks, boxes, image_size, padding: int = 1):
+    """(R, 1, M, M) probabilities and (R, 4) boxes -> (R, 1, H, W) image masks."""
+    xp = get_array_module(masks)
+    im_h, im_w = image_size
+    if len(masks) == 0:
+        return xp.zeros((0, 1, im_h, im_w), dtype=masks.dtype)
+    M = masks.shape[-1]
+    scale = float(M + 2 * padding) / M
+    padded = xp.pad(masks, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    int_boxes = xp.trunc(expand_boxes(boxes, scale)).astype(np.int64)  # torch's .to(int64) truncates
+    pasted = [paste_mask_in_image(m[0], b.tolist(), im_h, im_w) for m, b in zip(padded, int_boxes, strict=True)]
+    return xp.stack(pasted)[:, None]

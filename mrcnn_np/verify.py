@@ -1,0 +1,163 @@
+"""``mrcnn-np verify``: run torchvision's Mask R-CNN and ours on the same photograph with the same
+random weights, and tabulate how closely every stage agrees.
+
+Needs the ``reference`` extra (torch + torchvision); :func:`verify` raises ImportError with the
+install command when it is missing. The torchvision model is the fine-tuning recipe of
+``maskrcnn_resnet50_fpn`` (ResNet-50-FPN, FrozenBatchNorm2d, 3 trainable layers) with seeded
+random weights; the frozen-BN statistics are calibrated on the image and then randomised, so
+that no normalisation is the identity and activations stay the size a trained network's are.
+
+Stages compared, each library running its own chain end to end:
+transform (the padded batch), backbone levels P2..P6, RPN proposals, the box head's outputs on
+the same proposals (torchvision's), the final detections (boxes, scores, labels) and the masks
+pasted into the image.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .backend import to_numpy
+
+
+def _torch():
+    try:
+        import torch
+        import torchvision  # noqa: F401
+    except ImportError as e:
+        raise ImportError("mrcnn-np verify compares with torchvision, which is not installed; install the "
+                          "reference extra:  pip install 'mrcnn-np[reference]'") from e
+    return torch
+
+
+def sample_image(name: str = "grace_hopper.jpg") -> np.ndarray:
+    """A photograph matplotlib ships, as (H, W, 3) float64 in [0, 1]."""
+    import matplotlib.cbook as cbook
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(cbook.get_sample_data(name, asfileobj=False))[..., :3].astype(np.float64)
+    return img / 255 if img.max() > 1 else img
+
+
+def calibrate_norms(model, run, seed: int = 1) -> None:
+    """Set each (frozen) batch norm's statistics to its input's per-channel mean and variance in
+    one forward pass ``run()``, then perturb them and the affine terms randomly."""
+    torch = _torch()
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    g = torch.Generator().manual_seed(seed)
+    handles = {}
+
+    def set_stats(module, inputs):
+        x = inputs[0].detach()
+        C = x.shape[1]
+        with torch.no_grad():
+            module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+            module.running_var.copy_(x.var(dim=(0, 2, 3)) * (torch.rand(C, generator=g, dtype=x.dtype) + 0.5))
+            module.weight.copy_(torch.rand(C, generator=g, dtype=x.dtype) + 0.5)
+            module.bias.copy_(torch.randn(C, generator=g, dtype=x.dtype) * 0.1)
+        handles.pop(module).remove()
+
+    for m in model.modules():
+        if isinstance(m, (FrozenBatchNorm2d, torch.nn.BatchNorm2d)):
+            handles[m] = m.register_forward_pre_hook(set_stats)
+    with torch.no_grad():
+        run()
+    for h in handles.values():
+        h.remove()
+
+
+def build_pair(num_classes: int = 91, dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int = 1333,
+               image=None):
+    """(torchvision model, our model) with the same random weights, in eval mode."""
+    torch = _torch()
+    from torchvision.models.detection import MaskRCNN as TVMaskRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    from .config import MaskRCNNConfig
+    from .convert import load_torchvision_state_dict
+    from .model.mask_rcnn import MaskRCNN
+
+    torch.manual_seed(seed)
+    tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
+    tv = TVMaskRCNN(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size).to(tdtype).eval()
+    image = sample_image() if image is None else image
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(tdtype)
+    calibrate_norms(tv, lambda: tv.backbone(tv.transform([x])[0].tensors), seed + 1)
+    ours = MaskRCNN(MaskRCNNConfig(num_classes=num_classes, dtype=dtype, min_size=min_size, max_size=max_size))
+    load_torchvision_state_dict(ours, tv)
+    return tv, ours.eval()
+
+
+def _errors(ours, ref):
+    ours, ref = np.asarray(to_numpy(ours), np.float64), np.asarray(ref, np.float64)
+    if ours.shape != ref.shape:
+        return None, None
+    if ours.size == 0:
+        return 0.0, 0.0
+    diff = float(np.abs(ours - ref).max())
+    scale = float(np.abs(ref).max())
+    return diff, diff / scale if scale else diff
+
+
+def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int = 1333, image=None) -> list[dict]:
+    """Rows ``{"stage", "shape", "max_abs", "max_rel", "note"}`` for every compared stage."""
+    torch = _torch()
+    from torchvision.models.detection.image_list import ImageList
+
+    from .autograd import no_grad
+
+    image = sample_image() if image is None else image
+    tv, ours = build_pair(dtype=dtype, seed=seed, min_size=min_size, max_size=max_size, image=image)
+    tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(tdtype)
+    rows = []
+
+    def add(stage, o, r, note=""):
+        r = r.detach().cpu().numpy() if hasattr(r, "detach") else np.asarray(r)
+        abs_err, rel_err = _errors(o, r)
+        rows.append({"stage": stage, "shape": tuple(r.shape), "max_abs": abs_err, "max_rel": rel_err,
+                     "note": note if abs_err is not None else f"shape {tuple(np.shape(o))} != {tuple(r.shape)}"})
+
+    with torch.no_grad(), no_grad():
+        t0 = time.perf_counter()
+        batch, _ = ours.transform([image], dtype=np.dtype(dtype).type)
+        tv_batch, _ = tv.transform([x])
+        add("transform: padded batch", batch.tensors, tv_batch.tensors)
+        feats = ours.backbone(batch.tensors)
+        tv_feats = tv.backbone(tv_batch.tensors)
+        for k, name in zip(feats, ["P2", "P3", "P4", "P5", "P6"], strict=True):
+            add(f"backbone + FPN: {name}", feats[k].data, tv_feats[k])
+        proposals, _ = ours.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, feats)
+        tv_props, _ = tv.rpn(ImageList(tv_batch.tensors, tv_batch.image_sizes), tv_feats)
+        add("RPN: proposals", proposals[0], tv_props[0], f"{len(proposals[0])} proposals")
+        props = [p.numpy() for p in tv_props]  # the same proposals into both box heads
+        rh, trh = ours.roi_heads, tv.roi_heads
+        logits, deltas = rh.box_predictor(rh.box_head(rh.box_roi_pool(feats, props, batch.image_sizes)))
+        t_logits, t_deltas = trh.box_predictor(trh.box_head(trh.box_roi_pool(tv_feats, tv_props,
+                                                                             tv_batch.image_sizes)))
+        add("box head: class logits", logits.data, t_logits)
+        add("box head: box deltas", deltas.data, t_deltas)
+        out = ours([image])[0]
+        ref = tv([x])[0]
+        same_labels = len(out["labels"]) == len(ref["labels"]) and bool(np.array_equal(out["labels"],
+                                                                                      ref["labels"].numpy()))
+        note = f"{len(out['boxes'])} detections, labels {'identical' if same_labels else 'DIFFER'}"
+        add("detections: boxes", out["boxes"], ref["boxes"], note)
+        add("detections: scores", out["scores"], ref["scores"])
+        add("masks (pasted, probabilities)", out["masks"], ref["masks"])
+        rows.append({"stage": "wall time (s)", "shape": (), "max_abs": None, "max_rel": None,
+                     "note": f"{time.perf_counter() - t0:.1f} for both libraries"})
+    return rows
+
+
+def format_table(rows: list[dict], dtype) -> str:
+    lines = [f"mrcnn_np vs torchvision, {np.dtype(dtype).name}, same random weights",
+             f"{'stage':34s} {'shape':>22s} {'max abs':>10s} {'max rel':>10s}  note"]
+    for r in rows:
+        num = (f"{r['max_abs']:10.2e} {r['max_rel']:10.2e}" if r["max_abs"] is not None else f"{'-':>10s} {'-':>10s}")
+        lines.append(f"{r['stage']:34s} {str(r['shape']):>22s} {num}  {r['note']}")
+    return "\n".join(lines)

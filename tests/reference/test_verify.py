@@ -1,0 +1,30 @@
+"""``mrcnn-np verify``: the table it prints shows agreement at every stage, and it says clearly
+what to install when torchvision is missing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mrcnn_np import cli, verify
+
+
+def test_verify_table_float64_agrees_at_every_stage():
+    rows = verify.verify(dtype=np.float64, min_size=160, max_size=320)
+    stages = [r for r in rows if r["max_rel"] is not None]
+    assert len(stages) == 12
+    for r in stages:
+        assert r["max_rel"] <= 1e-9, r
+    detections = next(r for r in rows if r["stage"] == "detections: boxes")
+    assert "labels identical" in detections["note"] and not detections["note"].startswith("0 ")
+    text = verify.format_table(rows, np.float64)
+    assert "backbone + FPN: P6" in text and "masks (pasted" in text
+
+
+def test_verify_without_torchvision_says_what_to_install(monkeypatch, capsys):
+    def missing():
+        raise ImportError("mrcnn-np verify compares with torchvision, which is not installed; install the "
+                          "reference extra:  pip install 'mrcnn-np[reference]'")
+
+    monkeypatch.setattr(verify, "_torch", missing)
+    assert cli.main(["verify"]) == 2
+    assert "pip install 'mrcnn-np[reference]'" in capsys.readouterr().err
