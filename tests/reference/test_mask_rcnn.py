@@ -31,6 +31,7 @@ from mrcnn_np.config import MaskRCNNConfig
 from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.data.shapes import random_image
 from mrcnn_np.model.mask_rcnn import MaskRCNN
+from mrcnn_np.ops import box_iou
 from tests.helpers import assert_rel
 from tests.reference.test_rpn import float64_labels
 from tests.reference.torch_models import calibrate_frozen_bn
@@ -49,16 +50,16 @@ def shipped_images():
     return out
 
 
-def model_pair(dtype=np.float64, seed=0, recipe="frozen", **sizes):
+def model_pair(dtype=np.float64, seed=0, recipe="frozen", num_classes=NUM_CLASSES, **sizes):
     """torchvision's model and ours with the same random weights (see the module docstring)."""
     torch.manual_seed(seed)
     if recipe == "frozen":
         backbone = tv_resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
-        tv = TVMaskRCNN(backbone, num_classes=NUM_CLASSES, **sizes)
-        config = MaskRCNNConfig(num_classes=NUM_CLASSES, dtype=dtype, **sizes)
+        tv = TVMaskRCNN(backbone, num_classes=num_classes, **sizes)
+        config = MaskRCNNConfig(num_classes=num_classes, dtype=dtype, **sizes)
     else:
-        tv = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, **sizes)
-        config = MaskRCNNConfig(num_classes=NUM_CLASSES, dtype=dtype, frozen_batch_norm=False,
+        tv = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **sizes)
+        config = MaskRCNNConfig(num_classes=num_classes, dtype=dtype, frozen_batch_norm=False,
                                 trainable_backbone_layers=5, **sizes)
     tv = tv.to(torch.float64 if dtype == np.float64 else torch.float32).eval()
     calibrate_frozen_bn(tv, lambda: tv.backbone(tv.transform(to_torch(shipped_images()[:1], dtype))[0].tensors),
@@ -101,6 +102,31 @@ def test_inference_float64_identical(float64_pair, which):
         assert np.abs(o["scores"] - r["scores"]).max() <= 1e-6
         assert np.abs(o["masks"] - r["masks"]).max() <= 1e-6
         assert 0 <= o["masks"].min() and o["masks"].max() <= 1
+
+
+def match_float32(o, r):
+    """Fraction of torchvision's detections with a same-label detection of ours at IoU > 0.999,
+    and the fraction of mask pixels (of matched pairs) that agree at threshold 0.5."""
+    if len(r["boxes"]) == 0 or len(o["boxes"]) == 0:
+        return float(len(r["boxes"]) == len(o["boxes"])), 1.0
+    iou = box_iou(r["boxes"].astype(np.float64), o["boxes"].astype(np.float64))
+    iou[r["labels"][:, None] != o["labels"][None, :]] = 0
+    best = iou.argmax(axis=1)
+    matched = iou[np.arange(len(best)), best] > 0.999
+    agree = (r["masks"][matched] > 0.5) == (o["masks"][best[matched]] > 0.5)
+    return matched.mean(), agree.mean() if agree.size else 1.0
+
+
+@pytest.mark.parametrize("num_classes", [NUM_CLASSES, 91])
+@pytest.mark.parametrize("sizes", [SMALL, pytest.param({}, marks=pytest.mark.slow)], ids=["small", "800px"])
+def test_inference_float32_matches(sizes, num_classes):
+    """At least 99% of detections matched (same label, IoU > 0.999), >= 99.9% of mask pixels agree."""
+    tv, ours = model_pair(np.float32, num_classes=num_classes, **sizes)
+    images = shipped_images()
+    out, ref = run_inference(tv, ours, images, np.float32)
+    for o, r in zip(out, ref, strict=True):
+        det, pix = match_float32(o, r)
+        assert len(r["boxes"]) > 0 and det >= 0.99 and pix >= 0.999, (det, pix)
 
 
 def shapes_targets(rng, n_images=2, size=(150, 200)):
