@@ -1,9 +1,12 @@
 """Configuration of the whole model: one dataclass, every default commented with its source.
 
-``MaskRCNNConfig()`` is torchvision's ``maskrcnn_resnet50_fpn`` (``models/detection/
-mask_rcnn.py`` and ``faster_rcnn.py``); :func:`resnet50_fpn` names it. Smaller presets for
-CPU training are added with the training work (they change widths and depths, never the
-algorithm).
+``MaskRCNNConfig()`` is torchvision's ``maskrcnn_resnet50_fpn`` as built with pretrained
+weights (``models/detection/mask_rcnn.py`` and ``faster_rcnn.py``): FrozenBatchNorm2d and 3
+trainable backbone layers. (Called with ``weights=None, weights_backbone=None``, torchvision
+builds ordinary BatchNorm2d with all 5 layers trainable instead: ``frozen_batch_norm=False,
+trainable_backbone_layers=5`` here.) :func:`resnet50_fpn` names the default; :func:`tiny`
+is a small network for CPU training from scratch -- narrower and shallower, never a different
+algorithm.
 """
 
 from __future__ import annotations
@@ -59,3 +62,18 @@ class MaskRCNNConfig:
 def resnet50_fpn(num_classes: int = 91, **overrides) -> MaskRCNNConfig:
     """torchvision's ``maskrcnn_resnet50_fpn`` defaults."""
     return MaskRCNNConfig(num_classes=num_classes, **overrides)
+
+
+def tiny(num_classes: int = 4, **overrides) -> MaskRCNNConfig:
+    """A small Mask R-CNN for CPU experiments: ResNet with one bottleneck per stage and base width
+    16, 64 FPN channels, smaller heads and images, fewer proposals and samples. Trainable
+    BatchNorm2d everywhere, because it trains from scratch (frozen statistics only make sense
+    for a pretrained backbone)."""
+    settings = dict(
+        num_classes=num_classes, min_size=256, max_size=384, backbone_layers=(1, 1, 1, 1), backbone_width=16,
+        trainable_backbone_layers=5, frozen_batch_norm=False, fpn_channels=64, representation_size=256,
+        mask_layers=(64, 64, 64, 64), mask_dim_reduced=64,
+        rpn_pre_nms_top_n={"training": 600, "testing": 300}, rpn_post_nms_top_n={"training": 300, "testing": 100},
+        rpn_batch_size_per_image=128, box_batch_size_per_image=128, box_detections_per_img=50,
+    )
+    return MaskRCNNConfig(**{**settings, **overrides})

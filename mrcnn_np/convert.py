@@ -34,9 +34,11 @@ def _torch():
 
 
 def state_dict_from_torch(source) -> OrderedDict:
-    """A torch ``nn.Module`` or state dict -> ``{key: np.ndarray}`` (copies, same dtypes)."""
+    """A torch ``nn.Module`` or state dict -> ``{key: np.ndarray}`` (copies, same dtypes).
+    Values that already are arrays are copied as they are."""
     sd = source.state_dict() if hasattr(source, "state_dict") else source
-    return OrderedDict((k, v.detach().cpu().numpy().copy()) for k, v in sd.items())
+    return OrderedDict((k, v.detach().cpu().numpy().copy() if hasattr(v, "detach") else np.array(v, copy=True))
+                       for k, v in sd.items())
 
 
 def state_dict_to_torch(state_dict) -> OrderedDict:

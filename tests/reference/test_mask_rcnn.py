@@ -195,3 +195,20 @@ def test_no_detections_gives_empty_arrays_of_the_right_shapes():
     assert o["boxes"].shape == (0, 4) and o["labels"].shape == (0,) and o["scores"].shape == (0,)
     assert o["masks"].shape == (0, 1, *image.shape[:2]) == ref[0]["masks"].shape
     assert o["labels"].dtype == np.int64
+
+
+def test_full_state_dict_round_trip_is_bit_identical():
+    """ours -> torchvision's maskrcnn_resnet50_fpn -> ours, every key, bit for bit."""
+    from mrcnn_np.convert import export_to_torchvision, state_dict_from_torch
+
+    ours = MaskRCNN(MaskRCNNConfig(num_classes=NUM_CLASSES), rng=7)
+    for _, b in ours.named_buffers():
+        b[...] = np.random.default_rng(b.size).uniform(0.5, 1.5, b.shape)
+    backbone = tv_resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
+    tv = TVMaskRCNN(backbone, num_classes=NUM_CLASSES)
+    export_to_torchvision(ours, tv)
+    back = MaskRCNN(MaskRCNNConfig(num_classes=NUM_CLASSES), rng=8)
+    load_torchvision_state_dict(back, state_dict_from_torch(tv))
+    assert list(back.state_dict()) == list(tv.state_dict())
+    for k, v in ours.state_dict().items():
+        assert back.state_dict()[k].dtype == v.dtype and np.array_equal(back.state_dict()[k], v), k
