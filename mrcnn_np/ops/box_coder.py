@@ -58,6 +58,8 @@ class BoxCoder:
         R = boxes.shape[0]
         if rel_codes.shape[0] != R or (R and rel_codes.size % (4 * R)):
             raise ValueError(f"decode: expected deltas of shape ({R}, 4K) for {R} boxes, got {tuple(rel_codes.shape)}")
+        if R == 0:  # no boxes (e.g. an image without proposals): no predictions, of the right shape
+            return xp.zeros((0, rel_codes.shape[-1] // 4, 4), dtype=rel_codes.dtype)
         rel_codes = rel_codes.reshape(R, -1)  # (R, ..., 4K) -> (R, 4K)
         boxes = boxes.astype(rel_codes.dtype, copy=False)
         widths = boxes[:, 2] - boxes[:, 0]

@@ -81,3 +81,13 @@ def test_matcher_rejects_empty_like_torchvision():
         Matcher(0.7, 0.3)(np.zeros((0, 5)))
     with pytest.raises(ValueError, match="No proposal boxes"):
         Matcher(0.7, 0.3)(np.zeros((2, 0)))
+
+
+def test_decode_and_postprocess_with_no_proposals():
+    from mrcnn_np.config import tiny
+    from mrcnn_np.model.mask_rcnn import MaskRCNN
+
+    assert BoxCoder((10.0, 10.0, 5.0, 5.0)).decode(np.zeros((0, 20)), np.zeros((0, 4))).shape == (0, 5, 4)
+    heads = MaskRCNN(tiny(num_classes=5), rng=0).roi_heads
+    out = heads.postprocess_detections(np.zeros((0, 5)), np.zeros((0, 20)), [np.zeros((0, 4))], [(50, 60)])
+    assert out[0]["boxes"].shape == (0, 4) and out[0]["scores"].shape == (0,) and out[0]["labels"].shape == (0,)
