@@ -10,7 +10,9 @@ that no normalisation is the identity and activations stay the size a trained ne
 Stages compared, each library running its own chain end to end:
 transform (the padded batch), backbone levels P2..P6, RPN proposals, the box head's outputs on
 the same proposals (torchvision's), the final detections (boxes, scores, labels) and the masks
-pasted into the image.
+pasted into the image. Proposals and detections are paired by box before comparing, since a
+float32 run may order two results with near-equal scores the other way round; the table says
+how many rows that moved.
 """
 
 from __future__ import annotations
@@ -92,6 +94,20 @@ def build_pair(num_classes: int = 91, dtype=np.float64, seed: int = 0, min_size:
     return tv, ours.eval()
 
 
+def pair_rows(ours_boxes, ref_boxes):
+    """For each reference box, the index of our closest box (max coordinate difference), and how
+    many rows are not where the reference has them. float32 runs may swap rows whose scores agree
+    to ~6 digits; pairing by box compares like with like."""
+    ours_boxes, ref_boxes = np.asarray(to_numpy(ours_boxes), np.float64), np.asarray(ref_boxes, np.float64)
+    if len(ours_boxes) != len(ref_boxes) or len(ref_boxes) == 0:
+        return None, 0
+    dist = np.abs(ref_boxes[:, None, :] - ours_boxes[None, :, :]).max(axis=2)  # (R, R)
+    order = dist.argmin(axis=1)
+    if len(np.unique(order)) != len(order):  # not a one-to-one pairing: keep the given order
+        return None, 0
+    return order, int((order != np.arange(len(order))).sum())
+
+
 def _errors(ours, ref):
     ours, ref = np.asarray(to_numpy(ours), np.float64), np.asarray(ref, np.float64)
     if ours.shape != ref.shape:
@@ -133,7 +149,10 @@ def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int =
             add(f"backbone + FPN: {name}", feats[k].data, tv_feats[k])
         proposals, _ = ours.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, feats)
         tv_props, _ = tv.rpn(ImageList(tv_batch.tensors, tv_batch.image_sizes), tv_feats)
-        add("RPN: proposals", proposals[0], tv_props[0], f"{len(proposals[0])} proposals")
+        order, moved = pair_rows(proposals[0], tv_props[0].numpy())
+        paired = proposals[0] if order is None else proposals[0][order]
+        add("RPN: proposals", paired, tv_props[0],
+            f"{len(proposals[0])} proposals" + (f", {moved} rows reordered (near-equal scores)" if moved else ""))
         props = [p.numpy() for p in tv_props]  # the same proposals into both box heads
         rh, trh = ours.roi_heads, tv.roi_heads
         logits, deltas = rh.box_predictor(rh.box_head(rh.box_roi_pool(feats, props, batch.image_sizes)))
@@ -143,9 +162,13 @@ def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int =
         add("box head: box deltas", deltas.data, t_deltas)
         out = ours([image])[0]
         ref = tv([x])[0]
+        order, moved = pair_rows(out["boxes"], ref["boxes"].numpy())
+        if order is not None:
+            out = {k: v[order] for k, v in out.items()}
         same_labels = len(out["labels"]) == len(ref["labels"]) and bool(np.array_equal(out["labels"],
                                                                                       ref["labels"].numpy()))
         note = f"{len(out['boxes'])} detections, labels {'identical' if same_labels else 'DIFFER'}"
+        note += f", {moved} rows reordered (near-equal scores)" if moved else ""
         add("detections: boxes", out["boxes"], ref["boxes"], note)
         add("detections: scores", out["scores"], ref["scores"])
         add("masks (pasted, probabilities)", out["masks"], ref["masks"])

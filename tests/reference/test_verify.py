@@ -28,3 +28,12 @@ def test_verify_without_torchvision_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setattr(verify, "_torch", missing)
     assert cli.main(["verify"]) == 2
     assert "pip install 'mrcnn-np[reference]'" in capsys.readouterr().err
+
+
+def test_pair_rows_finds_swapped_rows():
+    ref = np.array([[0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 45]], dtype=np.float64)
+    ours = ref[[0, 2, 1]] + 1e-4
+    order, moved = verify.pair_rows(ours, ref)
+    np.testing.assert_array_equal(order, [0, 2, 1])
+    assert moved == 2
+    assert verify.pair_rows(ours[:2], ref) == (None, 0)
