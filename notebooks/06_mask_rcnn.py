@@ -1,0 +1,687 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6. The whole Mask R-CNN
+#
+# The previous chapters took the model apart; this one runs it whole, then opens it up again,
+# stage by stage, on one photograph, in the spirit of the `inspect_model` notebook of
+# Matterport's Mask R-CNN: what `MaskRCNN.predict` does to the image, what each stage
+# hands to the next, and how many boxes survive each step. In order:
+#
+# - the **transform**: the image normalised, resized and padded into a batch;
+# - the **backbone** and FPN: five feature levels;
+# - the **RPN**: a thousand proposals;
+# - the **box head**: class scores for every proposal and a refined box for every class;
+# - the **postprocessing**: thresholds and per-class NMS down to the detections;
+# - the **mask head**: a 28x28 mask per detection, pasted back into the photograph;
+# - a stage-by-stage **check against torchvision**;
+# - **training**: the five losses on a small batch of synthetic shapes, and one SGD step.
+#
+# | Code | Torchvision counterpart |
+# |---|---|
+# | `mrcnn_np/model/mask_rcnn.py` (`MaskRCNN`) | `models/detection/mask_rcnn.py`, `generalized_rcnn.py` |
+# | `mrcnn_np/model/transform.py` | `models/detection/transform.py` |
+# | `mrcnn_np/model/rpn.py` | `models/detection/rpn.py` |
+# | `mrcnn_np/model/roi_heads.py` | `models/detection/roi_heads.py` |
+# | `mrcnn_np/config.py` (`MaskRCNNConfig`) | the defaults of `maskrcnn_resnet50_fpn` |
+# | `mrcnn_np/verify.py` (`mrcnn-np verify`) | the whole model, compared stage by stage |
+#
+# **About the weights.** There is no trained checkpoint yet. Every network in this chapter has
+# *random* weights, so its proposals, classes, boxes and masks are **not meaningful**: the
+# detections drawn below are not objects, and their labels are not categories. What the chapter
+# shows is real all the same: the shapes, the counts, the flow of boxes from stage to stage, the
+# inspection code, and that every number agrees with torchvision. Chapter 7 trains the model and
+# shows real predictions with the same tools.
+
+# %%
+import inspect
+import time
+from dataclasses import asdict
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import patches
+
+import mrcnn_np
+from mrcnn_np import nn
+from mrcnn_np.config import MaskRCNNConfig
+from mrcnn_np.data.shapes import SHAPES, random_image
+from mrcnn_np.model.mask_rcnn import MaskRCNN
+from mrcnn_np.model.transform import paste_masks_in_image, resize_boxes
+from mrcnn_np.nn import functional as F
+from mrcnn_np.nn.optim import SGD
+from mrcnn_np.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
+from mrcnn_np.ops.poolers import level_of_boxes
+from mrcnn_np.verify import sample_image
+
+# %% [markdown]
+# ## 6.1 The model
+#
+# `MaskRCNNConfig()` holds torchvision's defaults for `maskrcnn_resnet50_fpn` (91 classes,
+# ResNet-50-FPN, every threshold); only the image size is made smaller here, to keep the chapter
+# fast on a CPU: the shorter side is resized to 320 pixels instead of 800. `MaskRCNN(config,
+# rng=0)` builds the whole network with torchvision's initialisation, seeded. Its parameters,
+# by component (their names are torchvision's `state_dict` keys):
+
+# %%
+config = MaskRCNNConfig(min_size=320, max_size=512)  # everything else: torchvision's defaults
+model = MaskRCNN(config, rng=0).eval()
+components = ["backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head", "roi_heads.box_predictor",
+              "roi_heads.mask_head", "roi_heads.mask_predictor"]
+for name in components:
+    module = model
+    for attribute in name.split("."):
+        module = getattr(module, attribute)
+    print(f"{name:<26} {sum(p.size for p in module.parameters()):>12,}")
+print(f"{'total':<26} {sum(p.size for p in model.parameters()):>12,}")
+
+# %% [markdown]
+# 44,401,393 parameters, exactly torchvision's `maskrcnn_resnet50_fpn`; nearly a third of them
+# are the box head's first fully connected layer (`256 * 7 * 7` inputs, 1024 outputs).
+#
+# `outputs = model([image, ...])` returns one dict per image with `boxes (D, 4)`, `labels (D,)`,
+# `scores (D,)` and `masks (D, 1, H, W)` in the image's own pixels. In evaluation mode, calling
+# the model is `MaskRCNN.predict`, six lines that chain the stages:
+
+# %%
+print(inspect.getsource(MaskRCNN.predict))
+
+# %% [markdown]
+# The rest of the chapter runs these lines one at a time on one photograph and looks at what
+# each returns; section 6.7 checks that the pieces give exactly what `model([image])` returns.
+# The photograph is chapter 1's, as `mrcnn_np.verify.sample_image` returns it: `(H, W, 3)`
+# floats in [0, 1].
+
+# %% [markdown]
+# ## 6.2 The transform
+#
+# `model.transform` normalises the image with the ImageNet mean and standard deviation, resizes
+# it by `scale = min(min_size / shorter side, max_size / longer side)` (bilinear), and pads it
+# with zeros at the bottom and right to a multiple of 32, so that every level of the pyramid is
+# exactly half the one below. It returns an `ImageList`: the padded batch and every image's size
+# before padding, which later stages use to clip boxes.
+
+# %%
+image = sample_image().astype(np.float32)  # (600, 512, 3) in [0, 1]
+original_size = image.shape[:2]  # (600, 512)
+batch, _ = model.transform([image], dtype=np.float32)
+image_size = batch.image_sizes[0]  # (h, w) before padding
+scale = min(config.min_size / min(original_size), config.max_size / max(original_size))
+print("original", original_size, f"-> scale {scale:.3f} -> resized", image_size,
+      "-> padded batch", batch.tensors.shape)
+mean, std = np.array(config.image_mean), np.array(config.image_std)
+resized = batch.tensors[0].transpose(1, 2, 0) * std + mean  # (3, H', W') -> (H', W', 3), normalisation undone
+resized_rgb = np.clip(resized[: image_size[0], : image_size[1]], 0, 1)  # without the padding
+print("per-channel mean of the normalised image:", batch.tensors[0, :, : image_size[0]].mean(axis=(1, 2)).round(2))
+
+# %% tags=["hide-input"]
+H_pad, W_pad = batch.tensors.shape[-2:]
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 6), width_ratios=[original_size[1], W_pad])
+ax1.imshow(image)
+ax1.set_title(f"original, {original_size[0]} x {original_size[1]}")
+ax2.imshow(np.clip(resized, 0, 1))
+ax2.add_patch(patches.Rectangle((-0.5, image_size[0] - 0.5), W_pad, H_pad - image_size[0], fill=False,
+                                hatch="///", edgecolor="tab:red", lw=1.5))
+ax2.annotate(f"padding: {H_pad - image_size[0]} rows", xy=(W_pad / 2, H_pad), xytext=(W_pad / 2, H_pad + 60),
+             ha="center", color="tab:red", arrowprops={"arrowstyle": "->", "color": "tab:red"})
+ax2.set_title(f"resized {image_size[0]} x {image_size[1]},\npadded to {H_pad} x {W_pad} (normalisation undone)")
+for ax, width in ((ax1, original_size[1]), (ax2, W_pad)):
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(original_size[0] - 0.5, -0.5)  # the same pixel scale in both panels
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Both panels are drawn at the same pixel scale. The padding is zero *after* normalisation, so
+# undone it shows as the ImageNet mean colour, a brownish grey. With the default sizes (800 /
+# 1333) the photograph would instead be enlarged 1.5625 times, to 937 x 800, and padded to
+# 960 x 800.
+
+# %% [markdown]
+# ## 6.3 The backbone, and what random weights do to it
+#
+# `model.backbone` is chapter 1's ResNet-50-FPN: five levels with 256 channels, P2 at stride 4
+# to P6 at stride 64, keyed `"0"` ... `"3"` and `"pool"` as in torchvision.
+
+# %%
+start = time.perf_counter()
+with mrcnn_np.no_grad():
+    features = model.backbone(batch.tensors)  # {"0": P2, "1": P3, "2": P4, "3": P5, "pool": P6}
+print(f"backbone: {time.perf_counter() - start:.1f} s")
+rms_identity = {}
+for k, (key, f) in enumerate(features.items()):
+    rms_identity[key] = np.sqrt((f.data**2).mean())  # root mean square
+    print(f"P{k + 2} ({key!r}): {str(f.shape):<18} stride {H_pad // f.shape[2]:>2}  rms {rms_identity[key]:5.1f}")
+
+# %% [markdown]
+# The levels have a root mean square of about 50: chapter 1 showed why. The frozen batch norms
+# of a freshly built model have the identity statistics (mean 0, variance 1), so nothing
+# rescales the activations, which grow through the residual stages. A trained network's frozen
+# statistics keep them near unit scale. The size matters downstream: the RPN's box deltas grow
+# with it, and deltas of a few units stretch every anchor `exp(3) = 20` times, into slivers
+# across the whole image (section 6.4 shows them).
+#
+# We therefore do what `mrcnn-np verify` does (with torch, section 6.8): a **data-dependent
+# initialisation** of the frozen norms. In one forward pass of this image, each
+# `FrozenBatchNorm2d` gets its own input's per-channel mean and variance as its statistics, so
+# that its output has zero mean and unit variance per channel. The weights stay random: this
+# only sets the scale of the activations, and teaches the network nothing about objects.
+
+# %%
+def calibrate_frozen_norms(backbone, x):
+    """Set every FrozenBatchNorm2d's running mean and variance to those of its own input,
+    per channel, in one forward pass of x (N, 3, H, W). Returns the number of norms set."""
+    norms = [m for m in backbone.modules() if isinstance(m, nn.FrozenBatchNorm2d)]
+
+    def measure_then_normalise(norm):
+        def forward(features):  # (N, C, H, W); replaces norm.forward for one call
+            norm.running_mean[:] = features.data.mean(axis=(0, 2, 3))
+            norm.running_var[:] = features.data.var(axis=(0, 2, 3))
+            del norm.forward  # from now on the class's own forward
+            return norm(features)
+        return forward
+
+    for norm in norms:
+        norm.forward = measure_then_normalise(norm)
+    with mrcnn_np.no_grad():
+        backbone(x)
+    return len(norms)
+
+
+print("frozen norms calibrated:", calibrate_frozen_norms(model.backbone, batch.tensors))
+features_identity = features  # the levels with identity statistics, for comparison
+with mrcnn_np.no_grad():
+    features = model.backbone(batch.tensors)
+for k, (key, f) in enumerate(features.items()):
+    print(f"P{k + 2}: rms {rms_identity[key]:5.1f} -> {np.sqrt((f.data**2).mean()):4.1f}")
+
+# %% [markdown]
+# Each map below is the root mean square over the 256 channels at every position, drawn over
+# the padded image's extent (the dashed line is where the padding starts): top, with the
+# identity statistics; bottom, calibrated. The colour scale is each panel's own.
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(2, 5, figsize=(13, 6))
+for row, (maps, label) in enumerate(((features_identity, "identity stats"), (features, "calibrated"))):
+    for k, (ax, f) in enumerate(zip(axes[row], maps.values(), strict=True)):
+        energy = np.sqrt((f.data[0] ** 2).mean(axis=0))  # (C, h, w) -> (h, w)
+        ax.imshow(energy, cmap="magma", extent=(0, W_pad, H_pad, 0))
+        ax.axhline(image_size[0], color="cyan", lw=1, ls="--")
+        ax.set_title(f"P{k + 2} {f.shape[2]}x{f.shape[3]}, {label}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Calibrated, the fine levels trace the photograph's edges and regions again; with the identity
+# statistics every level is dominated by the coarse, large activations that the top-down pathway
+# spreads downwards (chapter 1, section 1.4). From here on, the model is the calibrated one.
+
+# %% [markdown]
+# ## 6.4 RPN proposals
+#
+# `model.rpn.predict` runs chapter 3's pipeline on every level: objectness and deltas for every
+# anchor, the 1000 best per level, clipping, small boxes dropped, NMS at 0.7 per level, and the
+# 1000 best overall. It needs the padded batch's size (for the anchors) and each image's own
+# size (for clipping).
+
+# %%
+start = time.perf_counter()
+with mrcnn_np.no_grad():
+    (proposals,), (objectness,) = model.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features)
+    (proposals_identity,), _ = model.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features_identity)
+print(f"rpn: {time.perf_counter() - start:.1f} s for both")
+n_anchors = sum(3 * f.shape[2] * f.shape[3] for f in features.values())  # 3 anchors per position
+print(f"anchors: {n_anchors:,} -> proposals: {proposals.shape}, objectness {objectness.min():.3f} to "
+      f"{objectness.max():.3f}")
+sizes = np.sqrt((proposals[:, 2] - proposals[:, 0]) * (proposals[:, 3] - proposals[:, 1]))  # sqrt(w h)
+print("proposal size sqrt(wh), 10/50/90th percentile:", np.percentile(sizes, [10, 50, 90]).round(1))
+levels, counts = np.unique(level_of_boxes([proposals]), return_counts=True)
+print("RoIAlign will read them from:", {f"P{k}": int(n) for k, n in zip(levels, counts, strict=True)})
+
+
+# %% tags=["hide-input"]
+def draw_box(ax, box, **style):
+    x1, y1, x2, y2 = box
+    ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style))
+
+
+top = 20
+cmap = plt.get_cmap("viridis")
+fig, axes = plt.subplots(1, 2, figsize=(11, 6.4))
+for ax, boxes, title in ((axes[0], proposals, "calibrated: the 20 best proposals"),
+                         (axes[1], proposals_identity, "identity statistics: the 20 best proposals")):
+    ax.imshow(resized_rgb)
+    for rank in reversed(range(top)):  # rank 0 is the best; drawn last, on top
+        draw_box(ax, boxes[rank], edgecolor=cmap(rank / (top - 1)), lw=1.8)
+    ax.set_title(title, fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(1, top)), ax=axes, fraction=0.03,
+             ticks=[1, 5, 10, 15, 20], label="rank (1 = highest objectness)")
+plt.show()
+
+# %% [markdown]
+# Left, the calibrated model's best proposals: boxes of reasonable shapes, close to the anchors
+# they came from, because the random head's deltas are now small; they crowd where the random
+# objectness happens to be high (the bright badge of the cap), not on objects. Nearly all of the
+# 1000 are small and will be read from P2: P2 has by far the most anchors (all of size 32), so
+# its best 1000 are the most extreme of the random scores, and its activations are the largest
+# (the rms printed in section 6.3). Right, the uncalibrated model's: anchors stretched into
+# slivers as tall as the image. Neither says anything about where the objects are; a trained
+# RPN's proposals cover the face, the cap, the medals (chapter 3, section 3.7, simulates that).
+
+# %% [markdown]
+# ## 6.5 The box head refines every proposal
+#
+# The second stage cuts a 7x7 feature grid for every proposal out of its level with
+# `MultiScaleRoIAlign` (chapter 4), flattens it, and runs two fully connected layers of 1024 and
+# the predictor (chapter 5): for each of the 1000 proposals, 91 class logits and 91 boxes,
+# one per class, encoded as deltas from the proposal.
+
+# %%
+rh = model.roi_heads
+with mrcnn_np.no_grad():
+    box_features = rh.box_roi_pool(features, [proposals], batch.image_sizes)  # (R, 256, 7, 7)
+    representation = rh.box_head(box_features)  # (R, 1024)
+    class_logits, box_deltas = rh.box_predictor(representation)  # (R, K), (R, 4K)
+class_logits, box_deltas = class_logits.data, box_deltas.data
+R, K = class_logits.shape
+print("RoIAlign", box_features.shape, "-> box head", representation.shape, "-> logits", class_logits.shape,
+      "and deltas", box_deltas.shape)
+class_scores = F.softmax(class_logits, -1).data  # (R, K), every row sums to 1
+refined = rh.box_coder.decode(box_deltas, proposals)  # (R, 4K) -> (R, K, 4), one box per class
+print("refined boxes", refined.shape, f"(weights {rh.box_coder.weights})")
+print(f"the largest foreground probability of a proposal: median {np.median(class_scores[:, 1:].max(axis=1)):.3f},"
+      f" max {class_scores[:, 1:].max():.3f}; uniform would be {1 / K:.3f}")
+
+# %% [markdown]
+# The deltas are divided by the weights (10, 10, 5, 5) before they are applied, so even a random
+# head moves a box by less than a tenth of its size and rescales it by a few tens of percent. A
+# trained head learns to move a proposal onto the object it overlaps. Which refined box counts
+# depends on the class: the postprocessing keeps, for every proposal, a candidate for *each*
+# class. Below, the six (proposal, class) pairs with
+# the highest class probabilities, each cut out of the resized image: the proposal (dashed
+# white), its box refined for that class (orange), arrows from corner to corner.
+
+# %%
+best = np.argsort(-class_scores[:, 1:], axis=None, kind="stable")[:6]  # flat indices into (R, K-1)
+best_pairs = [(int(i) // (K - 1), int(i) % (K - 1) + 1) for i in best]  # (proposal, class)
+for p, label in best_pairs:
+    dx, dy, dw, dh = box_deltas[p, 4 * label : 4 * label + 4] / np.array(rh.box_coder.weights)
+    print(f"proposal {p:>3}, class {label:>2}: p = {class_scores[p, label]:.3f}, moved by ({dx:+.3f} w, "
+          f"{dy:+.3f} h), scaled by ({np.exp(dw):.2f}, {np.exp(dh):.2f})")
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(2, 3, figsize=(12, 8.4))
+for ax, (p, label) in zip(axes.flat, best_pairs, strict=True):
+    before, after = proposals[p], clip_boxes_to_image(refined[p, label][None], image_size)[0]
+    x1, y1 = np.minimum(before[:2], after[:2]) - 25
+    x2, y2 = np.maximum(before[2:], after[2:]) + 25
+    ax.imshow(resized_rgb)
+    draw_box(ax, before, edgecolor="white", lw=2, ls="--")
+    draw_box(ax, after, edgecolor="tab:orange", lw=2.5)
+    for a, b in ((before[:2], after[:2]), (before[2:], after[2:])):  # top-left and bottom-right corners
+        ax.annotate("", xy=b, xytext=a, arrowprops={"arrowstyle": "->", "color": "yellow", "lw": 1.8})
+    ax.set_xlim(max(x1, 0), min(x2, image_size[1]))
+    ax.set_ylim(min(y2, image_size[0]), max(y1, 0))
+    ax.set_title(f"proposal {p} -> class {label}, p = {class_scores[p, label]:.3f}", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.suptitle("Proposals (dashed) and their boxes refined for one class (orange); random weights",
+             fontsize=11)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 6.6 Postprocessing: thresholds and per-class NMS
+#
+# `RoIHeads.postprocess_detections` (chapter 5, section 5.4) turns 1000 x 91 scores and boxes
+# into at most 100 detections. Written out step by step, counting what survives:
+
+# %%
+labels_all = np.broadcast_to(np.arange(K), (R, K))  # (R, K) the class of every candidate
+boxes_all = clip_boxes_to_image(refined, image_size)  # (R, K, 4)
+# one candidate per (proposal, foreground class): the background column 0 is dropped
+cand_boxes = boxes_all[:, 1:].reshape(-1, 4)  # (R, K-1, 4) -> (R*(K-1), 4)
+cand_scores = class_scores[:, 1:].reshape(-1)  # (R*(K-1),)
+cand_labels = labels_all[:, 1:].reshape(-1)
+cand_proposal = np.repeat(np.arange(R), K - 1)  # which proposal each candidate refines
+print(f"candidates:                       {len(cand_scores):>6,}")
+keep = np.nonzero(cand_scores > rh.score_thresh)[0]  # score above 0.05
+print(f"score > {rh.score_thresh}:                    {len(keep):>6,}")
+keep = keep[remove_small_boxes(cand_boxes[keep], 1e-2)]  # both sides at least 0.01 px
+print(f"not degenerate:                   {len(keep):>6,}")
+before_nms = keep
+keep = keep[batched_nms(cand_boxes[keep], cand_scores[keep], cand_labels[keep], rh.nms_thresh)]
+print(f"after NMS at {rh.nms_thresh} within each class:  {len(keep):>6,}")
+keep = keep[: rh.detections_per_img]  # the best 100 (NMS returns them by decreasing score)
+print(f"at most {rh.detections_per_img}:                      {len(keep):>6,}")
+det_boxes, det_scores, det_labels = cand_boxes[keep], cand_scores[keep], cand_labels[keep]
+
+library = rh.postprocess_detections(class_logits, box_deltas, [proposals], batch.image_sizes)[0]
+same = all(np.array_equal(a, library[k]) for k, a in (("boxes", det_boxes), ("scores", det_scores),
+                                                       ("labels", det_labels)))
+print("the same as RoIHeads.postprocess_detections:", same)
+assert same
+
+# %% [markdown]
+# NMS runs within each class (`batched_nms`): a box suppresses another only if both have the same
+# label and they overlap with IoU above 0.5. Boxes of different classes may overlap freely.
+# Before and after, coloured by class (the legend counts each class's boxes before and after),
+# enlarged around the cap, where nearly all of them are:
+
+# %% tags=["hide-input"]
+classes = np.unique(cand_labels[before_nms])
+colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(classes)}
+main_class = classes[np.argmax([np.sum(cand_labels[before_nms] == c) for c in classes])]
+region = cand_boxes[before_nms[cand_labels[before_nms] == main_class]]  # the most frequent class's candidates
+zoom_x1, zoom_y1 = np.maximum(region[:, :2].min(axis=0) - 15, 0)
+zoom_x2, zoom_y2 = np.minimum(region[:, 2:].max(axis=0) + 15, image_size[::-1])
+fig, axes = plt.subplots(1, 2, figsize=(11, 6.6))
+for ax, chosen, title in ((axes[0], before_nms, f"before NMS: {len(before_nms)} candidates"),
+                          (axes[1], keep, f"after per-class NMS: {len(keep)} detections")):
+    ax.imshow(resized_rgb)
+    for i in chosen[np.argsort(cand_scores[chosen])]:  # the best drawn last
+        draw_box(ax, cand_boxes[i], edgecolor=colours[cand_labels[i]], lw=1.3)
+    ax.set_xlim(zoom_x1, zoom_x2)
+    ax.set_ylim(zoom_y2, zoom_y1)
+    ax.set_title(title, fontsize=11)
+axes[1].legend(handles=[patches.Patch(color=colours[c], label=f"class {c}: {np.sum(cand_labels[before_nms] == c)}"
+                                     f" -> {np.sum(cand_labels[keep] == c)}") for c in classes],
+               loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# A random classifier spreads its probability over the 91 classes: few candidates pass 0.05, and
+# the ones that do belong to a handful of classes the random weights happen to favour. A trained
+# head concentrates a proposal's probability on one class, and NMS then removes the many
+# overlapping proposals of each object.
+
+# %% [markdown]
+# ## 6.7 Masks
+#
+# The mask head sees only the detections: a 14x14 grid per detected box from
+# `MultiScaleRoIAlign`, four 3x3 convs, a 2x2 transposed conv and a 1x1 conv give 91 mask logits
+# of 28x28 per box. Only the channel of the detected class is kept, as probabilities.
+# `transform.postprocess` then scales the boxes back to the original photograph and pastes each
+# 28x28 mask into its box (bilinear, with torchvision's one-pixel padding; chapter 5, sections
+# 5.5 and 5.6).
+
+# %%
+D = len(det_boxes)
+with mrcnn_np.no_grad():
+    mask_features = rh.mask_head(rh.mask_roi_pool(features, [det_boxes], batch.image_sizes))  # (D, 256, 14, 14)
+    mask_logits = rh.mask_predictor(mask_features).data  # (D, K, 28, 28)
+mask_probs = F.sigmoid(mask_logits[np.arange(D), det_labels]).data  # (D, 28, 28): the detected class
+boxes_original = resize_boxes(det_boxes, image_size, original_size)  # (D, 4) in the photograph's pixels
+masks = paste_masks_in_image(mask_probs[:, None], boxes_original, original_size)  # (D, 1, 600, 512)
+print("mask features", mask_features.shape, "-> logits", mask_logits.shape, "-> pasted", masks.shape)
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 6, figsize=(13, 2.6))
+for ax, m, label, score in zip(axes, mask_probs, det_labels, det_scores, strict=False):
+    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1)
+    ax.set_title(f"class {label}, {score:.3f}", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.colorbar(im, ax=axes, fraction=0.02, label="probability")
+fig.suptitle("28x28 mask probabilities of the six best detections", fontsize=11, y=1.02)
+plt.show()
+
+# %% [markdown]
+# The grid patterns are the random 2x2 transposed convolution: with stride 2, each of the four
+# positions in every 2x2 block of the output has its own kernel weights, so a random one stamps
+# a 2x2 pattern everywhere. Training smooths that out.
+#
+# The final output on the photograph: the ten best detections (left), and the region around
+# them enlarged (right), where each mask, thresholded at 0.5, is overlaid in its detection's
+# colour. With random weights this is a picture of the machinery, not of the objects in the
+# image.
+
+# %% tags=["hide-input"]
+shown = min(10, D)
+palette = plt.get_cmap("tab10")
+overlay = image.copy()
+for d in reversed(range(shown)):  # the best drawn last
+    inside = masks[d, 0] > 0.5
+    overlay[inside] = 0.45 * overlay[inside] + 0.55 * np.array(palette(d)[:3])
+x1, y1 = np.maximum(boxes_original[:shown, :2].min(axis=0) - 20, 0)  # the region of the shown detections
+x2, y2 = np.minimum(boxes_original[:shown, 2:].max(axis=0) + 20, original_size[::-1])
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 6.4), width_ratios=[1, 1.25])
+ax1.imshow(image)
+ax2.imshow(overlay)
+for d in range(shown):
+    draw_box(ax1, boxes_original[d], edgecolor=palette(d), lw=1.5)
+    draw_box(ax2, boxes_original[d], edgecolor=palette(d), lw=2)
+draw_box(ax1, (x1, y1, x2, y2), edgecolor="white", lw=1.5, ls=":")
+ax2.set_xlim(x1, x2)
+ax2.set_ylim(y2, y1)
+ax1.set_title(f"the {shown} best of {D} detections", fontsize=11)
+ax2.set_title("enlarged: boxes and masks > 0.5 (random weights: not objects)", fontsize=11)
+ax2.legend(handles=[patches.Patch(color=palette(d), label=f"class {det_labels[d]}, {det_scores[d]:.3f}")
+                    for d in range(shown)], loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+for ax in (ax1, ax2):
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Finally, the chain of sections 6.2 to 6.7, run by hand, against one call of the (calibrated)
+# model:
+
+# %%
+start = time.perf_counter()
+with mrcnn_np.no_grad():
+    outputs = model([image])[0]  # one dict per image
+print(f"model([image]): {time.perf_counter() - start:.1f} s")
+for key, value in outputs.items():
+    print(f"{key:<7} {str(value.shape):<18} {value.dtype}")
+same = {k: np.array_equal(a, outputs[k]) for k, a in (("boxes", boxes_original), ("labels", det_labels),
+                                                       ("scores", det_scores), ("masks", masks))}
+print("by hand, the same to the bit:", same)
+assert all(same.values())
+
+# %% [markdown]
+# ## 6.8 Check against torchvision, stage by stage
+#
+# `mrcnn_np.verify.verify` (the command `mrcnn-np verify`) builds torchvision's
+# `maskrcnn_resnet50_fpn` with seeded random weights, calibrates its frozen norms on the
+# photograph as section 6.3 did (and randomises them a little, so that no norm is the identity),
+# loads the weights into a `MaskRCNN` and runs both on the photograph. Each library runs its own
+# chain end to end; only the box head is compared on the same input (torchvision's proposals),
+# so that the logits and deltas are compared row for row. `format_table` prints, for every
+# stage, the largest absolute difference and the largest difference relative to the largest
+# torchvision value. Here in float64, with the shorter side at 256 pixels to keep it quick.
+
+# %%
+try:
+    import torch
+    import torchvision  # noqa: F401
+except ImportError:
+    torch = None
+    print("torchvision is not installed; to run this check, install the reference "
+          "extra: pip install -e '.[reference]'")
+
+# %%
+if torch is not None:
+    from mrcnn_np.verify import format_table, verify
+
+    rows = verify(dtype=np.float64, min_size=256)
+    print(format_table(rows, np.float64))
+    compared = [r for r in rows if r["stage"] != "wall time (s)"]
+    assert all(r["max_rel"] is not None and r["max_rel"] < 1e-9 for r in compared), rows
+    assert "labels identical" in next(r["note"] for r in rows if r["stage"] == "detections: boxes")
+
+# %% [markdown]
+# Every stage agrees to about 1e-12 relative or better, the rounding of float64, from the
+# padded batch to the pasted masks: the same 1000 proposals in the same order, the same
+# detections with identical labels, the same masks. `mrcnn-np verify` prints this table from the
+# command line (`--dtype float32`, `--min-size 800` for torchvision's full size). In float32 the
+# feature maps agree to about 1e-5 relative, but two proposals or detections whose scores agree
+# to six digits may come out in swapped order (the ties of chapter 3, section 3.10); the table
+# compares row by row, so a swap shows up as a large difference in that row. The tests in
+# `tests/reference/` check the whole model in both precisions, training losses and gradients
+# included.
+
+# %% [markdown]
+# ## 6.9 Training: the five losses and one SGD step
+#
+# In training mode, `model(images, targets)` returns a dict of five losses instead of
+# detections (`MaskRCNN.loss`). A target is a dict per image with `boxes (G, 4)` xyxy, `labels
+# (G,)` and `masks (G, H, W)`, in the image's own pixels. The data: the library's synthetic
+# shapes (`mrcnn_np.data.shapes.random_image`), which come with exact masks and labels (1
+# square, 2 circle, 3 triangle; 0 is the background); the boxes are derived from the masks.
+#
+# To keep this quick, the model is a much smaller configuration of the same code: one block per
+# ResNet stage, narrow layers, fewer proposals and RoIs. Where it differs from the defaults:
+
+# %%
+small_config = MaskRCNNConfig(
+    num_classes=1 + len(SHAPES), min_size=160, max_size=256, backbone_layers=(1, 1, 1, 1), backbone_width=16,
+    fpn_channels=64, representation_size=128, mask_layers=(64, 64, 64, 64), mask_dim_reduced=64,
+    rpn_pre_nms_top_n={"training": 300, "testing": 300}, rpn_post_nms_top_n={"training": 200, "testing": 100},
+    box_batch_size_per_image=64)
+defaults = asdict(MaskRCNNConfig())
+print({k: v for k, v in asdict(small_config).items() if v != defaults[k]})
+small = MaskRCNN(small_config, rng=0)
+print(f"parameters: {sum(p.size for p in small.parameters()):,}")
+
+
+def boxes_from_masks(masks):
+    """(G, H, W) bool -> (G, 4) float32 xyxy: the tightest box around each mask's pixels
+    (pixel (y, x) covers [x, x + 1) x [y, y + 1))."""
+    boxes = np.zeros((len(masks), 4), dtype=np.float32)
+    for g, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        boxes[g] = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    return boxes
+
+
+rng = np.random.default_rng(4)
+images, targets = [], []
+for _ in range(2):
+    shape_image, shape_masks, shape_labels = random_image(rng, 160, 192, max_instances=3)
+    images.append(shape_image)  # (H, W, 3) float32 in [0, 1]
+    targets.append({"boxes": boxes_from_masks(shape_masks), "labels": shape_labels,
+                    "masks": shape_masks.astype(np.uint8)})
+for t in targets:
+    print([SHAPES[label - 1] for label in t["labels"]], t["boxes"].tolist())
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+for ax, shape_image, t in zip(axes, images, targets, strict=True):
+    ax.imshow(shape_image)
+    for g, (box, label) in enumerate(zip(t["boxes"], t["labels"], strict=True)):
+        colour = plt.get_cmap("tab10")(g)
+        ax.contour(t["masks"][g], levels=[0.5], colors=[colour], linewidths=2)
+        draw_box(ax, box, edgecolor=colour, lw=1.5, ls="--")
+        ax.text(box[0] + 1, box[1] - 2, SHAPES[label - 1], color="white", fontsize=9,
+                bbox={"facecolor": colour, "alpha": 0.85, "pad": 1, "edgecolor": "none"})
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.suptitle("The training batch: mask outlines (solid) and the boxes derived from them (dashed)", fontsize=11)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# In training mode the RPN keeps 300 / 200 proposals (the `"training"` entries), anchors and
+# proposals are matched to the ground truth and sampled, and the losses are computed; the
+# samples are drawn from a seeded generator (`rng`, default seed 0), so a call is reproducible.
+
+# %%
+small.train()
+start = time.perf_counter()
+losses = small(images, targets)  # {name: Tensor}, on the autograd tape
+print(f"forward: {time.perf_counter() - start:.1f} s")
+for name, loss in losses.items():
+    print(f"{name:<17} {loss.item():.4f}")
+(rpn_pos, rpn_neg), (roi_pos, roi_neg) = small.rpn.last_sampled, small.roi_heads.last_sampled
+print(f"sampled anchors: {sum(int(m.sum()) for m in rpn_pos)} positive, {sum(int(m.sum()) for m in rpn_neg)} "
+      f"negative; sampled RoIs: {sum(int(m.sum()) for m in roi_pos)} positive, "
+      f"{sum(int(m.sum()) for m in roi_neg)} negative (both images)")
+
+# %% [markdown]
+# - `loss_objectness`: binary cross-entropy of the RPN's objectness on the sampled anchors. The
+#   RPN head starts with N(0, 0.01^2) weights, so every logit is near 0 and the loss near
+#   ln 2 = 0.693.
+# - `loss_rpn_box_reg`: smooth L1 of the RPN's deltas on the positive anchors, divided by the
+#   number of sampled anchors (256 per image), hence small.
+# - `loss_classifier`: cross-entropy of the box head's 4 classes on the sampled RoIs; ln 4 =
+#   1.386 for uniform predictions.
+# - `loss_box_reg`: smooth L1 of the deltas of the true class on the positive RoIs, divided by
+#   the number of sampled RoIs.
+# - `loss_mask`: binary cross-entropy of the true class's 28x28 mask on the positive RoIs, against
+#   the ground-truth mask cut out of each RoI with RoIAlign. The mask predictor's Kaiming
+#   initialisation gives logits far from 0, so it starts above ln 2.
+#
+# Their sum is what training minimises. `backward` fills the gradient of every trainable
+# parameter (the stem and the first stage are frozen, `trainable_backbone_layers=3`), and one
+# step of SGD with torchvision's reference settings (learning rate 0.02, momentum 0.9, weight
+# decay 1e-4) updates them. Then the same batch again, with the same seed:
+
+# %%
+total = sum(losses.values())
+small.zero_grad()
+total.backward()
+trainable = [p for p in small.parameters() if p.requires_grad]
+print(f"trainable parameters with a gradient: {sum(p.grad is not None for p in trainable)} of {len(trainable)}"
+      f" ({sum(not p.requires_grad for p in small.parameters())} frozen)")
+optimizer = SGD(trainable, lr=0.02, momentum=0.9, weight_decay=1e-4)
+optimizer.step()
+after = small(images, targets)
+print(f"{'':<17} {'before':>8} {'after':>8}")
+for name in losses:
+    print(f"{name:<17} {losses[name].item():8.4f} {after[name].item():8.4f}")
+total_after = sum(after.values())
+print(f"{'total':<17} {total.item():8.4f} {total_after.item():8.4f}")
+assert total_after.item() < total.item()
+
+# %% tags=["hide-input"]
+names = list(losses)
+x = np.arange(len(names))
+fig, ax = plt.subplots(figsize=(9, 3.8))
+for shift, values, label, colour in ((-0.2, losses, "before the step", "tab:gray"),
+                                     (0.2, after, "after one SGD step", "tab:blue")):
+    bars = ax.bar(x + shift, [values[n].item() for n in names], 0.4, label=label, color=colour)
+    ax.bar_label(bars, fmt="%.3f", fontsize=8.5, padding=2)
+ax.set_xticks(x, names)
+ax.set_ylabel("loss")
+ax.set_ylim(0, 1.15 * max(v.item() for v in losses.values()))
+ax.set_title("The five losses on the same batch, before and after one SGD step", fontsize=11)
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# One step lowers every loss on the batch it was computed on, which is all one step can show:
+# the gradients of the five losses flow through the heads, the RPN and the backbone, and point
+# downhill. The classifier's loss falls most, far below ln 4; the RPN's two losses barely move,
+# because its head starts with tiny weights (N(0, 0.01^2)) and so receives small gradients.
+#
+# One caveat about "the same batch": the RPN's anchors are matched and sampled again with the
+# same seed, so its sample is the same before and after; but the RoIs are sampled from the
+# *new* proposals, which the step has changed. So `loss_box_reg`, an average over a handful of
+# positive RoIs, is measured on a different sample after the step, and on another batch (try
+# other seeds) it can rise after one step while the total falls.
+#
+# Training repeats this step over many batches, with a warm-up and a schedule for the learning
+# rate. Chapter 7 does that on the shapes dataset, and then comes back to the inspection of this
+# chapter with a trained model, where the proposals, the refined boxes and the masks finally
+# land on objects.
