@@ -11,8 +11,8 @@ Forward (``roi_align_numba``): boxes in parallel (``prange``); per bin, per samp
 (torchvision's expression, term for term), then ``acc / count``.
 
 Backward (``roi_align_backward_numba``): the same loop scattering ``grad * w / count`` to the
-four pixels. Boxes overlap, so threads split the *channels* instead of the boxes: no two
-threads ever write the same element.
+four pixels. Boxes overlap, so threads split the *channels* instead of the boxes (one slice
+per thread): no two threads ever write the same element.
 
 numba.cuda (``roi_align_cuda``, ``roi_align_backward_cuda``): one thread per output element
 (box, bin, channel) with the channel fastest, so neighbouring threads read neighbouring
@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import cuda, njit, prange
 
 from ..backend import get_array_module
 from ..nn.checks import pair
 from .device import from_cuda, to_cuda
-
-CHANNEL_BLOCK = 32  # channels per thread in the CPU backward
 
 
 def _channels_last(x):
@@ -61,12 +60,13 @@ def _forward_cpu(f, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, ou
 
 
 @njit(parallel=True, cache=True)
-def _backward_cpu(g, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, grad):
+def _backward_cpu(g, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, grad, blocks):
     R, PH, GY = ylo.shape
     PW, GX = xlo.shape[1], xlo.shape[2]
     C = g.shape[3]
-    for block in prange((C + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
-        c0, c1 = block * CHANNEL_BLOCK, min(C, (block + 1) * CHANNEL_BLOCK)
+    width = (C + blocks - 1) // blocks
+    for block in prange(blocks):
+        c0, c1 = block * width, min(C, (block + 1) * width)
         for r in range(R):
             b = batch[r]
             for p in range(PH):
@@ -102,7 +102,8 @@ def roi_align_numba(features, plan, output_size):
 def roi_align_backward_numba(grad_out, plan, input_shape):
     N, C, H, W = input_shape
     grad = np.zeros((N, H, W, C), dtype=grad_out.dtype)
-    _backward_cpu(np.ascontiguousarray(grad_out.transpose(0, 2, 3, 1)), *_plan_arrays(plan), grad)
+    blocks = min(C, numba.get_num_threads())  # one channel slice per thread: the per-point work is shared
+    _backward_cpu(np.ascontiguousarray(grad_out.transpose(0, 2, 3, 1)), *_plan_arrays(plan), grad, blocks)
     return grad.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 
