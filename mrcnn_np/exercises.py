@@ -266,3 +266,22 @@ def assert_close(received, expected, what: str, rtol: float = 1e-10) -> None:
         f"max abs error {error:.3g} at index {index}: expected {expected[worst]:.6g}, got {received[worst]:.6g} "
         f"(allowed {allowed:.1e} = {rtol:.0e} x max|expected|)"
     )
+
+
+def torch_modules(*names):
+    """``(modules, None)``, or ``(None, note for the report)`` when torch or torchvision is missing.
+
+    Graders call it after the learner's first result is checked, so an unfinished task stays fast."""
+    modules = [optional_import(n) for n in names]
+    missing = sorted({n.split(".")[0] for n, m in zip(names, modules, strict=True) if m is None})
+    return (None, not_installed_note(" and ".join(missing))) if missing else (modules, None)
+
+
+def hinted(error, hint):
+    """``error`` (an AssertionError) with ``hint`` (a line, or None) added to its message."""
+    return AssertionError(f"{error}\nhint: {hint}") if hint else error
+
+
+def fmt_vector(values) -> str:
+    """``[1.5, -2, 30.25]`` for a short vector (6 significant digits)."""
+    return "[" + ", ".join(f"{float(v):.6g}" for v in np.asarray(values, dtype=np.float64).reshape(-1)) + "]"

@@ -7,7 +7,8 @@ relative tolerance of 1e-10 of the reference's largest value.
 
 import numpy as np
 
-from mrcnn_np.exercises import Task, assert_close, function, not_installed_note, optional_import, shape_str
+from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import torch_modules as _torch_modules
 
 STUB = "exercise.py"
 RTOL = 1e-10
@@ -41,15 +42,6 @@ BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 def _conv_case(x_shape, w_shape, with_bias, stride, padding):
     return (f"x {shape_str(x_shape)}, weight {shape_str(w_shape)}, {'bias' if with_bias else 'no bias'}, "
             f"stride={stride}, padding={padding}")
-
-
-def _torch_modules(*names):
-    """``(modules, None)``, or ``(None, note for the report)`` when torch or torchvision is missing.
-
-    Called after the learner's first result is checked, so an unfinished task stays fast."""
-    modules = [optional_import(n) for n in names]
-    missing = sorted({n.split(".")[0] for n, m in zip(names, modules, strict=True) if m is None})
-    return (None, not_installed_note(" and ".join(missing))) if missing else (modules, None)
 
 
 # --- task (a) ----------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 
-from mrcnn_np.exercises import Task, assert_close, function, not_installed_note, optional_import, shape_str
+from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import hinted as _hinted
+from mrcnn_np.exercises import torch_modules as _torch_modules
 
 STUB = "exercise.py"
 IOU_RTOL = 1e-12
@@ -40,15 +42,6 @@ GRID_CASES = [
 CODER_WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (1.0, 2.0, 3.0, 4.0)]
 
 
-def _torch_modules(*names):
-    """``(modules, None)``, or ``(None, note for the report)`` when torch or torchvision is missing.
-
-    Called after the learner's first result is checked, so an unfinished task stays fast."""
-    modules = [optional_import(n) for n in names]
-    missing = sorted({n.split(".")[0] for n, m in zip(names, modules, strict=True) if m is None})
-    return (None, not_installed_note(" and ".join(missing))) if missing else (modules, None)
-
-
 def _as_array(received, expected_shape, what, kind="an array"):
     """``received`` as a NumPy array, or an AssertionError naming the expected shape."""
     if received is None:
@@ -59,11 +52,6 @@ def _as_array(received, expected_shape, what, kind="an array"):
     except (TypeError, ValueError):
         raise AssertionError(f"{what}:\nexpected {kind} of shape {shape_str(expected_shape)}, "
                              f"got {type(received).__name__}") from None
-
-
-def _hinted(error, hint):
-    """``error`` (an AssertionError) with ``hint`` (a line, or None) added to its message."""
-    return AssertionError(f"{error}\nhint: {hint}") if hint else error
 
 
 def _fmt(values, limit=12):

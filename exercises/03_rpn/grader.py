@@ -11,32 +11,16 @@ import math
 
 import numpy as np
 
-from mrcnn_np.exercises import Task, assert_close, function, not_installed_note, optional_import, shape_str
+from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import fmt_vector as _fmt
+from mrcnn_np.exercises import hinted as _hinted
+from mrcnn_np.exercises import torch_modules as _torch_modules
 
 STUB = "exercise.py"
 RTOL = 1e-10
 CLIP = math.log(1000.0 / 16)
 BETA = 1 / 9
 COORDS = ("dx", "dy", "dw", "dh")
-
-
-def _torch_modules(*names):
-    """``(modules, None)``, or ``(None, note for the report)`` when torch or torchvision is missing.
-
-    Called after the learner's first result is checked, so an unfinished task stays fast."""
-    modules = [optional_import(n) for n in names]
-    missing = sorted({n.split(".")[0] for n, m in zip(names, modules, strict=True) if m is None})
-    return (None, not_installed_note(" and ".join(missing))) if missing else (modules, None)
-
-
-def _hinted(error, hint):
-    """``error`` (an AssertionError) with ``hint`` (a line, or None) added to its message."""
-    return AssertionError(f"{error}\nhint: {hint}") if hint else error
-
-
-def _fmt(values):
-    """``[1.5, 2.0, 30.25, 4.0]`` for a short float vector."""
-    return "[" + ", ".join(f"{float(v):.6g}" for v in values) + "]"
 
 
 def _as_float_array(received, expected_shape, what):
