@@ -285,3 +285,36 @@ def hinted(error, hint):
 def fmt_vector(values) -> str:
     """``[1.5, -2, 30.25]`` for a short vector (6 significant digits)."""
     return "[" + ", ".join(f"{float(v):.6g}" for v in np.asarray(values, dtype=np.float64).reshape(-1)) + "]"
+
+
+def as_float_array(received, expected_shape, what):
+    """``received`` as a float64 array of ``expected_shape``, or a readable AssertionError."""
+    if received is None:
+        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected_shape)}, got None "
+                             "(a missing return?)")
+    try:
+        received = np.asarray(received, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected_shape)}, "
+                             f"got {type(received).__name__}") from None
+    if received.shape != tuple(expected_shape):
+        raise AssertionError(f"{what}:\nexpected shape {shape_str(expected_shape)}, got {shape_str(received.shape)}")
+    return received
+
+
+def call_learner(ex, fn, args, what, hint=None, kwargs=None):
+    """``fn(*args, **kwargs)``; an error it raises (but NotImplementedError: TODO) becomes an
+    AssertionError naming the case, the error, the line of the learner's file ``ex``, and
+    ``hint(error)``."""
+    try:
+        return fn(*args, **(kwargs or {}))
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        own = [f for f in frames if Path(f.filename).resolve() == Path(ex.__file__).resolve()]
+        frame = own[-1] if own else frames[-1]
+        where = f"{Path(frame.filename).name}, line {frame.lineno}, in {frame.name}" + (
+            f": {frame.line.strip()}" if frame.line else "")
+        error = AssertionError(f"{what}:\nraised {type(exc).__name__}: {exc}\n  at {where}")
+        raise hinted(error, hint(exc) if hint else None) from None

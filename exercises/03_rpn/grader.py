@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import as_float_array as _as_float_array
 from mrcnn_np.exercises import fmt_vector as _fmt
 from mrcnn_np.exercises import hinted as _hinted
 from mrcnn_np.exercises import torch_modules as _torch_modules
@@ -22,20 +23,6 @@ CLIP = math.log(1000.0 / 16)
 BETA = 1 / 9
 COORDS = ("dx", "dy", "dw", "dh")
 
-
-def _as_float_array(received, expected_shape, what):
-    """``received`` as a float64 array of ``expected_shape``, or a readable AssertionError."""
-    if received is None:
-        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected_shape)}, got None "
-                             "(a missing return?)")
-    try:
-        received = np.asarray(received, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected_shape)}, "
-                             f"got {type(received).__name__}") from None
-    if received.shape != tuple(expected_shape):
-        raise AssertionError(f"{what}:\nexpected shape {shape_str(expected_shape)}, got {shape_str(received.shape)}")
-    return received
 
 
 def _pair(got, what, names):

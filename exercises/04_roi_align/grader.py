@@ -10,12 +10,12 @@ missing eps, ...), the message ends with a hint.
 """
 
 import math
-import traceback
-from pathlib import Path
 
 import numpy as np
 
 from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import as_float_array as _as_float_array
+from mrcnn_np.exercises import call_learner as _call
 from mrcnn_np.exercises import fmt_vector as _fmt
 from mrcnn_np.exercises import hinted as _hinted
 from mrcnn_np.exercises import torch_modules as _torch_modules
@@ -24,36 +24,6 @@ STUB = "exercise.py"
 RTOL = 1e-10
 
 
-def _as_float_array(received, expected_shape, what):
-    """``received`` as a float64 array of ``expected_shape``, or a readable AssertionError."""
-    if received is None:
-        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected_shape)}, got None "
-                             "(a missing return?)")
-    try:
-        received = np.asarray(received, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected_shape)}, "
-                             f"got {type(received).__name__}") from None
-    if received.shape != tuple(expected_shape):
-        raise AssertionError(f"{what}:\nexpected shape {shape_str(expected_shape)}, got {shape_str(received.shape)}")
-    return received
-
-
-def _call(ex, fn, args, what, hint=None, kwargs=None):
-    """``fn(*args, **kwargs)``; an error it raises (but NotImplementedError: TODO) becomes an
-    AssertionError naming the case, the error, the line of the learner's file, and ``hint(error)``."""
-    try:
-        return fn(*args, **(kwargs or {}))
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        frames = traceback.extract_tb(exc.__traceback__)
-        own = [f for f in frames if Path(f.filename).resolve() == Path(ex.__file__).resolve()]
-        frame = own[-1] if own else frames[-1]
-        where = f"{Path(frame.filename).name}, line {frame.lineno}, in {frame.name}" + (
-            f": {frame.line.strip()}" if frame.line else "")
-        error = AssertionError(f"{what}:\nraised {type(exc).__name__}: {exc}\n  at {where}")
-        raise _hinted(error, hint(exc) if hint else None) from None
 
 
 def _without_samples(rois, output_size, spatial_scale, sampling_ratio, aligned):

@@ -18,12 +18,11 @@ loss, ...), the message ends with a hint.
 
 import math
 import re
-import traceback
-from pathlib import Path
 
 import numpy as np
 
 from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import call_learner as _call
 from mrcnn_np.exercises import fmt_vector as _fmt
 from mrcnn_np.exercises import hinted as _hinted
 from mrcnn_np.exercises import torch_modules as _torch_modules
@@ -33,22 +32,6 @@ RTOL = 1e-10
 CLIP = math.log(1000.0 / 16)
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
-
-def _call(ex, fn, args, what, hint=None, kwargs=None):
-    """``fn(*args, **kwargs)``; an error it raises (but NotImplementedError: TODO) becomes an
-    AssertionError naming the case, the error, the line of the learner's file, and ``hint(error)``."""
-    try:
-        return fn(*args, **(kwargs or {}))
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        frames = traceback.extract_tb(exc.__traceback__)
-        own = [f for f in frames if Path(f.filename).resolve() == Path(ex.__file__).resolve()]
-        frame = own[-1] if own else frames[-1]
-        where = f"{Path(frame.filename).name}, line {frame.lineno}, in {frame.name}" + (
-            f": {frame.line.strip()}" if frame.line else "")
-        error = AssertionError(f"{what}:\nraised {type(exc).__name__}: {exc}\n  at {where}")
-        raise _hinted(error, hint(exc) if hint else None) from None
 
 
 def _as_array(received, what, expected_shape):

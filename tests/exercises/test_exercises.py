@@ -137,6 +137,44 @@ def test_a_crash_in_the_learners_code_names_the_line(tmp_path):
     assert "at crash.py, line" in result.message and "in conv2d_forward" in result.message
 
 
+def task_names(chapter: str) -> list[str]:
+    return [t.name for t in exercises.load_grader(EXERCISES / chapter).TASKS]
+
+
+LATER_CHAPTERS = [c for c in CHAPTERS if not c.startswith("01")]  # 01 has its own, richer tests below
+
+
+@pytest.mark.parametrize("chapter", LATER_CHAPTERS)
+def test_without_torch_every_chapter_still_grades(chapter, monkeypatch):
+    for name in [n for n in sys.modules if n.split(".")[0] in ("torch", "torchvision")] + ["torch", "torchvision"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import torch` now raises ImportError
+    results = exercises.grade(chapter[:2], solution(chapter), exercises_dir=EXERCISES)
+    assert [r.name for r in results] == task_names(chapter)
+    assert all(r.passed for r in results), exercises.format_report(results)
+    assert all(r.note == "torch and torchvision not installed: compared with mrcnn_np only" for r in results)
+
+
+@pytest.mark.parametrize("chapter", LATER_CHAPTERS)
+def test_every_chapter_is_found_by_number_and_name(chapter):
+    number, name = chapter[:2], chapter[3:]
+    for spelling in (number, str(int(number)), chapter, name):
+        assert exercises.find_chapter(spelling, EXERCISES) == EXERCISES / chapter
+
+
+@pytest.mark.parametrize("chapter", LATER_CHAPTERS)
+def test_cli_check_every_chapter(chapter, capsys, monkeypatch):
+    names, number = task_names(chapter), chapter[:2]
+    monkeypatch.chdir(EXERCISES.parent)
+    assert cli.main(["check", number]) == 1
+    out = capsys.readouterr().out
+    assert sum(line.startswith("TODO  ") for line in out.splitlines()) == len(names)
+    assert out.rstrip().endswith(f"0/{len(names)} tasks passed")
+    assert cli.main(["check", number, "--path", str(solution(chapter))]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("PASS  ")] == names
+    assert out.rstrip().endswith(f"{len(names)}/{len(names)} tasks passed")
+
+
 def test_without_torch_the_library_comparison_still_grades(monkeypatch):
     for name in [n for n in sys.modules if n.split(".")[0] in ("torch", "torchvision")] + ["torch", "torchvision"]:
         monkeypatch.setitem(sys.modules, name, None)  # `import torch` now raises ImportError
