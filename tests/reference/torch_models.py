@@ -8,6 +8,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as t
 
 from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.model.backbone import resnet_fpn_backbone
+from mrcnn_np.verify import calibrate_norms
 
 
 def randomize_frozen_bn(module: torch.nn.Module, seed: int = 1) -> None:
@@ -34,34 +35,5 @@ def backbone_pair(name="resnet50", dtype=np.float64, trainable_layers=3, seed=0)
     return tv, ours
 
 
-def calibrate_frozen_bn(model: torch.nn.Module, run, seed: int = 1) -> None:
-    """Set every FrozenBatchNorm2d's (and BatchNorm2d's running) statistics to its input's per-channel mean and variance
-    during ``run()`` (one forward pass), then perturb statistics and affine terms randomly:
-    activations stay O(1) through the network as in a trained one -- without this a random
-    ResNet's activations grow to ~1e3 and the heads produce degenerate boxes -- and still no
-    BN is the identity."""
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
-    norms = (FrozenBatchNorm2d, torch.nn.BatchNorm2d)  # BatchNorm2d: its running statistics
-    g = torch.Generator().manual_seed(seed)
-    handles = []
-
-    def set_stats(module, inputs):
-        x = inputs[0].detach()
-        with torch.no_grad():
-            module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-            module.running_var.copy_(x.var(dim=(0, 2, 3)) * (torch.rand(x.shape[1], generator=g, dtype=x.dtype) + 0.5))
-            module.weight.copy_(torch.rand(x.shape[1], generator=g, dtype=x.dtype) + 0.5)
-            module.bias.copy_(torch.randn(x.shape[1], generator=g, dtype=x.dtype) * 0.1)
-        handles.remove(handle_of[module])
-        handle_of[module].remove()
-
-    handle_of = {}
-    for m in model.modules():
-        if isinstance(m, norms):
-            handle_of[m] = m.register_forward_pre_hook(set_stats)
-            handles.append(handle_of[m])
-    with torch.no_grad():
-        run()
-    for h in handles:  # modules the pass did not reach
-        h.remove()
+# statistics calibrated on a real image, then randomised: the library's own helper (mrcnn-np verify uses it)
+calibrate_frozen_bn = calibrate_norms
