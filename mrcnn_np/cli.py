@@ -1,8 +1,9 @@
 """The ``mrcnn-np`` command line: one subcommand per task, one function per subcommand.
 
-``mrcnn-np demo`` is the foundation demo (a small CNN trained on procedural shapes);
-the Mask R-CNN commands (check, verify, train, evaluate, predict, convert) join it as
-they are written. To add one, write ``_add_<name>(subparsers)`` that declares its
+``mrcnn-np demo`` is the main job (generate shapes, train a small Mask R-CNN, evaluate it
+with pycocotools); ``train``, ``evaluate``, ``predict`` and ``convert`` do those steps on
+your own data; ``check`` grades an exercise, ``verify`` compares every stage with torchvision.
+To add one, write ``_add_<name>(subparsers)`` that declares its
 parser and ``set_defaults(run=<function>)``, and list it in :data:`COMMANDS`; the
 function takes the parsed arguments and returns the exit status.
 
@@ -17,44 +18,265 @@ import sys
 
 from . import __version__
 
+
 # --- demo --------------------------------------------------------------------------------
-DEMO_MIN_ACCURACY = 0.9  # below this test accuracy the demo exits with status 1
-
-
 def _add_demo(subparsers) -> None:
+    from .demo import DEMO_MIN_AP50, DemoSettings
+
+    d = DemoSettings()
     p = subparsers.add_parser(
         "demo",
-        help="foundation demo: train a small CNN on procedural shapes",
+        help="the main job: train a small Mask R-CNN on generated shapes and evaluate it with pycocotools",
         description=(
-            "Foundation demo: trains a small CNN built from mrcnn_np.nn on procedural "
-            "shapes (squares, circles, triangles), reports its test accuracy and writes "
-            "a loss curve and a grid of predictions. The Mask R-CNN demo replaces it when "
-            f"the model exists. Exits with status 1 if the test accuracy is below "
-            f"{DEMO_MIN_ACCURACY}."
+            "Generates a shapes dataset (COCO JSON with RLE masks + PNG images) under OUT/data, trains the "
+            "small Mask R-CNN configuration from scratch on the CPU, evaluates it on held-out images with "
+            "pycocotools (bbox and segm AP table), and writes a loss curve and a figure of predictions. "
+            f"Exits with status 1 when bbox or segm AP@0.5 is below {DEMO_MIN_AP50}."
         ),
     )
-    p.add_argument("--steps", type=_positive_int, default=300,
-                   help="training steps (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--out", default="runs/demo",
-                   help="folder for the figures (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--iterations", type=_positive_int, default=d.iterations,
+                   help="training iterations (default: %(default)s)")
+    p.add_argument("--train-images", type=_positive_int, default=d.train_images,
+                   help="generated training images (default: %(default)s)")
+    p.add_argument("--test-images", type=_positive_int, default=d.test_images,
+                   help="generated held-out images (default: %(default)s)")
+    p.add_argument("--image-size", type=_positive_int, default=d.image_size,
+                   help="side of the square images, in pixels (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
+    p.add_argument("--out", default="runs/demo", help="folder for data, weights, log and figures "
+                   "(default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Train and test the shape classifier; print the accuracy and the figure paths."""
-    from .quickstart import train_shape_classifier
+    """Generate, train, evaluate, draw; print the AP table and where everything went."""
+    from dataclasses import replace
 
-    result = train_shape_classifier(steps=args.steps, seed=args.seed,
-                                    progress=not args.no_progress, out_dir=args.out)
-    print(f"test accuracy: {result['test_accuracy']:.3f}  "
-          f"(final training loss {result['final_loss']:.4f}, {result['seconds']:.1f} s)")
-    for path in result["figures"]:
-        print(f"figure: {path}")
-    if result["test_accuracy"] < DEMO_MIN_ACCURACY:
-        print(f"error: test accuracy below {DEMO_MIN_ACCURACY}", file=sys.stderr)
+    from .demo import DEMO_MIN_AP50, DemoSettings, run_shapes_demo
+
+    settings = replace(DemoSettings(), iterations=args.iterations, train_images=args.train_images,
+                       test_images=args.test_images, image_size=args.image_size, seed=args.seed)
+    result = run_shapes_demo(settings, out_dir=args.out, progress=not args.no_progress)
+    ap50 = {k: result["metrics"][k]["AP50"] for k in ("bbox", "segm")}
+    print(f"AP@0.5: bbox {ap50['bbox']:.3f}, segm {ap50['segm']:.3f}  "
+          f"(training {result['train_seconds']:.0f} s, whole demo {result['seconds']:.0f} s)")
+    for name, path in result["files"].items():
+        print(f"{name}: {path}")
+    if min(ap50.values()) < DEMO_MIN_AP50:
+        print(f"error: AP@0.5 below {DEMO_MIN_AP50}", file=sys.stderr)
         return 1
+    return 0
+
+
+# --- train -------------------------------------------------------------------------------
+def _add_train(subparsers) -> None:
+    from .train import TrainRecipe
+
+    r = TrainRecipe()
+    p = subparsers.add_parser(
+        "train",
+        help="train a Mask R-CNN on a COCO-format dataset",
+        description=(
+            "Trains a Mask R-CNN from scratch on a COCO-format instance-segmentation dataset (JSON with polygon "
+            "or RLE masks, images next to it or under --images). SGD with momentum 0.9 and weight decay, linear "
+            "warm-up then step decay, horizontal flips. Writes OUT/log.jsonl (a line per iteration), "
+            "OUT/checkpoints/iter_N/ and OUT/model.safetensors, and a loss curve; --resume goes on from the "
+            "latest checkpoint. Problems in the annotation file are listed with the file and annotation id and "
+            "skipped (or, with --strict, stop the run). A NaN or infinite loss stops training with the "
+            "offending loss (exit status 1)."
+        ),
+    )
+    p.add_argument("annotations", help="COCO-format annotation file (JSON)")
+    p.add_argument("--images", default=None, help="image folder (default: next to the JSON, or its images/)")
+    p.add_argument("--val", default=None, help="a COCO-format file of held-out images to evaluate at the end")
+    p.add_argument("--val-images", default=None, help="image folder of --val")
+    p.add_argument("--config", choices=("tiny", "resnet50_fpn"), default="tiny",
+                   help="network size (default: %(default)s)")
+    p.add_argument("--min-size", type=_positive_int, default=None, help="shorter side after resizing "
+                   "(default: the configuration's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="longer side at most")
+    p.add_argument("--iterations", type=_positive_int, default=r.iterations, help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=r.batch_size, help="(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=r.lr, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--warmup-iters", type=int, default=r.warmup_iters, help="(default: %(default)s)")
+    p.add_argument("--milestones", type=_positive_int, nargs="*", default=None,
+                   help="iterations where the lr drops 10x (default: 75%% and 92%% of --iterations)")
+    p.add_argument("--checkpoint-every", type=int, default=r.checkpoint_every,
+                   help="iterations between checkpoints; 0: at the end only (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=r.seed, help="(default: %(default)s)")
+    p.add_argument("--out", default="runs/train", help="output folder (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="go on from the latest checkpoint in --out")
+    p.add_argument("--strict", action="store_true", help="stop on any problem in the annotation file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import config as configs
+    from .data.coco import CocoDataset, DatasetError
+    from .model.mask_rcnn import MaskRCNN
+    from .train import NonFiniteLossError, TrainRecipe, read_log, train
+    from .viz import plot_losses
+
+    try:
+        dataset = CocoDataset(args.annotations, args.images, strict=args.strict)
+        if not dataset.coco.getAnnIds():
+            raise DatasetError(f"{args.annotations}: no usable annotation, nothing to learn from")
+        val = CocoDataset(args.val, args.val_images, strict=args.strict) if args.val else None
+    except (DatasetError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
+    if "min_size" in sizes and "max_size" not in sizes:
+        sizes["max_size"] = max(sizes["min_size"], getattr(configs, args.config)().max_size)
+    config = getattr(configs, args.config)(num_classes=len(dataset.categories), **sizes)
+    milestones = args.milestones if args.milestones is not None else (
+        int(0.75 * args.iterations), int(0.92 * args.iterations))
+    try:
+        recipe = TrainRecipe(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                             warmup_iters=args.warmup_iters, milestones=tuple(milestones), seed=args.seed,
+                             checkpoint_every=args.checkpoint_every)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model = MaskRCNN(config, rng=args.seed)
+    print(f"training on {len(dataset)} images, {len(dataset.categories) - 1} classes: "
+          f"{', '.join(dataset.categories[1:])}")
+    try:
+        result = train(model, dataset, recipe, args.out, resume=args.out if args.resume else None,
+                       progress=not args.no_progress)
+    except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    print(f"weights: {result.weights}")
+    print(f"loss curve: {plot_losses(read_log(out), out / 'loss_curve.png')}")
+    if val is not None:
+        from .evaluate import evaluate_model
+
+        evaluate_model(model, val, progress=not args.no_progress)
+    return 0
+
+
+# --- evaluate ----------------------------------------------------------------------------
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="COCO AP of trained weights on a COCO-format dataset (pycocotools)",
+        description=(
+            "Runs the model saved in WEIGHTS (a .safetensors file written by mrcnn-np train or demo) on every "
+            "image of a COCO-format dataset and prints pycocotools' bbox and segm AP tables."
+        ),
+    )
+    p.add_argument("annotations", help="COCO-format annotation file (JSON)")
+    p.add_argument("--weights", required=True, help="model .safetensors (with its configuration)")
+    p.add_argument("--images", default=None, help="image folder (default: next to the JSON, or its images/)")
+    p.add_argument("--out", default=None, help="also draw the first images' predictions into this PNG")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .convert import load_model
+    from .data.coco import CocoDataset, DatasetError
+    from .evaluate import evaluate_model
+
+    try:
+        model = load_model(args.weights)
+        dataset = CocoDataset(args.annotations, args.images)
+    except (DatasetError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _, outputs = evaluate_model(model, dataset, progress=not args.no_progress)
+    if args.out:
+        from .viz import plot_predictions
+
+        n = min(8, len(dataset))
+        samples = [dataset[i] for i in range(n)]
+        print("figure:", plot_predictions([s[0] for s in samples], outputs[:n], args.out, [s[1] for s in samples],
+                                          dataset.categories))
+    return 0
+
+
+# --- predict -----------------------------------------------------------------------------
+def _add_predict(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="draw a trained model's detections on an image: predict IMAGE --weights W --out FIG.png",
+        description="Runs the model saved in WEIGHTS on IMAGE (PNG or JPEG) and draws its masks, boxes and "
+                    "scores into FIG.png; prints one line per detection.",
+    )
+    p.add_argument("image", help="an image file")
+    p.add_argument("--weights", required=True, help="model .safetensors (with its configuration)")
+    p.add_argument("--out", required=True, help="the figure to write (PNG)")
+    p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections at least this sure "
+                   "(default: %(default)s)")
+    p.add_argument("--classes", nargs="*", default=None, help="class names, background first "
+                   "(default: from the weights file, else numbers)")
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from .autograd import no_grad
+    from .convert import load_model, read_metadata
+    from .data.coco import read_image
+    from .viz import draw_instances
+
+    try:
+        model = load_model(args.weights)
+        image = read_image(args.image)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    names = args.classes or json.loads(read_metadata(args.weights).get("classes", "null"))
+    with no_grad():
+        out = model([image])[0]
+    keep = out["scores"] >= args.score_thresh
+    for box, label, score in zip(out["boxes"][keep], out["labels"][keep], out["scores"][keep], strict=True):
+        name = names[label] if names else str(label)
+        print(f"{name:>12s} {score:.3f}  box {np.array2string(box, precision=1)}")
+    fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1] + 0.3), layout="constrained")
+    draw_instances(fig.subplots(), image, out, names, args.score_thresh,
+                   title=f"{int(keep.sum())} detections with score >= {args.score_thresh}")
+    fig.savefig(args.out, dpi=120)
+    print(f"figure: {args.out}")
+    return 0
+
+
+# --- convert -----------------------------------------------------------------------------
+def _add_convert(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="torchvision Mask R-CNN weights file -> .safetensors (needs the reference extra)",
+        description=(
+            "Reads a torchvision maskrcnn_resnet50_fpn state dict (a .pth file, loaded with torch.load("
+            "weights_only=True)), checks it fits mrcnn_np's MaskRCNN, and writes it as .safetensors with the "
+            "configuration, ready for mrcnn-np predict/evaluate --weights. Needs torch: "
+            "pip install 'mrcnn-np[reference]'."
+        ),
+    )
+    p.add_argument("source", help="torchvision weights (.pth)")
+    p.add_argument("target", help="the .safetensors file to write")
+    p.set_defaults(run=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_torchvision_file
+
+    try:
+        config = convert_torchvision_file(args.source, args.target)
+    except (ImportError, OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.target}: Mask R-CNN {config.backbone}-FPN, {config.num_classes} classes")
     return 0
 
 
@@ -138,7 +360,8 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_demo, _add_check, _add_verify)
+# --- the parser -----------------------------------------------------------------------
+COMMANDS = (_add_demo, _add_train, _add_evaluate, _add_predict, _add_convert, _add_check, _add_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

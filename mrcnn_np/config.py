@@ -11,7 +11,7 @@ algorithm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -77,3 +77,41 @@ def tiny(num_classes: int = 4, **overrides) -> MaskRCNNConfig:
         rpn_batch_size_per_image=128, box_batch_size_per_image=128, box_detections_per_img=50,
     )
     return MaskRCNNConfig(**{**settings, **overrides})
+
+
+# --- to and from JSON ----------------------------------------------------------------------
+def config_to_dict(config: MaskRCNNConfig) -> dict:
+    """A JSON-serialisable dict of ``config`` (``dtype`` by name, tuples as lists)."""
+    out = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = np.dtype(value).name if f.name == "dtype" else _jsonable(value)
+    return out
+
+
+def config_from_dict(d: dict) -> MaskRCNNConfig:
+    """Inverse of :func:`config_to_dict`; unknown keys are an error (a typo must not pass silently)."""
+    known = {f.name for f in fields(MaskRCNNConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"config_from_dict: unknown settings {unknown}")
+    values = {}
+    for name, value in d.items():
+        if name == "dtype":
+            value = np.dtype(value).type
+        elif isinstance(value, list):
+            value = _tuples(value)
+        values[name] = value
+    return MaskRCNNConfig(**values)
+
+
+def _jsonable(value):
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value

@@ -73,7 +73,7 @@ def save_safetensors(model_or_state_dict, path: str | os.PathLike, metadata: dic
     sd = model_or_state_dict
     if hasattr(sd, "state_dict"):
         sd = sd.state_dict()
-    arrays = {k: np.ascontiguousarray(to_numpy(v)) for k, v in sd.items()}
+    arrays = {k: np.array(to_numpy(v), order="C") for k, v in sd.items()}  # (ascontiguousarray makes 0-d 1-d)
     tmp = f"{os.fspath(path)}.tmp"
     save_file(arrays, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
     os.replace(tmp, path)
@@ -89,3 +89,63 @@ def load_safetensors(path: str | os.PathLike) -> OrderedDict:
 def load_weights(model, path: str | os.PathLike, strict: bool = True):
     """Load a ``.safetensors`` file into ``model``."""
     return model.load_state_dict(load_safetensors(path), strict=strict)
+
+
+CONFIG_KEY = "mrcnn_np.config"  # safetensors metadata entry holding the model's configuration as JSON
+
+
+def save_model(model, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Weights and configuration of a :class:`~mrcnn_np.model.mask_rcnn.MaskRCNN` in one ``.safetensors``
+    file (the configuration as JSON in the metadata), so :func:`load_model` can rebuild it."""
+    import json
+
+    from .config import config_to_dict
+
+    save_safetensors(model, path, {**(metadata or {}), CONFIG_KEY: json.dumps(config_to_dict(model.config))})
+
+
+def load_model(path: str | os.PathLike):
+    """The :class:`~mrcnn_np.model.mask_rcnn.MaskRCNN` saved by :func:`save_model`, in eval mode."""
+    import json
+
+    from .config import config_from_dict
+    from .model.mask_rcnn import MaskRCNN
+
+    metadata = read_metadata(path)
+    if CONFIG_KEY not in metadata:
+        raise ValueError(f"{path}: no model configuration in this file (was it written by mrcnn_np.convert.save_model? "
+                         "otherwise build the model yourself and call load_weights)")
+    model = MaskRCNN(config_from_dict(json.loads(metadata[CONFIG_KEY])))
+    load_weights(model, path)
+    return model.eval()
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The string metadata of a ``.safetensors`` file (``{}`` when it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="numpy") as f:
+        return dict(f.metadata() or {})
+
+
+def convert_torchvision_file(source: str | os.PathLike, target: str | os.PathLike):
+    """A torchvision ``maskrcnn_resnet50_fpn`` state dict saved with ``torch.save`` -> ``.safetensors``
+    with its configuration (:func:`save_model`). The file is read with ``torch.load(weights_only=True)``
+    (no arbitrary pickle); the number of classes is read off the box predictor, the backbone depth off
+    the layer3 blocks (ResNet-50 or -101). Returns the configuration."""
+    torch = _torch()
+    from .config import resnet50_fpn
+    from .model.mask_rcnn import MaskRCNN
+
+    sd = torch.load(os.fspath(source), map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):  # torchvision references' checkpoints
+        sd = sd["model"]
+    key = "roi_heads.box_predictor.cls_score.weight"
+    if not isinstance(sd, dict) or key not in sd:
+        raise ValueError(f"{source}: not a torchvision Mask R-CNN state dict (no {key})")
+    blocks = {int(k.split(".")[3]) for k in sd if k.startswith("backbone.body.layer3.")}
+    backbone = "resnet101" if len(blocks) == 23 else "resnet50"
+    model = MaskRCNN(resnet50_fpn(num_classes=int(sd[key].shape[0]), backbone=backbone))
+    load_torchvision_state_dict(model, sd)
+    save_model(model, target)
+    return model.config

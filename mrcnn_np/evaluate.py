@@ -65,15 +65,18 @@ def coco_from_targets(targets: list, image_sizes: list, categories: list[str] | 
     return coco
 
 
-def to_coco_results(outputs: list, image_ids: list, mask_threshold: float = 0.5) -> list[dict]:
+def to_coco_results(outputs: list, image_ids: list, mask_threshold: float = 0.5,
+                    category_ids=None) -> list[dict]:
     """Model outputs -> COCO result dicts (``image_id``, ``category_id``, ``bbox`` xywh, ``score``,
-    and ``segmentation`` RLE when the outputs carry masks)."""
+    and ``segmentation`` RLE when the outputs carry masks). ``category_ids[label]`` is the COCO
+    category of a label (default: the label itself)."""
     results = []
     for out, image_id in zip(outputs, image_ids, strict=True):
         boxes, scores, labels = (to_numpy(out[k]) for k in ("boxes", "scores", "labels"))
         masks = to_numpy(out["masks"]) if "masks" in out else None
         for d, (box, score, label) in enumerate(zip(xyxy_to_xywh(boxes), scores, labels, strict=True)):
-            r = {"image_id": int(image_id), "category_id": int(label), "bbox": box.tolist(), "score": float(score)}
+            category = int(label) if category_ids is None else int(category_ids[int(label)])
+            r = {"image_id": int(image_id), "category_id": category, "bbox": box.tolist(), "score": float(score)}
             if masks is not None:
                 r["segmentation"] = encode_mask(masks[d, 0] >= mask_threshold)
             results.append(r)
@@ -106,3 +109,25 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], iou_types=("bbox", "segm")
             print(f"{iou_type}:\n" + "\n".join(table))
         metrics[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats, strict=True)}
     return metrics
+
+
+def evaluate_model(model, dataset, iou_types=("bbox", "segm"), batch_size: int = 4, progress: bool = True,
+                   verbose: bool = True) -> tuple[dict, list]:
+    """Run ``model`` (in eval mode) on every image of ``dataset`` (a
+    :class:`~mrcnn_np.data.coco.CocoDataset`) and score it against ``dataset.coco``.
+
+    Returns ``(metrics, outputs)``: the numbers of :func:`coco_evaluate` and the model's
+    outputs per image, in the dataset's order."""
+    from tqdm.auto import tqdm
+
+    from .autograd import no_grad
+
+    model.eval()
+    outputs = []
+    with no_grad(), tqdm(total=len(dataset), desc="evaluate", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(dataset), batch_size):
+            images = [dataset.image(i) for i in range(start, min(start + batch_size, len(dataset)))]
+            outputs += model(images)
+            bar.update(len(images))
+    results = to_coco_results(outputs, dataset.image_ids, category_ids=dataset.category_ids)
+    return coco_evaluate(dataset.coco, results, iou_types, verbose), outputs

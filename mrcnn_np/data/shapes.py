@@ -26,12 +26,17 @@ Entry points:
 - :func:`random_image`: one image with K occluding instances -> image (H, W, 3), masks
   (K, H, W), labels (K,) with 1-based class ids into :data:`SHAPES` (0 is background,
   as in torchvision's detection models);
-- :func:`classification_set`: n images with one shape each -> (n, 3, S, S), labels 0..2.
+- :func:`classification_set`: n images with one shape each -> (n, 3, S, S), labels 0..2;
+- :func:`shapes_coco`, :func:`write_shapes_dataset`, :func:`shapes_dataset`: n images of
+  :func:`random_image` as a COCO dataset (a dict and uint8 arrays, PNGs and a JSON file on
+  disk, or a :class:`~mrcnn_np.data.coco.CocoDataset` in memory).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -205,3 +210,69 @@ def _distinct_colour(rng: np.random.Generator, avoid: np.ndarray, min_contrast: 
     nearest = np.linalg.norm(candidates[:, None, :] - avoid[None, :, :], axis=-1).min(axis=1)
     ok = np.flatnonzero(nearest >= min_contrast)
     return candidates[ok[0] if ok.size else int(nearest.argmax())]
+
+
+# --- the shapes as a COCO dataset ------------------------------------------------------------
+COCO_CATEGORIES = [{"id": k + 1, "name": kind} for k, kind in enumerate(SHAPES)]  # label = SHAPES index + 1
+
+
+def shapes_coco(n: int, seed=0, height: int = 128, width: int = 128, max_instances: int = 4,
+                **kwargs) -> tuple[dict, dict]:
+    """``n`` images of :func:`random_image` -> (COCO dict, ``{image_id: uint8 (H, W, 3)}``).
+
+    Image ``i`` (id ``i + 1``, ``file_name`` ``"000001.png"`` ...) is drawn from
+    ``np.random.default_rng([seed, i])``, so ``n`` images are a prefix of ``n + 1`` and each
+    seed gives its own set (the demo trains on seed 0 and tests on seed 1). ``kwargs`` go to
+    :func:`random_image`. One annotation per kept instance: its visible mask as a compressed
+    RLE, ``bbox`` the mask's extent ``[x0, y0, x1 - x0, y1 - y0]`` (x1 = last column + 1),
+    ``area`` its pixel count, ``iscrowd`` 0; category ids 1..3 are the labels.
+    """
+    from ..evaluate import encode_mask  # pycocotools: imported when needed
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"shapes_coco: n must be a non-negative int, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"shapes_coco: seed must be a non-negative int, got {seed!r}")
+    images, annotations, arrays = [], [], {}
+    for i in range(n):
+        image, masks, labels = random_image(np.random.default_rng([seed, i]), height, width, max_instances, **kwargs)
+        image_id = i + 1
+        arrays[image_id] = np.round(image * 255).astype(np.uint8)  # (H, W, 3) in [0, 1] -> uint8
+        images.append({"id": image_id, "file_name": f"{image_id:06d}.png", "height": height, "width": width})
+        for mask, label in zip(masks, labels, strict=True):
+            ys, xs = np.nonzero(mask)
+            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
+                                "segmentation": encode_mask(mask), "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                "area": int(mask.sum()), "iscrowd": 0})
+    coco = {"info": {"description": f"mrcnn-np shapes, seed {seed}, {n} images of {height}x{width}"},
+            "images": images, "annotations": annotations, "categories": [dict(c) for c in COCO_CATEGORIES]}
+    return coco, arrays
+
+
+def write_shapes_dataset(out_dir, n: int, seed=0, height: int = 128, width: int = 128, max_instances: int = 4,
+                         progress: bool = False, **kwargs) -> Path:
+    """Write :func:`shapes_coco` to ``out_dir/images/000001.png ...`` and ``out_dir/annotations.json``.
+
+    Returns the JSON path; ``CocoDataset(path)`` finds the images in ``images/`` next to it.
+    ``progress`` shows a progress bar while the PNGs are written.
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    coco, arrays = shapes_coco(n, seed, height, width, max_instances, **kwargs)
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    for entry in tqdm(coco["images"], desc="write shapes", unit="image", disable=not progress):
+        Image.fromarray(arrays[entry["id"]]).save(out_dir / "images" / entry["file_name"])
+    path = out_dir / "annotations.json"
+    path.write_text(json.dumps(coco), encoding="utf-8")
+    return path
+
+
+def shapes_dataset(n: int, seed=0, height: int = 128, width: int = 128, max_instances: int = 4, **kwargs):
+    """The images of :func:`shapes_coco` in memory, as a :class:`~mrcnn_np.data.coco.CocoDataset` (no files)."""
+    from .coco import CocoDataset
+
+    coco, arrays = shapes_coco(n, seed, height, width, max_instances, **kwargs)
+    return CocoDataset(coco, images=arrays, name=f"<shapes seed={seed}>")

@@ -49,7 +49,7 @@ def as_chw_float(image, dtype=np.float32):
     if min(image.shape[1:]) == 0:
         raise ValueError(f"empty image of shape {tuple(image.shape)}")
     if image.dtype == np.uint8:
-        return image.astype(dtype) / dtype(255)
+        return image.astype(dtype) / np.dtype(dtype).type(255)
     if image.dtype.kind != "f":
         raise TypeError(f"images must be float in [0, 1] or uint8, got {image.dtype}")
     if not bool(xp.isfinite(image).all()):

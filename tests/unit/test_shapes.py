@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from mrcnn_np.data.shapes import SHAPES, classification_set, draw_mask, random_image
+from mrcnn_np.data.coco import CocoDataset
+from mrcnn_np.data.shapes import (
+    SHAPES,
+    classification_set,
+    draw_mask,
+    random_image,
+    shapes_coco,
+    shapes_dataset,
+    write_shapes_dataset,
+)
 
 AREA = {  # area of a shape of size s
     "square": lambda s: s * s,
@@ -195,3 +205,60 @@ def test_classification_labels_name_the_shape_drawn():
 def test_classification_set_rejects_bad_n(n):
     with pytest.raises(ValueError, match="n must be"):
         classification_set(n)
+
+
+# --- the shapes as COCO --------------------------------------------------------------------------
+def test_shapes_on_disk_and_in_memory_are_the_same(tmp_path, capsys):
+    path = write_shapes_dataset(tmp_path / "shapes", 4, seed=3, height=64, width=48, progress=True)
+    assert path == tmp_path / "shapes" / "annotations.json"
+    assert sorted(p.name for p in (tmp_path / "shapes" / "images").iterdir()) == [f"00000{i}.png" for i in (1, 2, 3, 4)]
+    on_disk, in_memory = CocoDataset(path), shapes_dataset(4, seed=3, height=64, width=48)
+    assert on_disk.problems == [] and in_memory.problems == [] and len(on_disk) == len(in_memory) == 4
+    assert on_disk.categories == in_memory.categories == ["background", *SHAPES]
+    for i in range(4):
+        (a, ta), (b, tb) = on_disk[i], in_memory[i]
+        assert a.shape == (64, 48, 3) and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, b)
+        assert ta.keys() == tb.keys()
+        for key in ta:
+            np.testing.assert_array_equal(ta[key], tb[key])
+    assert "write shapes" in capsys.readouterr().err
+
+
+def test_shapes_coco_matches_random_image_and_boxes_are_tight():
+    coco, images = shapes_coco(5, seed=1, height=40, width=56, max_instances=4, min_visible=0.3)
+    json.dumps(coco)
+    assert [c["name"] for c in coco["categories"]] == list(SHAPES)
+    ds = shapes_dataset(5, seed=1, height=40, width=56, max_instances=4, min_visible=0.3)
+    for i, entry in enumerate(coco["images"]):
+        assert entry == {"id": i + 1, "file_name": f"{i + 1:06d}.png", "height": 40, "width": 56}
+        image, masks, labels = random_image(np.random.default_rng([1, i]), 40, 56, 4, min_visible=0.3)
+        np.testing.assert_array_equal(images[i + 1], np.round(image * 255).astype(np.uint8))
+        _, target = ds[i]
+        np.testing.assert_array_equal(target["masks"], masks)
+        np.testing.assert_array_equal(target["labels"], labels)
+        for box, mask in zip(target["boxes"], masks, strict=True):
+            ys, xs = np.nonzero(mask)
+            np.testing.assert_array_equal(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    areas = [a["area"] for a in coco["annotations"]]
+    assert [a["id"] for a in coco["annotations"]] == list(range(1, len(areas) + 1))
+    assert areas == [int(m.sum()) for i in range(len(ds)) for m in ds[i][1]["masks"]]
+
+
+def test_shapes_coco_is_a_prefix_and_seeds_differ():
+    three, three_images = shapes_coco(3, seed=0, height=32, width=32)
+    four, four_images = shapes_coco(4, seed=0, height=32, width=32)
+    assert four["images"][:3] == three["images"]
+    assert four["annotations"][: len(three["annotations"])] == three["annotations"]
+    for k in three_images:
+        np.testing.assert_array_equal(three_images[k], four_images[k])
+    _, other = shapes_coco(3, seed=1, height=32, width=32)
+    assert not any(np.array_equal(three_images[k], other[k]) for k in other)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"n": -1}, "n must be"), ({"n": 2.0}, "n must be"),
+                                                 ({"n": 1, "seed": -2}, "seed must be"),
+                                                 ({"n": 1, "height": 0}, "height")])
+def test_shapes_coco_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        shapes_coco(**kwargs)

@@ -1,0 +1,91 @@
+"""The main job, ``mrcnn-np demo``: generate shapes, train a small Mask R-CNN from scratch on
+the CPU, evaluate it with pycocotools, draw what it learned.
+
+    generate   OUT/data/train (seed s) and OUT/data/test (seed s + 1): PNG images +
+               COCO JSON with RLE masks (mrcnn_np.data.shapes.write_shapes_dataset)
+    read       both back with the COCO reader users train their own data with
+    train      config.tiny() at the images' size, SGD + warm-up + step decay
+               (mrcnn_np.train), log and checkpoints in OUT/
+    evaluate   COCO bbox and segm AP on the held-out images (mrcnn_np.evaluate)
+    draw       OUT/loss_curve.png, OUT/predictions.png (ground truth above predictions)
+
+With the defaults it runs in about 10 minutes on two CPU cores and reaches AP@0.5 above
+0.9 for boxes and masks. Everything is seeded: the same settings give the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEMO_MIN_AP50 = 0.9  # ``mrcnn-np demo`` exits with status 1 below this bbox or segm AP@0.5
+
+
+@dataclass
+class DemoSettings:
+    iterations: int = 1000
+    batch_size: int = 4
+    lr: float = 0.02
+    train_images: int = 4000
+    test_images: int = 100
+    image_size: int = 128  # square images; the model's min_size = max_size = image_size (no resizing)
+    max_instances: int = 4
+    seed: int = 0
+
+    def config(self):
+        """The model: :func:`mrcnn_np.config.tiny` for 3 shape classes at the images' own size."""
+        from .config import tiny
+
+        return tiny(num_classes=4, min_size=self.image_size, max_size=self.image_size)
+
+    def recipe(self):
+        """Warm-up over the first 10% of the iterations, lr / 10 at 75% and again at 92%."""
+        from .train import TrainRecipe
+
+        n = self.iterations
+        return TrainRecipe(iterations=n, batch_size=self.batch_size, lr=self.lr, warmup_iters=max(1, n // 10),
+                           milestones=(int(0.75 * n), int(0.92 * n)), seed=self.seed)
+
+
+def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", progress: bool = True) -> dict:
+    """Run the demo; returns ``{"metrics": {"bbox": {...}, "segm": {...}}, "seconds", "train_seconds",
+    "files": {name: path}}``."""
+    import json
+
+    from .data.coco import CocoDataset
+    from .data.shapes import SHAPES, write_shapes_dataset
+    from .evaluate import evaluate_model
+    from .model.mask_rcnn import MaskRCNN
+    from .train import read_log, train
+    from .viz import plot_losses, plot_predictions
+
+    s = settings or DemoSettings()
+    out = Path(out_dir)
+    start = time.perf_counter()
+    shape = {"height": s.image_size, "width": s.image_size, "max_instances": s.max_instances}
+    train_json = write_shapes_dataset(out / "data" / "train", s.train_images, seed=s.seed, progress=progress, **shape)
+    test_json = write_shapes_dataset(out / "data" / "test", s.test_images, seed=s.seed + 1, progress=progress, **shape)
+    train_set, test_set = CocoDataset(train_json, strict=True), CocoDataset(test_json, strict=True)
+
+    model = MaskRCNN(s.config(), rng=s.seed)
+    result = train(model, train_set, s.recipe(), out, progress=progress)
+    metrics, outputs = evaluate_model(model, test_set, progress=progress)
+
+    names = ["background", *SHAPES]
+    n = min(8, len(test_set))
+    samples = [test_set[i] for i in range(n)]
+    files = {
+        "weights": str(result.weights),
+        "log": str(out / "log.jsonl"),
+        "loss curve": plot_losses(read_log(out), out / "loss_curve.png", title="Mask R-CNN (tiny) on shapes"),
+        "predictions": plot_predictions(
+            [im for im, _ in samples], outputs[:n], out / "predictions.png", [t for _, t in samples], names,
+            title=f"Held-out images: bbox AP@0.5 {metrics['bbox']['AP50']:.3f}, "
+                  f"segm AP@0.5 {metrics['segm']['AP50']:.3f}"),
+        "metrics": str(out / "metrics.json"),
+    }
+    seconds = time.perf_counter() - start
+    (out / "metrics.json").write_text(json.dumps({"settings": asdict(s), "metrics": metrics,
+                                                  "train_seconds": result.seconds, "seconds": seconds}, indent=1))
+    return {"metrics": metrics, "seconds": seconds, "train_seconds": result.seconds, "files": files}
