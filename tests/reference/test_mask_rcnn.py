@@ -32,6 +32,7 @@ from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.data.shapes import random_image
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.ops import box_iou
+from mrcnn_np.verify import to_torch
 from tests.helpers import assert_rel
 from tests.reference.test_rpn import float64_labels
 from tests.reference.torch_models import calibrate_frozen_bn
@@ -67,10 +68,6 @@ def model_pair(dtype=np.float64, seed=0, recipe="frozen", num_classes=NUM_CLASSE
     ours = MaskRCNN(config)  # keyword names are torchvision's (min_size, box_score_thresh, ...)
     load_torchvision_state_dict(ours, tv)
     return tv, ours
-
-
-def to_torch(images, dtype):
-    return [torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)).astype(dtype)) for im in images]
 
 
 def run_inference(tv, ours, images, dtype):
