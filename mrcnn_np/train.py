@@ -49,11 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .autograd import Tensor
 from .convert import load_safetensors, load_weights, save_model, save_safetensors
 from .nn.optim import SGD, WarmupMultiStepLR
+from .progress import progress_bar
 
 LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 CHECKPOINT_FORMAT = 1
@@ -96,10 +96,10 @@ class NonFiniteLossError(RuntimeError):
 
     def __init__(self, iteration: int, losses: dict):
         self.iteration, self.losses = iteration, dict(losses)
-        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        bad = [f"{k} = {losses[k]}" for k, v in losses.items() if not math.isfinite(v)]
         listing = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
         super().__init__(
-            f"iteration {iteration}: {' and '.join(bad)} is {losses[bad[0]]} (losses: {listing}); "
+            f"iteration {iteration}: {', '.join(bad)} (losses: {listing}); "
             "training stopped before this update. Try a lower learning rate or a longer warm-up, "
             "and resume from the last checkpoint."
         )
@@ -172,7 +172,7 @@ def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, pro
     model.train()
     history, checkpoint, smoothed = [], None, {}
     t_run = time.perf_counter()
-    bar = tqdm(total=recipe.iterations, initial=start, desc="train", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(progress, total=recipe.iterations, initial=start, desc="train")
     try:
         for t in range(start, recipe.iterations):
             t0 = time.perf_counter()

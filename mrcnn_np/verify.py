@@ -221,6 +221,33 @@ def torchvision_train_step(model, optimizer, images: list, targets: list) -> dic
     return {"loss": float(total.item()), **{k: float(v.item()) for k, v in losses.items()}}
 
 
+def float64_labels(tv_rpn) -> None:
+    """Torchvision builds the RPN labels as float32 whatever the model's dtype, and torch then
+    evaluates the BCE in float32: a float64 model's objectness loss has float32 precision. Ours
+    keeps the model's dtype; to compare float64 arithmetic, make torchvision's RPN ``tv_rpn``
+    give labels in the anchors' dtype (in place)."""
+    assign = tv_rpn.assign_targets_to_anchors
+
+    def assign_in_anchor_dtype(anchors, targets):
+        labels, matched = assign(anchors, targets)
+        return [lab.to(anchors[0].dtype) for lab in labels], [m.to(anchors[0].dtype) for m in matched]
+
+    tv_rpn.assign_targets_to_anchors = assign_in_anchor_dtype
+
+
+def replay_sampling(tv, ours) -> None:
+    """Make torchvision's two samplers return the anchors and RoIs our last training step drew
+    (``ours.rpn.last_sampled``, ``ours.roi_heads.last_sampled``), and its RPN labels float64-exact
+    (:func:`float64_labels`); call after each of our steps, before torchvision's."""
+    torch = _torch()
+    float64_labels(tv.rpn)
+    rpn_pos, rpn_neg = ours.rpn.last_sampled
+    roi_pos, roi_neg = ours.roi_heads.last_sampled
+    tv.rpn.fg_bg_sampler = lambda _l: ([torch.from_numpy(p) for p in rpn_pos], [torch.from_numpy(n) for n in rpn_neg])
+    tv.roi_heads.fg_bg_sampler = lambda _l: ([torch.from_numpy(p.astype(np.uint8)) for p in roi_pos],
+                                             [torch.from_numpy(n.astype(np.uint8)) for n in roi_neg])
+
+
 def pair_rows(ours_boxes, ref_boxes):
     """For each reference box, the index of our closest box (max coordinate difference), and how
     many rows are not where the reference has them. float32 runs may swap rows whose scores agree

@@ -48,7 +48,8 @@ def draw_instances(ax, image, instances: dict, class_names=None, score_thresh: f
     ax.imshow(overlay)
     for d in np.flatnonzero(keep):
         colour = COLOURS[int(labels[d]) % len(COLOURS)]
-        x1, y1, x2, y2 = boxes[d]
+        # box coordinates are continuous (pixel (0, 0) covers [0, 1)); imshow centres pixels on integers
+        x1, y1, x2, y2 = boxes[d] - 0.5
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, lw=1.5))
         name = class_names[int(labels[d])] if class_names is not None else str(int(labels[d]))
         text = name if scores is None else f"{name} {float(scores[d]):.2f}"
@@ -59,10 +60,11 @@ def draw_instances(ax, image, instances: dict, class_names=None, score_thresh: f
         ax.set_title(title, fontsize=9)
 
 
-def plot_predictions(images: list, outputs: list, path, targets: list | None = None, class_names=None,
-                     score_thresh: float = 0.5, title: str | None = None, columns: int = 4) -> str:
+def plot_predictions(images: list, outputs: list, path=None, targets: list | None = None, class_names=None,
+                     score_thresh: float = 0.5, title: str | None = None, columns: int = 4):
     """A grid of images with their predicted instances (and, when ``targets`` are given, the ground
-    truth in the row above each row of predictions) -> PNG at ``path``; returns the path."""
+    truth in the row above each row of predictions) -> PNG at ``path``, whose name is returned;
+    without ``path``, the ``Figure`` (a notebook shows it)."""
     from matplotlib.figure import Figure
 
     n = len(images)
@@ -81,13 +83,13 @@ def plot_predictions(images: list, outputs: list, path, targets: list | None = N
                        score_thresh, title=f"prediction (score >= {score_thresh})")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    return str(path)
+    return _save(fig, path)
 
 
-def plot_losses(records: list[dict], path, window: int = 20, title: str = "Training losses") -> str:
+def plot_losses(records: list[dict], path=None, window: int = 20, title: str = "Training losses"):
     """Each loss of the log ``records`` (``{"iteration", "loss", "loss_objectness", ...}``), as a
-    moving average over ``window`` iterations, and the learning rate -> PNG at ``path``."""
+    moving average over ``window`` iterations, and the learning rate -> PNG at ``path`` (its name is
+    returned), or the ``Figure`` without ``path``."""
     from matplotlib.figure import Figure
 
     if not records:
@@ -106,6 +108,13 @@ def plot_losses(records: list[dict], path, window: int = 20, title: str = "Train
     ax.legend(fontsize=8, ncols=2)
     ax_lr.plot(it, [r["lr"] for r in records], color="tab:gray")
     ax_lr.set(xlabel="iteration", title="learning rate")
+    return _save(fig, path)
+
+
+def _save(fig, path):
+    """``fig`` written to ``path`` (PNG) -> the path as a string; ``path`` None -> ``fig``."""
+    if path is None:
+        return fig
     fig.savefig(path, dpi=100)
     return str(path)
 

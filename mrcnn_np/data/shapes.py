@@ -258,13 +258,16 @@ def write_shapes_dataset(out_dir, n: int, seed=0, height: int = 128, width: int 
     ``progress`` shows a progress bar while the PNGs are written.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
+
+    from ..progress import progress_bar
 
     coco, arrays = shapes_coco(n, seed, height, width, max_instances, **kwargs)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    for entry in tqdm(coco["images"], desc="write shapes", unit="image", disable=not progress):
-        Image.fromarray(arrays[entry["id"]]).save(out_dir / "images" / entry["file_name"])
+    with progress_bar(progress, total=len(coco["images"]), desc="write shapes", unit="image") as bar:
+        for entry in coco["images"]:
+            Image.fromarray(arrays[entry["id"]]).save(out_dir / "images" / entry["file_name"])
+            bar.update()
     path = out_dir / "annotations.json"
     path.write_text(json.dumps(coco), encoding="utf-8")
     return path

@@ -32,9 +32,8 @@ from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.data.shapes import random_image
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.ops import box_iou
-from mrcnn_np.verify import to_torch
+from mrcnn_np.verify import replay_sampling, to_torch
 from tests.helpers import assert_rel
-from tests.reference.test_rpn import float64_labels
 from tests.reference.torch_models import calibrate_frozen_bn
 
 NUM_CLASSES = 5
@@ -139,16 +138,6 @@ def shapes_targets(rng, n_images=2, size=(150, 200)):
         targets.append({"boxes": boxes, "labels": (labels % (NUM_CLASSES - 1) + 1).astype(np.int64),
                         "masks": masks.astype(np.uint8)})
     return images, targets
-
-
-def replay_sampling(tv, ours):
-    """Make torchvision's two samplers return the draws our last training step made."""
-    float64_labels(tv.rpn)
-    rpn_pos, rpn_neg = ours.rpn.last_sampled
-    roi_pos, roi_neg = ours.roi_heads.last_sampled
-    tv.rpn.fg_bg_sampler = lambda _l: ([torch.from_numpy(p) for p in rpn_pos], [torch.from_numpy(n) for n in rpn_neg])
-    tv.roi_heads.fg_bg_sampler = lambda _l: ([torch.from_numpy(p.astype(np.uint8)) for p in roi_pos],
-                                             [torch.from_numpy(n.astype(np.uint8)) for n in roi_neg])
 
 
 @pytest.mark.parametrize("empty_second_image", [False, True])

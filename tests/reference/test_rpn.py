@@ -14,6 +14,7 @@ from mrcnn_np import Tensor, no_grad
 from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.model.anchors import AnchorGenerator
 from mrcnn_np.model.rpn import RegionProposalNetwork, RPNHead
+from mrcnn_np.verify import float64_labels
 from tests.helpers import assert_rel
 from tests.reference.torch_models import backbone_pair
 
@@ -85,20 +86,6 @@ def test_proposals_float32_same_set(fpn_features, padded):
         assert len(b) == len(r)
         dist = np.abs(b[:, None, :] - r[None, :, :]).max(axis=2)  # (P, P) worst coordinate difference
         assert dist.min(axis=1).max() <= 1e-3 and dist.min(axis=0).max() <= 1e-3
-
-
-def float64_labels(tv):
-    """Torchvision builds the RPN labels as float32 whatever the model's dtype, and torch then
-    evaluates the BCE in float32: a float64 model's objectness loss has float32 precision.
-    Ours keeps the model's dtype; to compare the float64 arithmetic, give torchvision labels
-    in the anchors' dtype (test_torchvision_float32_labels_quirk shows the difference)."""
-    assign = tv.assign_targets_to_anchors
-
-    def assign_in_anchor_dtype(anchors, targets):
-        labels, matched = assign(anchors, targets)
-        return [lab.to(anchors[0].dtype) for lab in labels], [m.to(anchors[0].dtype) for m in matched]
-
-    tv.assign_targets_to_anchors = assign_in_anchor_dtype
 
 
 def inject_sampling(tv, ours, feats, padded, gt, seed=0):

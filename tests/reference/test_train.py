@@ -21,6 +21,7 @@ from mrcnn_np.config import MaskRCNNConfig, tiny
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.train import TrainRecipe, make_optimizer, train_step
 from mrcnn_np.verify import (
+    replay_sampling,
     targets_to_torch,
     to_torch,
     torchvision_model,
@@ -29,7 +30,7 @@ from mrcnn_np.verify import (
     twin_pair,
 )
 from tests.helpers import assert_rel, rel_err
-from tests.reference.test_mask_rcnn import NUM_CLASSES, replay_sampling, run_inference, shapes_targets
+from tests.reference.test_mask_rcnn import NUM_CLASSES, run_inference, shapes_targets
 
 STEPS = 3
 RECIPE = TrainRecipe(iterations=STEPS, batch_size=2, lr=0.01, momentum=0.9, weight_decay=1e-4, warmup_iters=2,

@@ -100,7 +100,7 @@ def test_a_nan_loss_stops_training_before_the_update(dataset, tmp_path, monkeypa
         return losses
 
     monkeypatch.setattr(model, "loss", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"iteration 3: loss_box_reg is nan .*lower learning rate") as e:
+    with pytest.raises(NonFiniteLossError, match=r"iteration 3: loss_box_reg = nan \(losses: .*lower learning rate") as e:
         train(model, dataset, recipe(5, checkpoint_every=2), tmp_path, progress=False)
     assert e.value.iteration == 3 and np.isnan(e.value.losses["loss_box_reg"])
     assert "iter_000002" in str(e.value)  # where to resume from

@@ -1,0 +1,1 @@
+"""Weights shipped with the package (see :mod:`mrcnn_np.pretrained`)."""
