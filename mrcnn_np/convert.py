@@ -76,6 +76,9 @@ def save_safetensors(model_or_state_dict, path: str | os.PathLike, metadata: dic
     arrays = {k: np.array(to_numpy(v), order="C") for k, v in sd.items()}  # (ascontiguousarray makes 0-d 1-d)
     tmp = f"{os.fspath(path)}.tmp"
     save_file(arrays, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; give it the usual permissions
     os.replace(tmp, path)
 
 

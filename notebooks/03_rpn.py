@@ -31,13 +31,13 @@
 # | `mrcnn_np/ops/box_coder.py`, `matcher.py`, `sampler.py` | `models/detection/_utils.py` |
 # | `mrcnn_np/ops/boxes.py`, `nms.py` | `torchvision/ops/boxes.py` |
 #
-# **About the weights.** There is no trained checkpoint yet. Where this chapter shows shapes
-# and the flow of data (sections 3.1 to 3.6, and the check against torchvision), a photograph
-# goes through a ResNet-50-FPN and an RPN head with *random* weights: the numbers are real,
-# their meaning is not. Where it
-# discusses what good proposals look like (sections 3.7 to 3.9), it replaces the head by a
-# **simulated trained head** whose outputs are computed from the ground truth plus noise,
-# and says so. Later chapters switch to a trained checkpoint.
+# **About the weights.** Where this chapter shows shapes and the flow of data (sections 3.1 to
+# 3.6, and the check against torchvision), a photograph goes through a ResNet-50-FPN and an RPN
+# head with *random* weights: the numbers are real, their meaning is not. Where it discusses
+# what good proposals look like on that photograph (sections 3.7 to 3.9), it replaces the head
+# by a **simulated trained head** whose outputs are computed from the ground truth plus noise,
+# and says so. Section 3.10 then runs a **trained** RPN: the one of the small Mask R-CNN that
+# ships with the package, trained on synthetic shapes, on an image it has never seen.
 
 # %%
 import matplotlib.pyplot as plt
@@ -46,6 +46,7 @@ from matplotlib import cbook, patches
 
 import mrcnn_np
 from mrcnn_np import Tensor, nn
+from mrcnn_np.data.shapes import shapes_dataset
 from mrcnn_np.model.anchors import AnchorGenerator
 from mrcnn_np.model.backbone import resnet_fpn_backbone
 from mrcnn_np.model.rpn import (
@@ -58,6 +59,7 @@ from mrcnn_np.model.rpn import (
 from mrcnn_np.nn import functional as F
 from mrcnn_np.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from mrcnn_np.ops.box_coder import BoxCoder
+from mrcnn_np.pretrained import shapes_model
 
 # %% [markdown]
 # ## 3.1 A photograph, its feature pyramid and three objects
@@ -153,17 +155,21 @@ def outline(box, **style):
     return patches.Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, **style)
 
 
-def draw_objectness(level_logits, title):
-    """The photograph with the ground truth, then the max-over-anchors logit map of each level."""
+def draw_objectness(level_logits, title, picture=image, boxes=gt_boxes, colours=gt_colours, shared=False):
+    """An image (the photograph by default) with its ground truth, then the max-over-anchors
+    logit map of each level, drawn over the image's extent; one colour scale for all the levels
+    if ``shared``, else one per level."""
+    best_maps = [np.asarray(lg)[0].max(axis=0) for lg in level_logits]  # (A, h, w) -> (h, w) per level
+    limits = (min(m.min() for m in best_maps), max(m.max() for m in best_maps)) if shared else (None, None)
     fig, axes = plt.subplots(2, 3, figsize=(12, 7.4))
     axes = axes.ravel()
-    axes[0].imshow(image)
-    for box, colour in zip(gt_boxes, gt_colours, strict=True):
+    axes[0].imshow(picture)
+    for box, colour in zip(boxes, colours, strict=True):
         axes[0].add_patch(outline(box, edgecolor=colour, lw=2))
     axes[0].set_title("image and ground truth", fontsize=11)
-    for ax, name, lg, size in zip(axes[1:], level_names, level_logits, sizes, strict=True):
-        best = np.asarray(lg)[0].max(axis=0)  # (A, h, w) -> (h, w)
-        shown = ax.imshow(best, cmap="viridis", extent=(0, W, H, 0))
+    for ax, name, best, size in zip(axes[1:], level_names, best_maps, sizes, strict=True):
+        shown = ax.imshow(best, cmap="viridis", extent=(0, picture.shape[1], picture.shape[0], 0),
+                          vmin=limits[0], vmax=limits[1])
         ax.set_title(f"{name}: {best.shape[0]}x{best.shape[1]} locations, anchors {size} px",
                      fontsize=11)
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=8)
@@ -181,7 +187,8 @@ draw_objectness(logits, "Objectness logits of the RANDOM head\n"
 # %% [markdown]
 # With random weights the maps show at most the image's coarse layout (a frame along the border,
 # where the convolutions' zero padding shows; dark bands where the uniform is), nothing that
-# marks an object. Section 3.7 draws the same maps for a simulated trained head.
+# marks an object. Section 3.7 draws the same maps for a simulated trained head, and section
+# 3.10 for a trained one.
 
 # %% [markdown]
 # ## 3.3 From maps to rows: the anchor order
@@ -323,7 +330,7 @@ fig, ax = plt.subplots(figsize=(6, 6))
 ax.imshow(image)
 for box in random_boxes[0][:30]:
     ax.add_patch(outline(box, edgecolor="yellow", lw=1.2))
-ax.set_title("the random head's 30 best proposals: meaningless", fontsize=11)
+ax.set_title("the random head's 30 best proposals: meaningless\n(section 3.10: a trained head's)", fontsize=11)
 ax.set_xlim(0, W)
 ax.set_ylim(H, 0)
 ax.axis("off")
@@ -482,8 +489,9 @@ print(f"by hand: objectness {bce:.5f}, box {smooth_l1:.5f}")
 # %% [markdown]
 # ## 3.7 A stand-in for a trained head
 #
-# To see what the rest of the RPN does with *good* predictions without a trained checkpoint, this
-# section **simulates a trained head**. `SimulatedHead` has no weights and ignores the feature
+# The package's trained model (section 3.10) knows shapes, not photographs. To see what the rest of
+# the RPN does with *good* predictions on the photograph, this section **simulates a trained
+# head**. `SimulatedHead` has no weights and ignores the feature
 # values; it computes what a well-trained head approximately outputs, with the library's own
 # functions, and adds noise:
 #
@@ -744,10 +752,86 @@ plt.show()
 # - the random head finds none of the three objects, even among 1000 proposals.
 #
 # Real detectors report the same curves (average recall at 100 or 1000 proposals) over a whole
-# dataset. A trained RPN's will appear in a later chapter, with the checkpoint.
+# dataset. A trained RPN comes next.
 
 # %% [markdown]
-# ## 3.10 Check against torchvision
+# ## 3.10 A trained RPN on shapes
+#
+# The package ships a small Mask R-CNN with *trained* weights: `mrcnn_np.pretrained.shapes_model()`,
+# trained from scratch by `mrcnn-np demo` on 128 x 128 images of squares, circles and triangles
+# (`mrcnn_np.data.shapes`). It is the small configuration `config.tiny()`: a ResNet with one
+# block per stage and an FPN of 64 channels. Its RPN is this chapter's `RegionProposalNetwork`
+# with the same anchors (32 to 512 pixels on P2 to P6, three ratios), a head of 64 channels, and
+# fewer boxes kept (printed below). The image is held out: the demo trains on the shapes of seed
+# 0, this one is drawn with seed 1. `model.transform` normalises it (128 x 128 needs no resizing
+# or padding), `model.backbone` computes the pyramid, and from there it is sections 3.2 and 3.4
+# again, with `draw_objectness` of section 3.2.
+#
+# What the training targets ask of this head follows from section 3.5. The shapes are drawn 32 to
+# 77 pixels across; their boxes are at most about 110 pixels wide (a rotated square), smaller
+# where a shape is partly hidden. So their positive anchors are the 32-, 64- and 128-pixel ones
+# of P2, P3 and P4, each shape on the level whose anchors fit its size. The 256- and 512-pixel anchors of P5
+# and P6 are larger than the whole image: no shape reaches an IoU of 0.3 with them, so in
+# training every one of them is a negative, and the head learns to keep P5 and P6 low
+# everywhere. The maps below, on one colour scale for all the levels, show what it has learned;
+# the boxes on the first panel are the ground truth, coloured by class (square blue, circle
+# orange, triangle green).
+
+# %%
+trained = shapes_model()  # MaskRCNN(config.tiny()) with the shipped weights, in eval mode
+shapes_image, shapes_target = shapes_dataset(13, seed=1, height=128, width=128)[12]  # held out; (128, 128, 3) uint8
+shapes_boxes, shapes_labels = shapes_target["boxes"], shapes_target["labels"]  # (G, 4) xyxy, (G,) in 1..3
+class_colours = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}  # square, circle, triangle
+print("ground truth:", [trained.classes[k] for k in shapes_labels])
+with mrcnn_np.no_grad():
+    shapes_batch, _ = trained.transform([shapes_image])  # ImageList: (1, 3, 128, 128), [(128, 128)]
+    shapes_features = trained.backbone(shapes_batch.tensors)  # P2 (1, 64, 32, 32) ... P6 (1, 64, 2, 2)
+    trained_logits, _ = trained.rpn.head(list(shapes_features.values()))  # [(1, A, h, w)] per level
+draw_objectness(trained_logits, "Objectness logits of the TRAINED head on a held-out shapes image\n"
+                                "(the largest of the 3 anchors' logits at each location; one colour scale)",
+                shapes_image, shapes_boxes, [class_colours[k] for k in shapes_labels], shared=True)
+
+# %% [markdown]
+# `predict` selects the proposals as in section 3.8, with the small configuration's numbers.
+# The printout measures how well the best of them cover the three shapes (IoU with each
+# ground-truth box); the figure shows the 10 best, and all of them.
+
+# %%
+with mrcnn_np.no_grad():
+    (trained_boxes,), (trained_scores,) = trained.rpn.predict(shapes_batch.tensors.shape[-2:],
+                                                              shapes_batch.image_sizes, shapes_features)
+print(f"top {trained.rpn.pre_nms_top_n['testing']} per level, NMS {trained.rpn.nms_thresh}, "
+      f"top {trained.rpn.post_nms_top_n['testing']}: {len(trained_boxes)} proposals, "
+      f"probabilities {trained_scores[0]:.3f} down to {trained_scores[-1]:.3f}")
+overlap = box_iou(shapes_boxes, trained_boxes)  # (G, P), the proposals best first
+for label, row in zip(shapes_labels, overlap, strict=True):
+    first = np.flatnonzero(row >= 0.7)
+    print(f"{trained.classes[label]:<9} best IoU: {row[:10].max():.2f} among the 10 best proposals, "
+          f"{row.max():.2f} among all; the first with IoU >= 0.7 is "
+          + (f"number {first[0] + 1}" if len(first) else "none"))
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+rank_colour = plt.get_cmap("viridis")
+for ax in axes:
+    ax.imshow(shapes_image, alpha=0.75)
+for rank in reversed(range(10)):  # the best drawn last, on top
+    axes[0].add_patch(outline(trained_boxes[rank], edgecolor=rank_colour(rank / 9), lw=2))
+for box in trained_boxes:
+    axes[1].add_patch(outline(box, edgecolor="black", lw=0.6, alpha=0.5))
+for ax, title in zip(axes, ("the 10 best proposals (the best dark)", f"all {len(trained_boxes)} proposals"),
+                     strict=True):
+    for box, label in zip(shapes_boxes, shapes_labels, strict=True):
+        ax.add_patch(outline(box, edgecolor=class_colours[label], lw=1.5, ls="--"))
+    ax.set_title(title, fontsize=11)
+    ax.set_xlim(0, shapes_image.shape[1])
+    ax.set_ylim(shapes_image.shape[0], 0)
+    ax.axis("off")
+fig.suptitle("Proposals of the TRAINED RPN; the ground truth dashed", fontsize=12)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 3.11 Check against torchvision
 #
 # Torchvision's `RegionProposalNetwork` with its `RPNHead`, initialised by torchvision
 # (N(0, 0.01^2) weights), is loaded into ours with `load_torchvision_state_dict` (the keys are

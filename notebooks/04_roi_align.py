@@ -41,10 +41,11 @@
 # | `mrcnn_np/ops/poolers.py` | `torchvision/ops/poolers.py` (`MultiScaleRoIAlign`, `LevelMapper`) |
 # | `mrcnn_np/kernels/roi_align.py` | the same kernel, channels-last, in Numba |
 #
-# **About the weights.** There is no trained checkpoint yet: the backbone below has *random*
-# weights. Its feature maps respond to edges, contrast and colour, not to faces or medals, so
-# the pooled values show *where* RoIPool and RoIAlign read, not what a trained detector sees.
-# The geometry, which is what this chapter is about, does not depend on the weights.
+# **About the weights.** The backbone below has *random* weights (the small trained model that
+# ships with the package, used in chapters 3, 5 and 6, knows only synthetic shapes). Its feature
+# maps respond to edges, contrast and colour, not to faces or medals, so the pooled values show
+# *where* RoIPool and RoIAlign read, not what a trained detector sees. The geometry, which is
+# what this chapter is about, does not depend on the weights.
 
 # %%
 import time

@@ -40,14 +40,14 @@
 # | `mrcnn_np/model/transform.py` (`paste_masks_in_image`) | `models/detection/roi_heads.py` |
 # | `mrcnn_np/ops/box_coder.py` | `models/detection/_utils.py` (`BoxCoder`) |
 #
-# **About the weights.** There is no trained checkpoint yet, so the model below has *random*
-# weights, and its class scores and masks are meaningless. It is run where the point is the
-# shapes and the flow of the data (sections 5.2 and 5.5, and parts of 5.3, 5.4, 5.6 and 5.8).
-# Where the point is what the outputs *mean* (class-specific boxes, the selection of
-# detections, pasting a mask, the targets and the losses), the chapter works on a synthetic
-# image whose ground truth is known exactly and **constructs the predictions by hand** from
-# that ground truth, saying so each time. The functions that process them are the library's,
-# unchanged.
+# **About the weights.** The model of sections 5.1 to 5.8 has *random* weights, and its class
+# scores and masks are meaningless. It is run where the point is the shapes and the flow of the
+# data (sections 5.2 and 5.5, and parts of 5.3, 5.4, 5.6 and 5.8). Where the point is what the
+# outputs *mean* (class-specific boxes, the selection of detections, pasting a mask, the targets
+# and the losses), the chapter works on a synthetic image whose ground truth is known exactly
+# and **constructs the predictions by hand** from that ground truth, saying so each time. The
+# functions that process them are the library's, unchanged. Section 5.9 then runs the same
+# steps with a small model **trained** on such shapes, which ships with the package.
 
 # %%
 import time
@@ -58,13 +58,14 @@ from matplotlib import patches
 
 import mrcnn_np
 from mrcnn_np.config import MaskRCNNConfig
-from mrcnn_np.data.shapes import SHAPES, random_image
+from mrcnn_np.data.shapes import SHAPES, random_image, shapes_dataset
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.model.roi_heads import fastrcnn_loss, maskrcnn_loss, project_masks_on_boxes
 from mrcnn_np.model.transform import expand_boxes, paste_mask_in_image, paste_masks_in_image
 from mrcnn_np.nn import functional as F
 from mrcnn_np.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from mrcnn_np.ops.box_coder import BoxCoder
+from mrcnn_np.pretrained import shapes_model
 
 # %% [markdown]
 # ## 5.1 A synthetic image, the model and stand-in proposals
@@ -219,27 +220,44 @@ print(f"box branch: {n_parameters(heads.box_head) + n_parameters(heads.box_predi
 # grid (the root mean square over the 256 channels), the 1024 outputs of `fc7` (as a 32 x 32
 # picture) and the class probabilities, the softmax of the 4 logits. The random head is very
 # sure of its classes, and picks the same one for all three objects: the random backbone's
-# activations are large, so are the logits, and the probabilities saturate. They mean nothing.
+# activations are large, so are the logits, and the probabilities saturate. They mean nothing
+# (section 5.9 draws the same figure for a trained model).
 
 # %% tags=["hide-input"]
-best_proposal = [int(np.argmax(iou[g])) for g in range(len(gt_boxes))]  # per object, its best proposal
-fig, axes = plt.subplots(3, 4, figsize=(12, 8.4), width_ratios=[1.4, 1, 1, 1.2])
-for row, (g, r) in enumerate(zip(range(len(gt_boxes)), best_proposal, strict=True)):
-    ax = axes[row, 0]
-    ax.imshow(image)
-    outline(ax, proposals[r], edgecolor="yellow", lw=2)
-    ax.set_title(f"proposal {r} (IoU {iou[g, r]:.2f} with the {CLASSES[gt_labels[g]]})", fontsize=10)
-    axes[row, 1].imshow(np.sqrt((pooled[r] ** 2).mean(axis=0)), cmap="magma")
-    axes[row, 1].set_title("RoIAlign 7x7 (RMS of 256)", fontsize=10)
-    axes[row, 2].imshow(fc7[r].reshape(32, 32), cmap="viridis")
-    axes[row, 2].set_title(f"fc7: 1024 values, {np.mean(fc7[r] > 0):.0%} > 0", fontsize=10)
-    probs = F.softmax(class_logits[r], -1).data
-    ax = axes[row, 3]
-    ax.bar(range(K), probs, color=[CLASS_COLOURS[k] for k in range(K)])
-    ax.set_xticks(range(K), CLASSES, fontsize=9)
-    ax.set_ylim(0, 1.05)
-    ax.set_title("softmax of cls_score (random)", fontsize=10)
-no_ticks(*axes[:, :3].ravel())
+def draw_box_head(picture, boxes, objects, pooled, fc7, class_logits, kind, refined=None):
+    """One row per ground-truth object (``objects`` = its boxes (G, 4) and labels (G,)), for its best
+    proposal among ``boxes`` (R, 4): the proposal on the picture, its RoIAlign grid (RMS over the
+    channels), fc7 as a square picture and the softmax of its class logits (``kind`` of weights).
+    ``refined`` (R, K, 4): also draw the proposal's box refined for its most probable shape class."""
+    object_boxes, object_labels = objects
+    overlap = box_iou(object_boxes, boxes)  # (G, R)
+    fig, axes = plt.subplots(len(object_boxes), 4, figsize=(12, 2.8 * len(object_boxes)),
+                             width_ratios=[1.4, 1, 1, 1.2], squeeze=False)
+    for row, label in enumerate(object_labels):
+        r = int(np.argmax(overlap[row]))  # the object's best proposal
+        probs = F.softmax(class_logits[r], -1).data  # (K,)
+        ax = axes[row, 0]
+        ax.imshow(picture)
+        outline(ax, boxes[r], edgecolor="yellow", lw=2, ls="--" if refined is not None else "-")
+        if refined is not None:
+            k = 1 + int(np.argmax(probs[1:]))  # the most probable shape class (not the background)
+            outline(ax, refined[r, k], edgecolor=CLASS_COLOURS[k], lw=2)
+        ax.set_title(f"proposal {r} (IoU {overlap[row, r]:.2f} with the {CLASSES[label]})", fontsize=10)
+        axes[row, 1].imshow(np.sqrt((pooled[r] ** 2).mean(axis=0)), cmap="magma")
+        axes[row, 1].set_title(f"RoIAlign 7x7 (RMS of {pooled.shape[1]})", fontsize=10)
+        side = int(np.sqrt(fc7.shape[1]))  # 1024 values as 32 x 32
+        axes[row, 2].imshow(fc7[r].reshape(side, side), cmap="viridis")
+        axes[row, 2].set_title(f"fc7: {fc7.shape[1]} values, {np.mean(fc7[r] > 0):.0%} > 0", fontsize=10)
+        ax = axes[row, 3]
+        ax.bar(range(K), probs, color=[CLASS_COLOURS[k] for k in range(K)])
+        ax.set_xticks(range(K), CLASSES, fontsize=9)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"softmax of cls_score ({kind})", fontsize=10)
+    no_ticks(*axes[:, :3].ravel())
+    return fig
+
+
+fig = draw_box_head(image, proposals, (gt_boxes, gt_labels), pooled, fc7, class_logits, "random")
 fig.suptitle("The box head with RANDOM weights: shapes and flow, not meaning", fontsize=12)
 fig.tight_layout()
 plt.show()
@@ -385,9 +403,10 @@ for name, deltas in (("constructed", sim_deltas_P), ("circle row = 100", other_r
 # predictions for all 100 stand-in proposals, counting the candidates of each class.
 
 # %%
-def postprocess_step_by_step(logits, deltas, boxes, image_size):
-    """postprocess_detections for one image, counting the survivors of each class after every step.
-    Returns the counts and the candidates before NMS and after the last step: (boxes, scores, labels)."""
+def postprocess_step_by_step(logits, deltas, boxes, image_size, heads=heads):
+    """postprocess_detections of ``heads`` (by default the random model's) for one image, counting the survivors
+    of each class after every step. Returns the counts and the candidates before NMS and after the
+    last step: (boxes, scores, labels)."""
     counts = {}
 
     def count(step, labels):
@@ -735,7 +754,7 @@ plt.show()
 # `roi_heads.predict` (box branch, postprocessing, mask branch, the predicted class's 28x28
 # probabilities) and the transform's `postprocess` (boxes scaled back to the original image,
 # masks pasted). The last two steps, with random weights, on the features and RPN proposals
-# computed above, for the flow only:
+# computed above, for the flow only (section 5.9 runs them with trained weights):
 
 # %%
 with mrcnn_np.no_grad():
@@ -869,19 +888,23 @@ print(f"ground-truth channel inverted:  loss_mask {mask_loss(spoiled):.6f}")
 # of 0.5 is at least `log 2 = 0.69`, even for a perfect prediction.
 
 # %% tags=["hide-input"]
+def draw_mask_channels(axes, logits, framed, why=("in the loss", "ignored")):
+    """The K channels of one RoI's (K, 28, 28) mask logits as probabilities, one per axes; the
+    channel ``framed`` in red, titled with why[0], the others with why[1]."""
+    for k, ax in enumerate(axes):
+        ax.imshow(F.sigmoid(logits[k]).data, cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"channel {k}: {CLASSES[k]}\n({why[0] if k == framed else why[1]})", fontsize=10)
+        for spine in ax.spines.values():
+            spine.set_edgecolor("red" if k == framed else "lightgray")
+            spine.set_linewidth(3 if k == framed else 1)
+
+
 i = int(np.argmax(mask_targets.mean(axis=(1, 2)) * (true_class == 3)))  # a positive on the triangle
 fig, axes = plt.subplots(2, 3, figsize=(10.5, 8))
 axes = axes.ravel()  # target, the K channels, the cross-entropy
 axes[0].imshow(mask_targets[i], cmap="gray", vmin=0, vmax=1)
 axes[0].set_title(f"target ({CLASSES[true_class[i]]})", fontsize=10)
-for k in range(K):
-    ax = axes[k + 1]
-    ax.imshow(F.sigmoid(logits28[i, k]).data, cmap="viridis", vmin=0, vmax=1)
-    in_loss = k == true_class[i]
-    ax.set_title(f"channel {k}: {CLASSES[k]}" + ("\n(in the loss)" if in_loss else "\n(ignored)"), fontsize=10)
-    for spine in ax.spines.values():
-        spine.set_edgecolor("red" if in_loss else "lightgray")
-        spine.set_linewidth(3 if in_loss else 1)
+draw_mask_channels(axes[1 : K + 1], logits28[i], true_class[i])
 x_i = logits28[i, true_class[i]]
 im = axes[-1].imshow(np.logaddexp(0, x_i) - mask_targets[i] * x_i, cmap="magma")
 axes[-1].set_title("per-pixel BCE of\nthe framed channel", fontsize=10)
@@ -906,7 +929,90 @@ with mrcnn_np.no_grad():
 print(f"train_step in {elapsed:.1f} s:", {k: round(v.item(), 4) for k, v in losses.items()})
 
 # %% [markdown]
-# ## 5.9 Check against torchvision
+# ## 5.9 The heads of a trained model
+#
+# The package ships a small Mask R-CNN trained on images like ours: `mrcnn_np.pretrained.shapes_model()`,
+# trained from scratch by `mrcnn-np demo` on 128 x 128 images of squares, circles and triangles,
+# with the same four classes in the same order (`model.classes`). It is the small configuration
+# `config.tiny()`: 64 feature channels instead of 256, `fc6` and `fc7` of 256 units instead of
+# 1024, mask convolutions of 64 channels, at most 50 detections per image; the heads are the
+# classes of this chapter. On a held-out image (the demo trains on the shapes of seed 0, this
+# one is drawn with seed 1), the trained RPN proposes the boxes, and the box head runs as in
+# section 5.2. The figure is section 5.2's (`draw_box_head`), for each object's best proposal,
+# with one addition: the proposal's box refined for its most probable shape class (section 5.3;
+# the background is left out), in that class's colour; the proposal is dashed. Compare the class probabilities with the random
+# head's. In training, a proposal that overlaps an object with IoU >= 0.5 is an example of the
+# object's class, with a box target; one below 0.5 is an example of the background. So a trained
+# head puts its probability on the object's class where the overlap is large, and on the
+# background where it is small, and its deltas move a proposal of an object towards the
+# object's box.
+
+# %%
+trained = shapes_model()  # MaskRCNN(config.tiny()) with the shipped weights, in eval mode
+trained_heads = trained.roi_heads
+assert tuple(trained.classes) == CLASSES
+shapes_image, shapes_target = shapes_dataset(13, seed=1, height=128, width=128)[12]  # held out; (128, 128, 3) uint8
+shapes_objects = shapes_target["boxes"], shapes_target["labels"]  # (G, 4) xyxy, (G,): a square, a circle, a triangle
+with mrcnn_np.no_grad():
+    shapes_batch, _ = trained.transform([shapes_image])  # (1, 3, 128, 128): no resize, no padding
+    shapes_size = shapes_batch.image_sizes[0]  # (128, 128)
+    shapes_features = {k: v.data for k, v in trained.backbone(shapes_batch.tensors).items()}  # P2 ... P6
+    (shapes_proposals,), _ = trained.rpn.predict(shapes_batch.tensors.shape[-2:], [shapes_size], shapes_features)
+    shapes_pooled = trained_heads.box_roi_pool(shapes_features, [shapes_proposals], [shapes_size]).data
+    shapes_fc7 = trained_heads.box_head(shapes_pooled).data  # fc6, fc7 and their ReLUs
+    shapes_logits, shapes_deltas = (v.data for v in trained_heads.box_predictor(shapes_fc7))
+shapes_refined = clip_boxes_to_image(trained_heads.box_coder.decode(shapes_deltas, shapes_proposals), shapes_size)
+print(f"{len(shapes_proposals)} proposals: RoIAlign {shapes_pooled.shape} -> fc7 {shapes_fc7.shape} -> "
+      f"cls_score {shapes_logits.shape}, bbox_pred {shapes_deltas.shape} -> refined {shapes_refined.shape}")
+fig = draw_box_head(shapes_image, shapes_proposals, shapes_objects, shapes_pooled, shapes_fc7, shapes_logits,
+                    "trained", shapes_refined)
+fig.suptitle("The box head with TRAINED weights, on a held-out image: each object's best proposal\n"
+             "(dashed) and its box refined for the most probable shape (solid)", fontsize=12)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Then section 5.4's `postprocess_step_by_step`, with the trained model's thresholds, turns the
+# scores and deltas of all the proposals into detections, and the mask branch runs on those, as
+# in section 5.5. Below, for each object, the detection that stands for it (the best-scoring one
+# whose box overlaps the object's with IoU >= 0.5, or the most overlapping one if none does):
+# its box, its mask pasted into the image and thresholded at 0.5 (solid outline; the ground
+# truth dashed, white), and its K channels of 28x28 probabilities, drawn as in section 5.8.
+# The framed channel, the detected class's, is the one `RoIHeads.predict` keeps. Trained, it
+# draws the visible part of the object in its box. The channels of the other classes get no
+# loss on this object in training (section 5.8), so they are free to draw something else, and
+# channel 0, the background's, never gets a loss at all: no object is of class background.
+
+# %%
+shapes_counts, _, (shapes_det_boxes, shapes_det_scores, shapes_det_labels) = postprocess_step_by_step(
+    shapes_logits, shapes_deltas, shapes_proposals, shapes_size, trained_heads)
+print_counts(shapes_counts)
+with mrcnn_np.no_grad():
+    shapes_mask_logits = trained_heads.mask_predictor(trained_heads.mask_head(trained_heads.mask_roi_pool(
+        shapes_features, [shapes_det_boxes], [shapes_size]))).data  # (D, K, 28, 28)
+kept = F.sigmoid(shapes_mask_logits[np.arange(len(shapes_det_boxes)), shapes_det_labels]).data  # (D, 28, 28)
+shapes_pasted = paste_masks_in_image(kept[:, None], shapes_det_boxes, shapes_size)[:, 0] > 0.5  # (D, 128, 128)
+overlap = box_iou(shapes_target["boxes"], shapes_det_boxes)  # (G, D)
+shown = np.argmax(np.where(overlap >= 0.5, shapes_det_scores, overlap - 1), axis=1)  # (G,) a detection per object
+fig, axes = plt.subplots(len(shown), 1 + K, figsize=(13, 3 * len(shown)), width_ratios=[1.3] + [1] * K,
+                         squeeze=False, layout="constrained")
+for row, (d, gt_mask) in enumerate(zip(shown, shapes_target["masks"].astype(bool), strict=True)):
+    label = shapes_det_labels[d]
+    ax = axes[row, 0]
+    ax.imshow(shapes_image, extent=(0, shapes_size[1], shapes_size[0], 0))  # pixel (r, c) covers [c, c + 1) x [r, r + 1)
+    mask_outline(ax, gt_mask, "white", lw=1.5, linestyles="--")
+    if shapes_pasted[d].any() and not shapes_pasted[d].all():  # a contour needs both sides
+        mask_outline(ax, shapes_pasted[d], CLASS_COLOURS[label], lw=2)
+    outline(ax, shapes_det_boxes[d], edgecolor=CLASS_COLOURS[label], lw=1.5)
+    ax.set_title(f"{CLASSES[label]} {shapes_det_scores[d]:.2f}, mask IoU {mask_iou(shapes_pasted[d], gt_mask):.2f}",
+                 fontsize=10)
+    draw_mask_channels(axes[row, 1:], shapes_mask_logits[d], label, ("detected class: kept", "not kept"))
+no_ticks(*axes.ravel())
+fig.suptitle("The mask head with TRAINED weights: one detection per object", fontsize=12)
+plt.show()
+
+# %% [markdown]
+# ## 5.10 Check against torchvision
 #
 # Torchvision's `RoIHeads.postprocess_detections`, `paste_masks_in_image` and `maskrcnn_loss`
 # on the same inputs as above: the constructed predictions of section 5.4 and the random

@@ -28,7 +28,8 @@
 # - the **postprocessing**: thresholds and per-class NMS down to the detections;
 # - the **mask head**: a 28x28 mask per detection, pasted back into the photograph;
 # - a stage-by-stage **check against torchvision**;
-# - **training**: the five losses on a small batch of synthetic shapes, and one SGD step.
+# - **training**: the five losses on a small batch of synthetic shapes, and one SGD step;
+# - the predictions of a **trained** model on shapes it has never seen.
 #
 # | Code | Torchvision counterpart |
 # |---|---|
@@ -39,12 +40,14 @@
 # | `mrcnn_np/config.py` (`MaskRCNNConfig`) | the defaults of `maskrcnn_resnet50_fpn` |
 # | `mrcnn_np/verify.py` (`mrcnn-np verify`) | the whole model, compared stage by stage |
 #
-# **About the weights.** There is no trained checkpoint yet. Every network in this chapter has
-# *random* weights, so its proposals, classes, boxes and masks are **not meaningful**: the
-# detections drawn below are not objects, and their labels are not categories. What the chapter
-# shows is real all the same: the shapes, the counts, the flow of boxes from stage to stage, the
-# inspection code, and that every number agrees with torchvision. Chapter 7 trains the model and
-# shows real predictions with the same tools.
+# **About the weights.** In sections 6.1 to 6.9 every network has *random* weights, so its
+# proposals, classes, boxes and masks are **not meaningful**: the detections drawn on the
+# photograph are not objects, and their labels are not categories. What those sections show is
+# real all the same: the shapes, the counts, the flow of boxes from stage to stage, the
+# inspection code, and that every number agrees with torchvision. Section 6.10 ends the chapter
+# with a small model **trained** on synthetic shapes, which ships with the package: its
+# predictions on held-out images, next to the ground truth. Chapter 7 trains the model and
+# evaluates it.
 
 # %%
 import inspect
@@ -58,14 +61,16 @@ from matplotlib import patches
 import mrcnn_np
 from mrcnn_np import nn
 from mrcnn_np.config import MaskRCNNConfig
-from mrcnn_np.data.shapes import SHAPES, random_image
+from mrcnn_np.data.shapes import SHAPES, random_image, shapes_dataset
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.model.transform import paste_masks_in_image, resize_boxes
 from mrcnn_np.nn import functional as F
 from mrcnn_np.nn.optim import SGD
-from mrcnn_np.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
+from mrcnn_np.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from mrcnn_np.ops.poolers import level_of_boxes
+from mrcnn_np.pretrained import shapes_model
 from mrcnn_np.verify import sample_image
+from mrcnn_np.viz import draw_instances
 
 # %% [markdown]
 # ## 6.1 The model
@@ -283,7 +288,8 @@ plt.show()
 # its best 1000 are the most extreme of the random scores, and its activations are the largest
 # (the rms printed in section 6.3). Right, the uncalibrated model's: anchors stretched into
 # slivers as tall as the image. Neither says anything about where the objects are; a trained
-# RPN's proposals cover the face, the cap, the medals (chapter 3, section 3.7, simulates that).
+# RPN's proposals cover the face, the cap, the medals (chapter 3, section 3.7, simulates that;
+# section 3.10 runs a trained RPN on shapes).
 
 # %% [markdown]
 # ## 6.5 The box head refines every proposal
@@ -452,7 +458,7 @@ plt.show()
 # The final output on the photograph: the ten best detections (left), and the region around
 # them enlarged (right), where each mask, thresholded at 0.5, is overlaid in its detection's
 # colour. With random weights this is a picture of the machinery, not of the objects in the
-# image.
+# image; section 6.10 draws a trained model's predictions.
 
 # %% tags=["hide-input"]
 shown = min(10, D)
@@ -535,7 +541,7 @@ if torch is not None:
 # detections with identical labels, the same masks. `mrcnn-np verify` prints this table from the
 # command line (`--dtype float32`, `--min-size 800` for torchvision's full size). In float32 the
 # feature maps agree to about 1e-5 relative, but two proposals or detections whose scores agree
-# to six digits may come out in swapped order (the ties of chapter 3, section 3.10); the table
+# to six digits may come out in swapped order (the ties of chapter 3, section 3.11); the table
 # compares row by row, so a swap shows up as a large difference in that row. The tests in
 # `tests/reference/` check the whole model in both precisions, training losses and gradients
 # included.
@@ -684,4 +690,67 @@ plt.show()
 # Training repeats this step over many batches, with a warm-up and a schedule for the learning
 # rate. Chapter 7 does that on the shapes dataset, and then comes back to the inspection of this
 # chapter with a trained model, where the proposals, the refined boxes and the masks finally
-# land on objects.
+# land on objects. The package ships the result of such a run; the last section shows what it
+# predicts.
+
+# %% [markdown]
+# ## 6.10 Predictions of a trained model
+#
+# `mrcnn_np.pretrained.shapes_model()` loads the small Mask R-CNN that `mrcnn-np demo` trains:
+# the configuration `config.tiny()` (much like section 6.9's small one, with 128 x 128 images
+# left at their size), trained from scratch on shapes images by repeating the step of section
+# 6.9 over many batches. `model.classes` names its labels, and `model.metrics` holds the COCO
+# numbers the demo measured on 100 held-out images: AP, the average precision over the IoU
+# thresholds 0.5 to 0.95, and AP50, at IoU 0.5, for the boxes (`bbox`) and the masks (`segm`).
+#
+# The images below are four consecutive images of that held-out set (seed 1; the demo trains on
+# seed 0), `held_out[12]` to `held_out[15]`: the first is the image of chapter 3, section 3.10,
+# and chapter 5, section 5.9, the others are the next three, not a selection. (Chapter 7 shows
+# the first six, evaluates the model on the whole held-out set and looks at its failure cases.)
+# `model(images)` is the chain of sections 6.2 to 6.7. For each detection with a score of at
+# least 0.5, the printout gives the ground-truth shape its box overlaps most, and the IoU of the
+# two boxes and of the two masks (the predicted one thresholded at 0.5). The figure draws them
+# with `mrcnn_np.viz.draw_instances`: each mask in its class's colour, the box, the class and
+# the score.
+
+# %%
+trained = shapes_model()  # MaskRCNN(config.tiny()) with the shipped weights, in eval mode
+print("classes:", trained.classes)
+for kind in ("bbox", "segm") if trained.metrics else ():
+    print(f"held-out {kind}: AP {trained.metrics[kind]['AP']:.3f}, AP50 {trained.metrics[kind]['AP50']:.3f}")
+held_out = shapes_dataset(16, seed=1, height=128, width=128)
+shown_ids = range(12, 16)
+samples = [held_out[i] for i in shown_ids]  # [(image (128, 128, 3) uint8, target)]
+start = time.perf_counter()
+with mrcnn_np.no_grad():
+    predictions = trained([shape_image for shape_image, _ in samples])
+print(f"model(4 images): {time.perf_counter() - start:.1f} s")
+for i, (_, target), out in zip(shown_ids, samples, predictions, strict=True):
+    confident = np.flatnonzero(out["scores"] >= 0.5)  # the detections are sorted by decreasing score
+    print(f"held_out[{i}]: ground truth {[trained.classes[k] for k in target['labels']]}; {len(out['scores'])} "
+          f"detections, {len(confident)} with a score >= 0.5")
+    box_overlap = box_iou(out["boxes"][confident], target["boxes"])  # (D, G)
+    for d, row in zip(confident, box_overlap, strict=True):
+        g = int(np.argmax(row))  # the ground-truth instance that the detection's box overlaps most
+        mine, theirs = out["masks"][d, 0] > 0.5, target["masks"][g] > 0
+        print(f"  {trained.classes[out['labels'][d]]:<8} {out['scores'][d]:.2f}   closest: the "
+              f"{trained.classes[target['labels'][g]]:<8} box IoU {row[g]:.2f}, "
+              f"mask IoU {(mine & theirs).sum() / (mine | theirs).sum():.2f}")
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(2, len(samples), figsize=(3 * len(samples), 6.4))
+for col, (i, (shape_image, target), out) in enumerate(zip(shown_ids, samples, predictions, strict=True)):
+    draw_instances(axes[0, col], shape_image, target, trained.classes, title=f"held_out[{i}]: ground truth")
+    draw_instances(axes[1, col], shape_image, out, trained.classes, score_thresh=0.5,
+                   title="prediction (score >= 0.5)")
+fig.suptitle("A trained Mask R-CNN on held-out shapes: ground truth (top), predictions (bottom)", fontsize=11)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The threshold of 0.5 is the reader's choice, not the model's: `model(images)` returns every
+# detection that passed the box head's threshold of 0.05, up to 50 per image here, best first.
+# Below 0.5 the list goes on with weaker boxes and with second opinions on the same shapes, a
+# different class on an object already detected (per-class NMS keeps those, chapter 5, section
+# 5.4). COCO's AP, the numbers printed above, uses them all: it ranks the detections of the
+# whole held-out set by score and measures precision and recall along that ranking.
