@@ -9,8 +9,10 @@ the CPU, evaluate it with pycocotools, draw what it learned.
     evaluate   COCO bbox and segm AP on the held-out images (mrcnn_np.evaluate)
     draw       OUT/loss_curve.png, OUT/predictions.png (ground truth above predictions)
 
-With the defaults it runs in about 10 minutes on two CPU cores and reaches AP@0.5 above
-0.9 for boxes and masks. Everything is seeded: the same settings give the same numbers.
+With the defaults it runs in about 15 minutes on two CPU cores (14 min 39 s measured) and
+reaches AP@0.5 of 0.71 for boxes and 0.69 for masks on the held-out images: short of the 0.9
+the command demands (it exits with status 1), because the model is still learning when the
+time is up. Everything is seeded: the same settings give the same numbers on the same machine.
 """
 
 from __future__ import annotations
@@ -24,20 +26,28 @@ DEMO_MIN_AP50 = 0.9  # ``mrcnn-np demo`` exits with status 1 below this bbox or 
 
 @dataclass
 class DemoSettings:
-    iterations: int = 1000
+    iterations: int = 2400
     batch_size: int = 4
+    # 4x torchvision's linearly scaled rate (0.02 per 16 images): training from scratch with
+    # BatchNorm takes it and needs it to converge in minutes; 0.04 diverged at iteration ~600
     lr: float = 0.02
-    train_images: int = 4000
+    train_images: int = 3000
     test_images: int = 100
     image_size: int = 128  # square images; the model's min_size = max_size = image_size (no resizing)
     max_instances: int = 4
     seed: int = 0
 
     def config(self):
-        """The model: :func:`mrcnn_np.config.tiny` for 3 shape classes at the images' own size."""
+        """The model: :func:`mrcnn_np.config.tiny` for 3 shape classes at the images' own size, made
+        cheaper where an iteration spends its time, the RoI heads: a 32-channel mask head (4 convs as
+        torchvision's, narrower), 64 sampled RoIs per image (at most 16 positives, the mask head's
+        input) and 150 proposals per image in training: an iteration takes about 0.6x as long as with
+        128 RoIs and 300 proposals."""
         from .config import tiny
 
-        return tiny(num_classes=4, min_size=self.image_size, max_size=self.image_size)
+        return tiny(num_classes=4, min_size=self.image_size, max_size=self.image_size,
+                    mask_layers=(32, 32, 32, 32), mask_dim_reduced=32, box_batch_size_per_image=64,
+                    rpn_post_nms_top_n={"training": 150, "testing": 100})
 
     def recipe(self):
         """Warm-up over the first 10% of the iterations, lr / 10 at 75% and again at 92%."""
@@ -45,7 +55,8 @@ class DemoSettings:
 
         n = self.iterations
         return TrainRecipe(iterations=n, batch_size=self.batch_size, lr=self.lr, warmup_iters=max(1, n // 10),
-                           milestones=(int(0.75 * n), int(0.92 * n)), seed=self.seed)
+                           milestones=(int(0.75 * n), int(0.92 * n)), seed=self.seed,
+                           checkpoint_every=max(1, n // 3))
 
 
 def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", progress: bool = True) -> dict:
