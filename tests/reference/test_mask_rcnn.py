@@ -89,7 +89,11 @@ def test_inference_float64_identical(float64_pair, which):
     tv, ours = float64_pair
     images = shipped_images()
     images = images[:2] if which == "batch" else [images[which]]
-    out, ref = run_inference(tv, ours, images, np.float64)
+    assert_float64_detections_identical(*run_inference(tv, ours, images, np.float64), images)
+
+
+def assert_float64_detections_identical(out, ref, images):
+    """Same number of detections (at least one), same labels, boxes / scores / masks within 1e-6."""
     for o, r, im in zip(out, ref, images, strict=True):
         assert len(o["boxes"]) == len(r["boxes"]) > 0
         assert o["masks"].shape == r["masks"].shape == (len(r["boxes"]), 1, *im.shape[:2])

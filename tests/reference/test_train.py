@@ -30,7 +30,12 @@ from mrcnn_np.verify import (
     twin_pair,
 )
 from tests.helpers import assert_rel, rel_err
-from tests.reference.test_mask_rcnn import NUM_CLASSES, run_inference, shapes_targets
+from tests.reference.test_mask_rcnn import (
+    NUM_CLASSES,
+    assert_float64_detections_identical,
+    run_inference,
+    shapes_targets,
+)
 
 STEPS = 3
 RECIPE = TrainRecipe(iterations=STEPS, batch_size=2, lr=0.01, momentum=0.9, weight_decay=1e-4, warmup_iters=2,
@@ -116,11 +121,4 @@ def test_twin_has_our_state_dict_and_frozen_layers(config):
 def test_twin_inference_float64_identical():
     tv, ours = twin_pair(tiny(num_classes=NUM_CLASSES, dtype=np.float64))
     images, _ = shapes_targets(np.random.default_rng(5))
-    out, ref = run_inference(tv, ours, images, np.float64)
-    for o, r, im in zip(out, ref, images, strict=True):
-        assert len(o["boxes"]) == len(r["boxes"]) > 0
-        assert o["masks"].shape == r["masks"].shape == (len(r["boxes"]), 1, *im.shape[:2])
-        np.testing.assert_array_equal(o["labels"], r["labels"])
-        assert np.abs(o["boxes"] - r["boxes"]).max() <= 1e-6
-        assert np.abs(o["scores"] - r["scores"]).max() <= 1e-6
-        assert np.abs(o["masks"] - r["masks"]).max() <= 1e-6
+    assert_float64_detections_identical(*run_inference(tv, ours, images, np.float64), images)
