@@ -45,6 +45,7 @@ SHAPES = ("square", "circle", "triangle")
 # Circumradius / size per kind: a shape drawn at any angle stays inside the disc of this
 # radius around its centre, which is how random_image keeps every shape inside the image.
 _CIRCUMRADIUS = {"square": 1 / math.sqrt(2), "circle": 0.5, "triangle": 1 / math.sqrt(3)}
+_PLACEMENT_TRIES = 20  # random_image: placements tried per shape under max_overlap
 
 
 # --- one shape ---------------------------------------------------------------------------
@@ -95,7 +96,7 @@ def draw_mask(kind: str, center, size: float, height: int, width: int,
 def random_image(rng: np.random.Generator, height: int, width: int, max_instances: int = 1, *,
                  min_instances: int = 1, min_size: float | None = None,
                  max_size: float | None = None, rotate: bool = True,
-                 min_visible: float = 0.1, min_contrast: float = 0.3):
+                 min_visible: float = 0.1, min_contrast: float = 0.3, max_overlap: float = 1.0):
     """Draw one image of randomly coloured, placed, sized and rotated shapes.
 
     Returns ``(image, masks, labels)``:
@@ -108,7 +109,10 @@ def random_image(rng: np.random.Generator, height: int, width: int, max_instance
     shape occludes the earlier ones, whose masks lose the covered pixels. An instance
     left with less than ``min_visible`` of its own area (or no pixel) is dropped from
     the annotations (its few visible pixels stay in the image as clutter), so ``K`` may
-    be smaller than the number drawn; the last shape is never occluded.
+    be smaller than the number drawn; the last shape is never occluded. A new shape may
+    hide at most ``max_overlap`` of any earlier shape's visible pixels: a placement that
+    hides more is drawn again (new size, centre and angle, at most 20 tries, else the shape
+    is left out). The default 1.0 allows any occlusion.
 
     Sizes are uniform in ``[min_size, max_size]`` (defaults: 25% and 60% of the shorter
     image side); centres are placed so that the whole shape, at any angle, lies inside
@@ -135,6 +139,8 @@ def random_image(rng: np.random.Generator, height: int, width: int, max_instance
         )
     if not 0 <= min_visible <= 1:
         raise ValueError(f"random_image: min_visible must lie in [0, 1], got {min_visible}")
+    if not 0 <= max_overlap <= 1:
+        raise ValueError(f"random_image: max_overlap must lie in [0, 1], got {max_overlap}")
     if not 0 <= min_contrast < math.sqrt(3):
         raise ValueError(f"random_image: min_contrast must lie in [0, sqrt(3)), got {min_contrast}")
 
@@ -145,12 +151,17 @@ def random_image(rng: np.random.Generator, height: int, width: int, max_instance
     masks, areas, labels = [], [], []
     for _ in range(int(rng.integers(min_instances, max_instances + 1))):
         label = int(rng.integers(len(SHAPES)))
-        size = rng.uniform(min_size, max_size)
-        radius = _CIRCUMRADIUS[SHAPES[label]] * size
-        center = (rng.uniform(radius, width - radius), rng.uniform(radius, height - radius))
-        angle = rng.uniform(0, 360) if rotate else 0.0
+        for _ in range(_PLACEMENT_TRIES):
+            size = rng.uniform(min_size, max_size)
+            radius = _CIRCUMRADIUS[SHAPES[label]] * size
+            center = (rng.uniform(radius, width - radius), rng.uniform(radius, height - radius))
+            angle = rng.uniform(0, 360) if rotate else 0.0
+            mask = draw_mask(SHAPES[label], center, size, height, width, angle)
+            if max_overlap >= 1 or all((m & mask).sum() <= max_overlap * m.sum() for m in masks):
+                break
+        else:
+            continue  # no placement hides little enough of the earlier shapes: leave this one out
         colour = _distinct_colour(rng, np.stack(used_colours), min_contrast)
-        mask = draw_mask(SHAPES[label], center, size, height, width, angle)
         for earlier in masks:  # occlusion: the new shape hides what lies under it
             earlier &= ~mask
         image[mask] = colour

@@ -157,6 +157,50 @@ def test_min_visible_drops_the_most_occluded_instances_only():
         np.testing.assert_array_equal(all_masks[-1], some[-1])
 
 
+def test_max_overlap_zero_draws_shapes_that_hide_nothing():
+    # No shape may hide a pixel of an earlier one: every instance is whole, none is dropped
+    # even at min_visible=1, and every pixel outside the masks is background (no clutter).
+    cluttered = 0
+    for seed in range(30):
+        image, masks, labels = random_image(np.random.default_rng(seed), 48, 48, 5, max_overlap=0.0, min_visible=0.0)
+        _, whole, whole_labels = random_image(np.random.default_rng(seed), 48, 48, 5, max_overlap=0.0, min_visible=1.0)
+        np.testing.assert_array_equal(masks, whole)
+        np.testing.assert_array_equal(labels, whole_labels)
+        assert len(np.unique(image[~masks.any(axis=0)], axis=0)) <= 1
+        default_image, default_masks, _ = random_image(np.random.default_rng(seed), 48, 48, 5)
+        cluttered += len(np.unique(default_image[~default_masks.any(axis=0)], axis=0)) > 1
+    assert cluttered > 0, "the default overlap never left clutter: the check above would show nothing"
+
+
+@pytest.mark.parametrize("max_overlap", [0.3, 1.0])
+def test_max_overlap_bounds_the_hidden_part_of_an_earlier_shape(monkeypatch, max_overlap):
+    # Two shapes; draw_mask is recorded. The first shape's one placement and the second's
+    # accepted (last) one give the whole shapes: the second hides at most max_overlap of the
+    # first, whose mask is what is left of it. Unrestricted (1.0), some pairs hide more.
+    import mrcnn_np.data.shapes as shapes
+
+    drawn = []
+    def recorded(*args, **kwargs):
+        drawn.append(draw_mask(*args, **kwargs))
+        return drawn[-1].copy()  # random_image cuts occluded pixels out of its copy
+
+    monkeypatch.setattr(shapes, "draw_mask", recorded)
+    hidden = []
+    for seed in range(60):
+        drawn.clear()
+        _, masks, _ = random_image(np.random.default_rng(seed), 48, 48, 2, min_instances=2, max_overlap=max_overlap,
+                                   min_visible=0.0)
+        first, second = drawn[0], drawn[-1]
+        if len(masks) == 2:
+            np.testing.assert_array_equal(masks[0], first & ~second)
+            np.testing.assert_array_equal(masks[1], second)
+            hidden.append((first & second).sum() / first.sum())
+        else:  # no placement of the second shape within max_overlap in 20 tries: left out
+            assert max_overlap < 1 and len(drawn) == 1 + shapes._PLACEMENT_TRIES
+    assert len(hidden) >= 40
+    assert (max(hidden) <= 0.3) == (max_overlap == 0.3)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
@@ -169,6 +213,8 @@ def test_min_visible_drops_the_most_occluded_instances_only():
         ({"min_instances": 3, "max_instances": 2}, ValueError, "instances"),
         ({"min_visible": 1.5}, ValueError, "min_visible"),
         ({"min_contrast": 2.0}, ValueError, "min_contrast"),
+        ({"max_overlap": -0.1}, ValueError, "max_overlap"),
+        ({"max_overlap": 1.5}, ValueError, "max_overlap"),
     ],
 )
 def test_random_image_rejects_bad_arguments(kwargs, error, message):
