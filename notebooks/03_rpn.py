@@ -47,6 +47,7 @@ from matplotlib import cbook, patches
 import mrcnn_np
 from mrcnn_np import Tensor, nn
 from mrcnn_np.data.shapes import shapes_dataset
+from mrcnn_np.demo import DemoSettings
 from mrcnn_np.model.anchors import AnchorGenerator
 from mrcnn_np.model.backbone import resnet_fpn_backbone
 from mrcnn_np.model.rpn import (
@@ -779,7 +780,7 @@ plt.show()
 
 # %%
 trained = shapes_model()  # MaskRCNN(config.tiny()) with the shipped weights, in eval mode
-shapes_image, shapes_target = shapes_dataset(13, seed=1, height=128, width=128)[12]  # held out; (128, 128, 3) uint8
+shapes_image, shapes_target = shapes_dataset(13, seed=1, **DemoSettings().data())[12]  # held out; (128, 128, 3) uint8
 shapes_boxes, shapes_labels = shapes_target["boxes"], shapes_target["labels"]  # (G, 4) xyxy, (G,) in 1..3
 class_colours = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}  # square, circle, triangle
 print("ground truth:", [trained.classes[k] for k in shapes_labels])

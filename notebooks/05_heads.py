@@ -59,6 +59,7 @@ from matplotlib import patches
 import mrcnn_np
 from mrcnn_np.config import MaskRCNNConfig
 from mrcnn_np.data.shapes import SHAPES, random_image, shapes_dataset
+from mrcnn_np.demo import DemoSettings
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.model.roi_heads import fastrcnn_loss, maskrcnn_loss, project_masks_on_boxes
 from mrcnn_np.model.transform import expand_boxes, paste_mask_in_image, paste_masks_in_image
@@ -951,7 +952,7 @@ print(f"train_step in {elapsed:.1f} s:", {k: round(v.item(), 4) for k, v in loss
 trained = shapes_model()  # MaskRCNN(config.tiny()) with the shipped weights, in eval mode
 trained_heads = trained.roi_heads
 assert tuple(trained.classes) == CLASSES
-shapes_image, shapes_target = shapes_dataset(13, seed=1, height=128, width=128)[12]  # held out; (128, 128, 3) uint8
+shapes_image, shapes_target = shapes_dataset(13, seed=1, **DemoSettings().data())[12]  # held out; (128, 128, 3) uint8
 shapes_objects = shapes_target["boxes"], shapes_target["labels"]  # (G, 4) xyxy, (G,): a square, a circle, a triangle
 with mrcnn_np.no_grad():
     shapes_batch, _ = trained.transform([shapes_image])  # (1, 3, 128, 128): no resize, no padding

@@ -62,6 +62,7 @@ import mrcnn_np
 from mrcnn_np import nn
 from mrcnn_np.config import MaskRCNNConfig
 from mrcnn_np.data.shapes import SHAPES, random_image, shapes_dataset
+from mrcnn_np.demo import DemoSettings
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.model.transform import paste_masks_in_image, resize_boxes
 from mrcnn_np.nn import functional as F
@@ -718,7 +719,7 @@ trained = shapes_model()  # MaskRCNN(config.tiny()) with the shipped weights, in
 print("classes:", trained.classes)
 for kind in ("bbox", "segm") if trained.metrics else ():
     print(f"held-out {kind}: AP {trained.metrics[kind]['AP']:.3f}, AP50 {trained.metrics[kind]['AP50']:.3f}")
-held_out = shapes_dataset(16, seed=1, height=128, width=128)
+held_out = shapes_dataset(16, seed=1, **DemoSettings().data())  # the demo's held-out images
 shown_ids = range(12, 16)
 samples = [held_out[i] for i in shown_ids]  # [(image (128, 128, 3) uint8, target)]
 start = time.perf_counter()

@@ -91,7 +91,7 @@ chapter_start = time.perf_counter()
 # (training) and seed 1 (held out) give different ones.
 
 # %%
-coco, arrays = shapes_coco(8, seed=0, height=128, width=128)
+coco, arrays = shapes_coco(8, seed=0, **DemoSettings().data())  # the demo's training images
 print({key: len(value) if isinstance(value, list) else value for key, value in coco.items()})
 print("categories:", coco["categories"])
 per_image = Counter(a["image_id"] for a in coco["annotations"])
@@ -478,7 +478,7 @@ print(f"the first batch norm's running statistics, no longer the initial 0 and 1
 # ground truth above and the model's detections with a score of at least 0.5 below:
 
 # %%
-test_set = shapes_dataset(40, seed=1, height=128, width=128)
+test_set = shapes_dataset(40, seed=1, **DemoSettings().data())
 samples = [test_set[i] for i in range(6)]
 start = time.perf_counter()
 with mrcnn_np.no_grad():
@@ -758,21 +758,23 @@ plt.show()
 # %% [markdown]
 # What makes these images hard follows from how the data is made:
 #
-# - **Occlusion.** A shape keeps its annotation as long as at least 10% of it is visible
-#   (`random_image(min_visible=0.1)`), so some objects are slivers: a square with one corner
-#   showing, a circle reduced to a crescent. Such an object is easy to miss, and when it is
-#   found its label is a guess: a square's hidden corner and a triangle's look alike, while a
-#   circle's curved edge stays recognisable from a small piece. The confusion matrix shows which
-#   pairs of classes the model mixes up.
+# - **Occlusion.** The demo lets a shape hide at most 30% of each earlier one
+#   (`random_image(max_overlap=0.3)`) and annotates an object while at least half of it is
+#   visible (`min_visible=0.5`); two or three shapes on top of one can still hide most of what
+#   the annotation allows. A partly hidden object is easier to miss, and its label is harder: a
+#   square's hidden corner and a triangle's look alike, while a circle's curved edge stays
+#   recognisable from a small piece. The confusion matrix shows which pairs of classes the model
+#   mixes up. (With `random_image`'s defaults, any overlap, 10% visibility and a colour distance of
+#   0.3, many objects are slivers, and the same recipe reaches an AP50 of only about 0.7.)
 # - **Split objects.** A later shape can cut an earlier one into two separate pieces: one
 #   object, one mask, one box around both pieces. The model may find one piece (a low IoU, or a
 #   miss), or both pieces as two detections: the second is a duplicate, or a false positive if
 #   neither piece alone overlaps the whole enough.
-# - **Clutter.** A shape hidden below the 10% is dropped from the annotations, but its visible
+# - **Clutter.** A shape hidden below the half is dropped from the annotations, but its visible
 #   pixels stay in the image. Detecting it is right by eye and a false positive by the ground
 #   truth.
 # - **Similar colours.** Colours are drawn to differ from the background and from the shapes
-#   drawn before, by a minimum distance; two touching shapes of close colours have a weak edge
+#   drawn before, by a minimum distance (0.4 in the demo's data); two touching shapes of close colours have a weak edge
 #   between them, and their masks may bleed into each other.
 #
 # None of this is specific to shapes: occlusion, objects in pieces, unlabelled objects and weak
