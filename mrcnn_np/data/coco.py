@@ -41,6 +41,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from ..nn.checks import is_int, is_number
+
 SKIPPED = "annotation skipped"
 
 
@@ -128,7 +130,7 @@ class CocoDataset:
         if not raw_annotations:
             self._problem(None, None, "the annotation list is empty: every image is a negative",
                           "images kept without objects")
-        all_ids = {e["id"] for e in raw_images if isinstance(e, Mapping) and _is_int(e.get("id"))}
+        all_ids = {e["id"] for e in raw_images if isinstance(e, Mapping) and is_int(e.get("id"))}
         kept = self._check_images(raw_images)  # image_id -> cleaned entry (height, width filled in)
         self.image_ids = list(kept)
         self._paths = {i: e.get("_path") for i, e in kept.items()}
@@ -158,7 +160,7 @@ class CocoDataset:
 
     def __getitem__(self, i) -> tuple[np.ndarray, dict]:
         """Sample ``i`` -> image uint8 (H, W, 3), target {boxes (G, 4), labels (G,), masks (G, H, W), image_id}."""
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        if not is_int(i):
             raise TypeError(f"CocoDataset indices must be integers, got {type(i).__name__}")
         if not -len(self) <= i < len(self):
             raise IndexError(f"CocoDataset index {i} out of range for {len(self)} images")
@@ -204,7 +206,7 @@ class CocoDataset:
         self.problems.append(DatasetProblem(self.file, annotation_id, image_id, message, action))
 
     def _check_key(self, image_id) -> int:
-        if not _is_int(image_id):
+        if not is_int(image_id):
             raise DatasetError(f"{self.file}: the keys of `images` must be integer image ids, got {image_id!r}")
         return int(image_id)
 
@@ -232,7 +234,7 @@ class CocoDataset:
             raise DatasetError(f"{self.file}: the 'categories' list is empty")
         seen = set()
         for k, c in enumerate(categories):
-            if not isinstance(c, Mapping) or not _is_int(c.get("id")):
+            if not isinstance(c, Mapping) or not is_int(c.get("id")):
                 raise DatasetError(f"{self.file}: category entry {k} has no integer 'id': {_short(c)}")
             if c["id"] in seen:
                 raise DatasetError(f"{self.file}: category id {c['id']} appears twice")
@@ -248,7 +250,7 @@ class CocoDataset:
         """Image entries -> {image_id: cleaned entry}, skipping those without a usable image."""
         kept = {}
         for k, entry in enumerate(raw_images):
-            if not isinstance(entry, Mapping) or not _is_int(entry.get("id")):
+            if not isinstance(entry, Mapping) or not is_int(entry.get("id")):
                 self._problem(None, None, f"image entry {k} has no integer 'id': {_short(entry)}", "image skipped")
                 continue
             image_id = int(entry["id"])
@@ -295,8 +297,8 @@ class CocoDataset:
                 self._problem(None, None, f"annotation entry {k} is not an object: {_short(ann)}", SKIPPED)
                 continue
             aid, image_id = ann.get("id"), ann.get("image_id")
-            image_id = image_id if _is_int(image_id) else None
-            if not _is_int(aid):
+            image_id = image_id if is_int(image_id) else None
+            if not is_int(aid):
                 self._problem(None, image_id, f"annotation entry {k} has no integer 'id'", SKIPPED)
                 continue
             if aid in seen:
@@ -312,7 +314,7 @@ class CocoDataset:
             if image_id not in self._sizes:
                 continue  # its image was skipped, and that is one problem already
             category = ann.get("category_id")
-            if not _is_int(category) or category not in label_of:
+            if not is_int(category) or category not in label_of:
                 self._problem(aid, image_id, f"unknown category_id {_short(category)}", SKIPPED)
                 continue
             h, w = self._sizes[image_id]
@@ -324,7 +326,7 @@ class CocoDataset:
             if box is None:
                 continue
             area = ann.get("area")
-            if not (_is_number(area) and math.isfinite(area) and area > 0):
+            if not (is_number(area) and math.isfinite(area) and area > 0):
                 area = float(mask_utils.area(rle))
             crowd = int(bool(ann.get("iscrowd", 0)))
             cleaned.append(dict(ann) | {"bbox": box, "segmentation": segmentation, "area": area, "iscrowd": crowd})
@@ -355,14 +357,6 @@ def _read_json(path: Path, file: str):
         raise DatasetError(f"{file}: cannot read the annotation file ({e})") from None
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
 def _short(x, limit: int = 60) -> str:
     text = repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -384,7 +378,7 @@ def _rasterise(segmentation, h: int, w: int, findings: list) -> tuple[dict | Non
             return None, None
         parts, bad = [], []
         for part in segmentation:
-            if not isinstance(part, (list, tuple)) or not all(_is_number(v) for v in part):
+            if not isinstance(part, (list, tuple)) or not all(is_number(v) for v in part):
                 bad.append(f"polygon that is not a list of numbers ({_short(part, 30)})")
             elif not all(math.isfinite(v) for v in part):
                 bad.append("polygon with NaN or inf coordinates")
@@ -403,14 +397,14 @@ def _rasterise(segmentation, h: int, w: int, findings: list) -> tuple[dict | Non
         segmentation = parts
     elif isinstance(segmentation, Mapping):
         size, counts = segmentation.get("size"), segmentation.get("counts")
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) for s in size)):
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(is_int(s) for s in size)):
             findings.append((f"RLE without a valid 'size' ({_short(size, 30)})", SKIPPED))
             return None, None
         if tuple(size) != (h, w):
             findings.append((f"RLE size {size[0]}x{size[1]} differs from the image's {h}x{w}", SKIPPED))
             return None, None
         if isinstance(counts, list):
-            total = sum(counts) if all(_is_int(c) and c >= 0 for c in counts) else None
+            total = sum(counts) if all(is_int(c) and c >= 0 for c in counts) else None
         elif isinstance(counts, (str, bytes)):
             total = _compressed_rle_total(counts)
         else:
@@ -480,7 +474,7 @@ def _clip_box(bbox, rle: dict, h: int, w: int, findings: list) -> list[float] | 
     if bbox is None:
         findings.append(("no bbox", "box computed from the mask"))
         return [float(v) for v in mask_utils.toBbox(rle)]
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
         findings.append((f"bbox must be 4 numbers [x, y, w, h], got {_short(bbox, 40)}", SKIPPED))
         return None
     x, y, bw, bh = (float(v) for v in bbox)

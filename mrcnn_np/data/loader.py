@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .coco import DatasetError, _is_int, _is_number
+from ..nn.checks import is_int, is_number
+from .coco import DatasetError
 
 
 def hflip(image: np.ndarray, target: dict) -> tuple[np.ndarray, dict]:
@@ -51,11 +52,11 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size: int = 2, *, shuffle: bool = True, flip_prob: float = 0.5, seed: int = 0):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an int >= 1, got {batch_size!r}")
-        if not (_is_number(flip_prob) and 0 <= flip_prob <= 1):
+        if not (is_number(flip_prob) and 0 <= flip_prob <= 1):
             raise ValueError(f"DataLoader: flip_prob must lie in [0, 1], got {flip_prob!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"DataLoader: seed must be a non-negative int, got {seed!r}")
         if len(dataset) == 0:
             where = getattr(dataset, "file", type(dataset).__name__)
@@ -81,7 +82,7 @@ class DataLoader:
 
     def indices(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:
         """Iteration -> dataset indices int64 (b,) and flips bool (b,) of its samples (b <= batch_size)."""
-        if isinstance(iteration, bool) or not isinstance(iteration, (int, np.integer)) or iteration < 0:
+        if not is_int(iteration) or iteration < 0:
             raise ValueError(f"DataLoader: iteration must be a non-negative int, got {iteration!r}")
         epoch, j = divmod(int(iteration), self.batches_per_epoch)
         positions = range(j * self.batch_size, min((j + 1) * self.batch_size, len(self.dataset)))

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..nn.checks import is_int
+
 SHAPES = ("square", "circle", "triangle")
 
 # Circumradius / size per kind: a shape drawn at any angle stays inside the disc of this
@@ -187,7 +189,7 @@ def classification_set(n: int, size: int = 32, seed=0, rotate: bool = True):
     (channels first, as the layers expect) and ``labels`` int64 (n,) in 0..2, indices
     into :data:`SHAPES` (no background class here).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"classification_set: n must be a non-negative int, got {n!r}")
     size = _check_image_size("classification_set", size, size)[0]
     rng = np.random.default_rng(seed)
@@ -205,7 +207,7 @@ def classification_set(n: int, size: int = 32, seed=0, rotate: bool = True):
 def _check_image_size(op: str, height, width) -> tuple[int, int]:
     """``(height, width)`` as ints; ValueError unless both are positive integers."""
     for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
     return int(height), int(width)
 
@@ -240,9 +242,9 @@ def shapes_coco(n: int, seed=0, height: int = 128, width: int = 128, max_instanc
     """
     from ..evaluate import encode_mask  # pycocotools: imported when needed
 
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"shapes_coco: n must be a non-negative int, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"shapes_coco: seed must be a non-negative int, got {seed!r}")
     images, annotations, arrays = [], [], {}
     for i in range(n):

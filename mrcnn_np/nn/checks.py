@@ -1,6 +1,19 @@
-"""Input checks shared by the layers: clear errors that name the expected and received shape."""
+"""Input checks shared by the layers and the data code: clear errors that name the expected and
+received shape or value."""
 
 from __future__ import annotations
+
+import numpy as np
+
+
+def is_int(x) -> bool:
+    """True for a Python or NumPy integer, not a bool (``True`` is an int to Python)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def is_number(x) -> bool:
+    """True for a Python or NumPy integer or float, not a bool."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 def pair(v) -> tuple[int, int]:
