@@ -3,8 +3,9 @@
 A 3x800x800 float32 image (a photograph matplotlib ships, resized), torchvision's
 ResNet-50-FPN Mask R-CNN recipe with seeded random weights (frozen-BN statistics calibrated as
 ``mrcnn-np verify`` does, so the network behaves like a trained one numerically), 91 classes.
-Prints best-of-N wall times (calls interleaved), the ratio mrcnn_np / torchvision, and our
-time per stage from one extra run.
+Prints best-of-N wall times (calls interleaved), the ratio mrcnn_np / torchvision, our call
+as a user writes it (``model([image])``) against the same call inside ``no_grad()`` -- equal
+within noise, since predict never records the tape -- and our time per stage from one extra run.
 
     python benchmarks/bench_model.py [--repeats 3] [--size 800]
 """
@@ -20,9 +21,8 @@ import numpy as np
 import torch
 
 from mrcnn_np import no_grad
-from mrcnn_np.model.transform import as_chw_float
 from mrcnn_np.nn import functional as F
-from mrcnn_np.verify import build_pair, sample_image
+from mrcnn_np.reference.twins import build_pair, sample_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from timing import best_times  # noqa: E402
@@ -44,7 +44,6 @@ def stage_times(model, image) -> dict[str, float]:
         return out
 
     with no_grad():
-        original = tuple(as_chw_float(image).shape[-2:])
         batch, _ = timed("transform", model.transform, [image], None, np.float32)
         feats = timed("backbone+fpn", model.backbone, batch.tensors)
         proposals, _ = timed("rpn", model.rpn.predict, batch.tensors.shape[-2:], batch.image_sizes, feats)
@@ -57,7 +56,7 @@ def stage_times(model, image) -> dict[str, float]:
         mask_feats = timed("mask roi_align", rh.mask_roi_pool, feats, boxes, batch.image_sizes)
         timed("mask head", lambda f: rh.mask_predictor(rh.mask_head(f)), mask_feats)
         results = timed("full predict (again)", model.roi_heads.predict, feats, proposals, batch.image_sizes)
-        timed("paste masks", model.transform.postprocess, results, batch.image_sizes, [original])
+        timed("paste masks", model.transform.postprocess, results, batch.image_sizes, batch.original_sizes)
     return times
 
 
@@ -70,7 +69,10 @@ def main(argv=None):
     tv, ours = build_pair(num_classes=91, dtype=np.float32, min_size=args.size, max_size=1333, image=image)
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
-    def run_ours():
+    def run_ours():  # predict never records the autograd tape: no no_grad() needed
+        return ours([image])
+
+    def run_ours_inside_no_grad():  # the same call as a cautious user might write it
         with no_grad():
             return ours([image])
 
@@ -78,12 +80,14 @@ def main(argv=None):
         with torch.no_grad():
             return tv([x])
 
-    t_ours, t_torch = best_times((run_ours, run_torch), args.repeats)
+    t_ours, t_no_grad, t_torch = best_times((run_ours, run_ours_inside_no_grad, run_torch), args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}")
     print(f"Mask R-CNN ResNet-50-FPN inference, 1 image 3x{args.size}x{args.size} float32, best of {args.repeats}; "
           f"{len(run_ours()[0]['boxes'])} detections")
     print(f"{'mrcnn_np':>12s} {'torchvision':>12s} {'ratio':>7s}")
     print(f"{t_ours:11.3f}s {t_torch:11.3f}s {t_ours / t_torch:6.2f}x")
+    print(f"model([image]) / the same call inside no_grad(): {t_ours / t_no_grad:.3f} "
+          f"({t_no_grad:.3f}s inside no_grad)")
     print("mrcnn_np per stage (one run; 'full predict (again)' re-runs box+mask heads with postprocess):")
     for name, t in stage_times(ours, image).items():
         print(f"  {name:22s} {t:7.3f}s")

@@ -2,7 +2,7 @@
 
 The tiny configuration in float32 as ``mrcnn-np demo`` trains it: a batch of generated shapes
 images (default 4 images of 128x128, min_size = max_size = the image size), torchvision's twin
-of the configuration with the same weights (:func:`mrcnn_np.verify.twin_pair`), both optimisers
+of the configuration with the same weights (:func:`mrcnn_np.reference.twins.twin_pair`), both optimisers
 from the same recipe, the same batch. Sampling is not replayed: each library draws its own
 anchors and RoIs (the same numbers of them). Prints best-of-N wall times (calls interleaved),
 the ratio mrcnn_np / torchvision, and each library's iteration split into forward (the losses),
@@ -25,8 +25,9 @@ import torch
 from mrcnn_np import Tensor
 from mrcnn_np.config import tiny
 from mrcnn_np.data import DataLoader, shapes_dataset
+from mrcnn_np.reference.training import torchvision_optimizer, torchvision_train_step
+from mrcnn_np.reference.twins import targets_to_torch, to_torch, twin_pair
 from mrcnn_np.train import TrainRecipe, make_optimizer, train_step
-from mrcnn_np.verify import targets_to_torch, to_torch, torchvision_optimizer, torchvision_train_step, twin_pair
 
 sys.path.insert(0, str(Path(__file__).parent))
 from timing import best_times  # noqa: E402

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import as_array, get_array_module
 
 _GRAD_ENABLED = True
 
@@ -124,7 +124,7 @@ class Tensor:
                     f"grad can be omitted only for a one-element tensor, not shape {self.shape}"
                 )
             grad = xp.ones_like(self.data)
-        grad = _data(grad)
+        grad = as_array(grad)
         if grad.shape != self.shape:
             raise ValueError(f"grad shape {grad.shape} != tensor shape {self.shape}")
 
@@ -205,11 +205,6 @@ class Tensor:
         return log(self)
 
 
-def _data(x):
-    """The array of a Tensor, or ``x`` as an array."""
-    return x.data if isinstance(x, Tensor) else x
-
-
 def as_tensor(x) -> Tensor:
     """``x`` itself if it is a Tensor, else a constant Tensor around it."""
     return x if isinstance(x, Tensor) else Tensor(x)
@@ -262,7 +257,7 @@ def unbroadcast(grad, shape: tuple[int, ...]):
 
 # --- element-wise arithmetic (broadcasting like NumPy) ---------------------------------
 def add(a, b) -> Tensor:
-    a_, b_ = _data(a), _data(b)
+    a_, b_ = as_array(a), as_array(b)
     return apply(
         a_ + b_,
         (a, b),
@@ -271,7 +266,7 @@ def add(a, b) -> Tensor:
 
 
 def sub(a, b) -> Tensor:
-    a_, b_ = _data(a), _data(b)
+    a_, b_ = as_array(a), as_array(b)
     return apply(
         a_ - b_,
         (a, b),
@@ -280,7 +275,7 @@ def sub(a, b) -> Tensor:
 
 
 def mul(a, b) -> Tensor:
-    a_, b_ = _data(a), _data(b)
+    a_, b_ = as_array(a), as_array(b)
     return apply(
         a_ * b_,
         (a, b),
@@ -292,7 +287,7 @@ def mul(a, b) -> Tensor:
 
 
 def div(a, b) -> Tensor:
-    a_, b_ = _data(a), _data(b)
+    a_, b_ = as_array(a), as_array(b)
     out = a_ / b_
     return apply(
         out,
@@ -306,26 +301,26 @@ def div(a, b) -> Tensor:
 
 def power(a, exponent: float) -> Tensor:
     """``a ** exponent`` for a constant (non-Tensor) exponent."""
-    a_ = _data(a)
+    a_ = as_array(a)
     return apply(a_**exponent, (a,), lambda g: (g * exponent * a_ ** (exponent - 1),))
 
 
 def exp(a) -> Tensor:
     xp = get_array_module(a)
-    out = xp.exp(_data(a))
+    out = xp.exp(as_array(a))
     return apply(out, (a,), lambda g: (g * out,))
 
 
 def log(a) -> Tensor:
     xp = get_array_module(a)
-    a_ = _data(a)
+    a_ = as_array(a)
     return apply(xp.log(a_), (a,), lambda g: (g / a_,))
 
 
 def matmul(a, b) -> Tensor:
     """Matrix product of 2-D (or batched, broadcast) operands."""
     xp = get_array_module(a, b)
-    a_, b_ = _data(a), _data(b)
+    a_, b_ = as_array(a), as_array(b)
     if a_.ndim < 2 or b_.ndim < 2:
         raise ValueError(f"matmul needs operands of ndim >= 2, got {a_.shape} and {b_.shape}")
     return apply(
@@ -340,7 +335,7 @@ def matmul(a, b) -> Tensor:
 
 # --- shape operations ------------------------------------------------------------------
 def reshape(a, shape) -> Tensor:
-    a_ = _data(a)
+    a_ = as_array(a)
     return apply(a_.reshape(shape), (a,), lambda g: (g.reshape(a_.shape),))
 
 
@@ -349,13 +344,13 @@ def permute(a, axes) -> Tensor:
     xp = get_array_module(a)
     axes = tuple(axes)
     inverse = tuple(int(i) for i in np.argsort(axes))
-    return apply(xp.transpose(_data(a), axes), (a,), lambda g: (xp.transpose(g, inverse),))
+    return apply(xp.transpose(as_array(a), axes), (a,), lambda g: (xp.transpose(g, inverse),))
 
 
 def concat(tensors: Sequence, axis: int = 0) -> Tensor:
     """Join along an existing axis (``torch.cat``)."""
     xp = get_array_module(*tensors)
-    arrays = [_data(t) for t in tensors]
+    arrays = [as_array(t) for t in tensors]
     bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
     return apply(
         xp.concatenate(arrays, axis=axis),
@@ -367,7 +362,7 @@ def concat(tensors: Sequence, axis: int = 0) -> Tensor:
 def stack(tensors: Sequence, axis: int = 0) -> Tensor:
     """Join along a new axis (``torch.stack``)."""
     xp = get_array_module(*tensors)
-    arrays = [_data(t) for t in tensors]
+    arrays = [as_array(t) for t in tensors]
     return apply(
         xp.stack(arrays, axis=axis),
         tuple(tensors),
@@ -384,8 +379,8 @@ def _is_advanced(index) -> bool:
 def getitem(a, index) -> Tensor:
     """``a[index]`` with NumPy indexing; repeated indices accumulate their gradients."""
     xp = get_array_module(a)
-    a_ = _data(a)
-    index = tuple(_data(i) for i in index) if isinstance(index, tuple) else _data(index)
+    a_ = as_array(a)
+    index = tuple(as_array(i) for i in index) if isinstance(index, tuple) else as_array(index)
 
     def backward(g):
         full = xp.zeros_like(a_)
@@ -411,7 +406,7 @@ def _expand_reduced(g, shape, axis, keepdims):
 
 
 def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 (mirrors torch.sum)
-    a_ = _data(a)
+    a_ = as_array(a)
     return apply(
         a_.sum(axis=axis, keepdims=keepdims),
         (a,),
@@ -420,7 +415,7 @@ def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 (mirrors 
 
 
 def mean(a, axis=None, keepdims: bool = False) -> Tensor:
-    a_ = _data(a)
+    a_ = as_array(a)
     out = a_.mean(axis=axis, keepdims=keepdims)
     count = a_.size // max(out.size, 1) if a_.size else 0
     return apply(

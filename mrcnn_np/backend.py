@@ -7,19 +7,21 @@ on both. CuPy is optional: importing :mod:`mrcnn_np` never imports it, and nothi
 needs a GPU.
 
 Hot kernels (NMS, IoU, RoIAlign, ...) exist in several implementations selected with an
-``impl`` argument:
+``impl`` argument, resolved against each op's :class:`KernelTable`:
 
 ``"numpy"``  the readable reference, the specification;
 ``"numba"``  a compiled CPU kernel (numba ``@njit``);
 ``"cuda"``   a numba.cuda GPU kernel (runs in the CUDA simulator where no GPU exists);
-``"auto"``   ``"cuda"`` for CuPy arrays, otherwise ``"numba"`` when numba imports,
-             otherwise ``"numpy"``.
+``"auto"``   ``"cuda"`` for CuPy arrays, otherwise ``"numba"`` -- where the op has that
+             kernel and numba imports; otherwise ``"numpy"``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
 
@@ -68,13 +70,15 @@ def get_array_module(*arrays) -> ModuleType:
 
     Tensors of :mod:`mrcnn_np.autograd` are looked through to their ``.data``.
     """
-    if any(is_cupy_array(_unwrap(a)) for a in arrays):
+    if any(is_cupy_array(as_array(a)) for a in arrays):
         return _cupy()
     return np
 
 
-def _unwrap(x):
-    """The array inside an autograd Tensor, or ``x`` itself."""
+def as_array(x):
+    """The array inside an autograd Tensor, or ``x`` itself (an array, a number, None).
+
+    The one way library code looks through a Tensor to its data; it never copies."""
     return x.data if getattr(x, "_is_tensor", False) else x
 
 
@@ -106,28 +110,57 @@ def to_device(x, device: str = "cpu"):
 
 def device_of(x) -> str:
     """``"cuda"`` for a CuPy array, ``"cpu"`` otherwise."""
-    return "cuda" if is_cupy_array(_unwrap(x)) else "cpu"
+    return "cuda" if is_cupy_array(as_array(x)) else "cpu"
 
 
-def resolve_impl(impl: str, *arrays) -> str:
-    """Turn an ``impl`` argument into a concrete one: ``"numpy"``, ``"numba"`` or ``"cuda"``.
+@dataclass(frozen=True)
+class KernelTable:
+    """One op's table of implementations, and the one place an ``impl`` argument is resolved.
 
-    ``"auto"`` picks ``"cuda"`` for CuPy inputs, else ``"numba"`` if available, else
-    ``"numpy"``. An explicit choice is checked: ``"numba"`` on CuPy arrays is refused
-    (it would silently copy to the host), and so is ``"cuda"`` without numba.
+    ``numpy`` is the reference implementation itself; ``numba`` and ``cuda`` (where the op
+    has them) are *loaders*: functions of no arguments that import the kernel module and
+    return the implementation, so that numba is imported on first use, not with mrcnn_np.
+    An implementation is what the op calls: a function, or for a differentiable op a
+    ``(forward, backward)`` pair. ::
+
+        NMS = KernelTable("nms", numpy=nms_numpy, numba=lambda: _kernels().nms_numba)
+        keep = NMS.select(impl, boxes, scores)(boxes, scores, iou_threshold)
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    on_gpu = any(is_cupy_array(_unwrap(a)) for a in arrays)
-    if impl == "auto":
-        if on_gpu:
-            return "cuda"
-        return "numba" if numba_available() else "numpy"
-    if impl == "numba":
-        if on_gpu:
-            raise ValueError("impl='numba' runs on host arrays; got CuPy arrays (use 'cuda')")
-        if not numba_available():
-            raise RuntimeError("impl='numba' needs numba installed")
-    if impl == "cuda" and not numba_available():
-        raise RuntimeError("impl='cuda' needs numba (numba.cuda) installed")
-    return impl
+
+    op: str
+    numpy: object
+    numba: Callable[[], object] | None = None
+    cuda: Callable[[], object] | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The implementations this op has, e.g. ``("numpy", "numba", "cuda")``."""
+        return tuple(name for name in IMPLS[1:] if getattr(self, name) is not None)
+
+    def resolve(self, impl: str, *arrays) -> str:
+        """Turn ``impl`` into one of :attr:`names` for these ``arrays``.
+
+        ``"auto"`` picks ``"cuda"`` for CuPy arrays, else ``"numba"`` when numba imports, else
+        ``"numpy"`` (the NumPy reference runs on either array module); an implementation the
+        op lacks is skipped. An explicit choice is checked: one the op lacks is a ValueError
+        naming the ones it has, ``"numba"`` on CuPy arrays is refused (it would silently copy
+        to the host), and ``"numba"`` / ``"cuda"`` without numba is a RuntimeError.
+        """
+        if impl not in IMPLS:
+            raise ValueError(f"{self.op}: impl must be one of {IMPLS}, got {impl!r}")
+        on_gpu = any(is_cupy_array(as_array(a)) for a in arrays)
+        if impl == "auto":
+            best = "cuda" if on_gpu else "numba"
+            return best if best in self.names and numba_available() else "numpy"
+        if impl not in self.names:
+            raise ValueError(f"{self.op} has no impl={impl!r}; it has {self.names} (or 'auto')")
+        if impl == "numba" and on_gpu:
+            raise ValueError(f"{self.op}: impl='numba' runs on host arrays; got CuPy arrays (use 'cuda' or 'numpy')")
+        if impl != "numpy" and not numba_available():
+            raise RuntimeError(f"{self.op}: impl={impl!r} needs numba installed")
+        return impl
+
+    def select(self, impl: str, *arrays):
+        """The implementation to call for ``impl`` on ``arrays`` (see :meth:`resolve`)."""
+        name = self.resolve(impl, *arrays)
+        return self.numpy if name == "numpy" else getattr(self, name)()

@@ -225,7 +225,6 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from .autograd import no_grad
     from .convert import load_model, read_metadata
     from .data.coco import read_image
     from .viz import draw_instances
@@ -237,8 +236,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     names = args.classes or json.loads(read_metadata(args.weights).get("classes", "null"))
-    with no_grad():
-        out = model([image])[0]
+    out = model([image])[0]
     keep = out["scores"] >= args.score_thresh
     for box, label, score in zip(out["boxes"][keep], out["labels"][keep], out["scores"][keep], strict=True):
         name = names[label] if names else str(label)
@@ -323,7 +321,6 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-# --- the parser --------------------------------------------------------------------------
 # --- verify -------------------------------------------------------------------------------
 def _add_verify(subparsers) -> None:
     p = subparsers.add_parser(

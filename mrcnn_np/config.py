@@ -44,6 +44,11 @@ class MaskRCNNConfig:
     rpn_batch_size_per_image: int = 256
     rpn_positive_fraction: float = 0.5
     rpn_score_thresh: float = 0.0
+    # RoI poolers (faster_rcnn.py / mask_rcnn.py: MultiScaleRoIAlign(["0", "1", "2", "3"], 7 | 14, 2))
+    roi_featmap_names: tuple = ("0", "1", "2", "3")  # P2..P5; P6 ("pool") feeds only the RPN
+    box_roi_output_size: int = 7
+    mask_roi_output_size: int = 14
+    roi_sampling_ratio: int = 2
     # box branch (faster_rcnn.py: box_* defaults; TwoMLPHead with 1024 units)
     representation_size: int = 1024
     box_score_thresh: float = 0.05

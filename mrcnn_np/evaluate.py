@@ -118,12 +118,11 @@ def evaluate_model(model, dataset, iou_types=("bbox", "segm"), batch_size: int =
 
     Returns ``(metrics, outputs)``: the numbers of :func:`coco_evaluate` and the model's
     outputs per image, in the dataset's order."""
-    from .autograd import no_grad
     from .progress import progress_bar
 
     model.eval()
     outputs = []
-    with no_grad(), progress_bar(progress, total=len(dataset), desc="evaluate") as bar:
+    with progress_bar(progress, total=len(dataset), desc="evaluate") as bar:
         for start in range(0, len(dataset), batch_size):
             images = [dataset.image(i) for i in range(start, min(start + batch_size, len(dataset)))]
             outputs += model(images)

@@ -8,6 +8,10 @@ fills in (``exercise.py``) and ``grader.py``, which defines
   an imported module and raises ``AssertionError`` with a readable message when a result is
   wrong; it may return a short note for the report (e.g. that torch was not installed).
 
+Next to it, ``mistakes.py`` may hold the chapter's classic mistakes, each declared once as a
+change to the reference solution (``exercises/solutions/NN_stage.py``) and a hint;
+:class:`Mistakes` recognises them in a learner's results (see there).
+
 :func:`grade` runs every task, each on its own (one failing never stops the others), and
 :func:`format_report` renders the results; ``mrcnn-np check NN`` does both. Only the
 standard library and NumPy are needed here; graders import whatever references they use.
@@ -15,13 +19,16 @@ standard library and NumPy are needed here; graders import whatever references t
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import itertools
 import re
 import sys
+import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,23 +239,15 @@ def shape_str(shape) -> str:
     return str(tuple(int(d) for d in shape))
 
 
-def assert_close(received, expected, what: str, rtol: float = 1e-10) -> None:
+def assert_close(received, expected, what: str, rtol: float = 1e-10, row: Callable | None = None) -> None:
     """Fail unless ``received`` has ``expected``'s shape and ``max|received - expected| <=
     rtol * max|expected|`` (``rtol`` absolute when ``expected`` is all zeros).
 
     ``what`` says what was compared, e.g. ``"im2col(x (2, 3, 7, 5), ...) vs mrcnn_np"``; the
-    message adds the shapes, or the largest error with its index and both values."""
+    message adds the shapes, or the largest error with its index and both values, and
+    ``row(i)`` of its index ``i`` along the first axis (e.g. the box of a mask)."""
     expected = np.asarray(expected, dtype=np.float64)
-    if received is None:
-        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected.shape)}, got None "
-                             "(a missing return?)")
-    try:
-        received = np.asarray(received, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected.shape)}, "
-                             f"got {type(received).__name__}") from None
-    if received.shape != expected.shape:
-        raise AssertionError(f"{what}:\nexpected shape {shape_str(expected.shape)}, got {shape_str(received.shape)}")
+    received = as_float_array(received, expected.shape, what)
     if expected.size == 0:
         return
     expected, received = np.atleast_1d(expected), np.atleast_1d(received)  # 0-d (scalar losses) too
@@ -265,6 +264,7 @@ def assert_close(received, expected, what: str, rtol: float = 1e-10) -> None:
         f"{what}: values differ\n"
         f"max abs error {error:.3g} at index {index}: expected {expected[worst]:.6g}, got {received[worst]:.6g} "
         f"(allowed {allowed:.1e} = {rtol:.0e} x max|expected|)"
+        + (f"\nthe largest error is in {row(index[0])}" if row else "")
     )
 
 
@@ -277,6 +277,38 @@ def torch_modules(*names):
     return (None, not_installed_note(" and ".join(missing))) if missing else (modules, None)
 
 
+def references(library, torch_names, torch_reference):
+    """``([library] + [torch_reference(*modules)], note)``: each reference a ``(name, expected)``, the
+    second only when torch and the modules ``torch_names`` are installed (else ``note`` says so)."""
+    modules, note = torch_modules(*torch_names)
+    return [library] + ([torch_reference(*modules)] if modules else []), note
+
+
+def for_each_case(cases: Callable, check_case: Callable) -> Callable[[ModuleType], str | None]:
+    """A task's check: ``check_case(module, *case)`` for each case of ``cases()``; returns the last note."""
+    def check(module):
+        note = None
+        for case in cases():
+            note = check_case(module, *case)
+        return note
+    return check
+
+
+def caller(*args, **kwargs) -> Callable:
+    """``call(function)``: ``function`` run on copies of these arguments, the learner's or a broken solution's."""
+    return lambda function: function(*copies(args), **copies(kwargs))
+
+
+def compare(got, refs, check, hint=None) -> None:
+    """``check(got, expected, name)`` (which raises AssertionError when ``got`` is wrong) for each
+    ``(name, expected)`` of ``refs``; a failure's message ends with ``hint(expected)`` unless it has a hint."""
+    for name, expected in refs:
+        try:
+            check(got, expected, name)
+        except AssertionError as error:
+            raise hinted(error, hint(expected) if hint and "\nhint: " not in str(error) else None) from None
+
+
 def hinted(error, hint):
     """``error`` (an AssertionError) with ``hint`` (a line, or None) added to its message."""
     return AssertionError(f"{error}\nhint: {hint}") if hint else error
@@ -287,16 +319,21 @@ def fmt_vector(values) -> str:
     return "[" + ", ".join(f"{float(v):.6g}" for v in np.asarray(values, dtype=np.float64).reshape(-1)) + "]"
 
 
-def as_float_array(received, expected_shape, what):
-    """``received`` as a float64 array of ``expected_shape``, or a readable AssertionError."""
+def as_array(received, expected_shape, what, kind="an array", dtype=None):
+    """``received`` as a NumPy array of any shape, or an AssertionError naming ``kind`` and ``expected_shape``."""
     if received is None:
-        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected_shape)}, got None "
+        raise AssertionError(f"{what}:\nexpected {kind} of shape {shape_str(expected_shape)}, got None "
                              "(a missing return?)")
     try:
-        received = np.asarray(received, dtype=np.float64)
+        return np.asarray(received, dtype=dtype)
     except (TypeError, ValueError):
-        raise AssertionError(f"{what}:\nexpected an array of shape {shape_str(expected_shape)}, "
+        raise AssertionError(f"{what}:\nexpected {kind} of shape {shape_str(expected_shape)}, "
                              f"got {type(received).__name__}") from None
+
+
+def as_float_array(received, expected_shape, what):
+    """``received`` as a float64 array of ``expected_shape``, or a readable AssertionError."""
+    received = as_array(received, expected_shape, what, dtype=np.float64)
     if received.shape != tuple(expected_shape):
         raise AssertionError(f"{what}:\nexpected shape {shape_str(expected_shape)}, got {shape_str(received.shape)}")
     return received
@@ -318,3 +355,133 @@ def call_learner(ex, fn, args, what, hint=None, kwargs=None):
             f": {frame.line.strip()}" if frame.line else "")
         error = AssertionError(f"{what}:\nraised {type(exc).__name__}: {exc}\n  at {where}")
         raise hinted(error, hint(exc) if hint else None) from None
+
+
+def copies(value):
+    """``value`` with every array in it copied (in tuples, lists and dicts too): what a learner's
+    function receives, so that it cannot change the grader's."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, dict):
+        return {k: copies(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(copies(v) for v in value)
+    return value
+
+
+def as_tuple(got, length: int, what: str, names: str):
+    """``got`` when it is a tuple (or list) of ``length`` results, else an AssertionError naming ``names``."""
+    if not isinstance(got, (tuple, list)) or len(got) != length:
+        size = f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
+        raise AssertionError(f"{what}:\nexpected a tuple {names}, got {type(got).__name__}{size}")
+    return got
+
+
+def assert_close_scalar(received, expected: float, what: str, rtol: float = 1e-10) -> None:
+    """Fail unless ``received`` is one number (a float or a 0-d array) within ``rtol`` of
+    ``expected`` (absolutely, when it is 0)."""
+    if received is None:
+        raise AssertionError(f"{what}:\nexpected a float, got None (a missing return?)")
+    try:
+        value = np.asarray(received, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{what}:\nexpected a float, got {type(received).__name__}") from None
+    if value.shape != ():
+        raise AssertionError(f"{what}:\nexpected a float (one number), got an array of shape {shape_str(value.shape)}")
+    value = float(value)
+    allowed = rtol * abs(expected) if expected != 0 else rtol
+    if not abs(value - expected) <= allowed:  # NaN fails
+        raise AssertionError(f"{what}: values differ\nexpected {expected:.10g}, got {value:.10g} "
+                             f"(abs error {abs(value - expected):.3g}, allowed {allowed:.1e})")
+
+
+def wrong_on(function: Callable, cases) -> tuple | None:
+    """The first ``args`` of ``cases`` ((args, expected) pairs) on which ``function(*args)`` is not
+    ``expected``, or None: e.g. the learner's helper that a later task calls. A crash counts as
+    not written yet (None)."""
+    try:
+        for args, expected in cases:
+            if not matches(function(*copies(args)), expected):
+                return args
+    except Exception:
+        return None
+    return None
+
+
+# --- mistakes: each declared once, recognised by running it ---------------------------------------
+@dataclass(frozen=True)
+class Mistake:
+    """A classic mistake in ``task``: the reference solution with ``changes`` made, each an
+    (old text, new text) pair, is that mistake; ``hint`` is said to a learner who returns what it returns."""
+
+    task: str
+    name: str
+    changes: tuple[tuple[str, str], ...]
+    hint: str
+
+
+def apply_changes(source: str, changes) -> str:
+    """``source`` with each (old, new) change made; each ``old`` must occur exactly once."""
+    for old, new in changes:
+        count = source.count(old)
+        if count != 1:
+            raise ValueError(f"the solution holds {old!r} {count} times, not once")
+        source = source.replace(old, new)
+    return source
+
+
+@functools.cache
+def broken_solution(solution: Path, changes: tuple[tuple[str, str], ...]) -> ModuleType:
+    """The solution with ``changes`` made, imported as a module (once per change)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "broken_solution.py"
+        path.write_text(apply_changes(solution.read_text(), changes))
+        return load_module(path)
+
+
+def matches(a, b, rtol: float = 1e-9) -> bool:
+    """Whether two results are the same: two tuples item by item, arrays of one shape within ``rtol``
+    (NaN where the other has NaN)."""
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(matches(x, y, rtol) for x, y in zip(a, b, strict=True))
+    try:
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=1e-12, equal_nan=True))
+
+
+class Mistakes:
+    """A chapter's table of mistakes (``MISTAKES`` in the ``mistakes.py`` next to ``grader_file``:
+    ``{task: [(name, [(old, new), ...], hint), ...]}``) and the grader's way to recognise one."""
+
+    def __init__(self, grader_file: str | Path):
+        chapter = Path(grader_file).resolve().parent
+        table = load_module(chapter / "mistakes.py").MISTAKES
+        self.solution = chapter.parent / "solutions" / f"{chapter.name}.py"
+        self.by_task = {task: [Mistake(task, name, tuple(map(tuple, changes)), hint) for name, changes, hint in rows]
+                        for task, rows in table.items()}
+
+    def __iter__(self):
+        return itertools.chain.from_iterable(self.by_task.values())
+
+    def hint(self, task: str, got, expected, call: Callable, parts: Callable | None = None,
+             rtol: float = 1e-9) -> str | None:
+        """The hint of the first mistake of ``task`` whose broken solution returns ``got`` where
+        the solution returns ``expected``: ``call(function)`` runs the broken solution's function
+        ``task`` on the case. ``parts(result)`` splits a result into parts that are recognised
+        each on its own (e.g. the x and the y coordinates, when they are computed apart); ``rtol``
+        how close to the broken solution's result is the same."""
+        parts = parts or (lambda result: [result])
+        for mistake in self.by_task.get(task, []):
+            try:
+                function = getattr(broken_solution(self.solution, mistake.changes), task)
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")
+                    result = call(function)
+                if any(matches(g, r, rtol) and not matches(r, e, rtol) for g, r, e in zip(
+                        parts(got), parts(result), parts(expected), strict=True)):
+                    return mistake.hint
+            except Exception:  # the mistake crashes on this case, or a part does not apply to ``got``
+                continue
+        return None

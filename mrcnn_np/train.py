@@ -130,22 +130,27 @@ def make_optimizer(model, recipe: TrainRecipe) -> tuple[SGD, WarmupMultiStepLR]:
 
 
 def train_step(model, optimizer: SGD, images: list, targets: list, rng=None, sampled=None,
-               iteration: int = 0) -> dict:
-    """One SGD step on one batch; returns the losses as floats (and ``"loss"``, their sum).
+               iteration: int = 0, return_sampled: bool = False):
+    """One SGD step on one batch; returns the losses as floats (and ``"loss"``, their sum), or
+    ``(losses, sampled)`` with ``return_sampled`` (the anchors and RoIs drawn, as
+    :meth:`MaskRCNN.loss` returns them).
 
-    ``rng`` draws the sampled anchors and RoIs, or ``sampled`` replays given ones (see
-    :meth:`MaskRCNN.loss`). Raises :class:`NonFiniteLossError` (naming ``iteration``) before
-    touching the weights when a loss is NaN or infinite.
+    ``rng`` draws the sampled anchors and RoIs (default: the model's own Generator), or
+    ``sampled`` replays given ones. Raises :class:`NonFiniteLossError` (naming ``iteration``)
+    before touching the weights when a loss is NaN or infinite.
     """
     optimizer.zero_grad()
-    losses = model.loss(images, targets, rng=rng, sampled=sampled)
+    losses = model.loss(images, targets, rng=rng, sampled=sampled, return_sampled=return_sampled)
+    if return_sampled:
+        losses, drawn = losses
     values = {k: float(v.item()) for k, v in losses.items()}
     if not all(math.isfinite(v) for v in values.values()):
         raise NonFiniteLossError(iteration, values)
     total = sum(losses.values(), Tensor(np.zeros((), dtype=model.dtype)))
     total.backward()
     optimizer.step()
-    return {"loss": float(total.item()), **values}
+    values = {"loss": float(total.item()), **values}
+    return (values, drawn) if return_sampled else values
 
 
 # --- the loop --------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from mrcnn_np.model.backbone import RESNET_LAYERS, ResNet, resnet_fpn_backbone
 from mrcnn_np.model.fpn import FeaturePyramidNetwork
 from mrcnn_np.nn import functional as F
 from mrcnn_np.nn.conv import im2col
+from mrcnn_np.reference import import_torch
 
 rng = np.random.default_rng(0)
 
@@ -414,16 +415,12 @@ plt.show()
 # `max |ours - torchvision| / max |torchvision|`.
 
 # %%
-try:
-    import torch
-    from torchvision.models.detection import backbone_utils
-except ImportError:
-    torch = None
-    print("torchvision is not installed; to run this check, install the reference "
-          "extra: pip install -e '.[reference]'")
+torch = import_torch()  # None, with how to install it, without the reference extra
 
 # %%
 if torch is not None:
+    from torchvision.models.detection import backbone_utils
+
     from mrcnn_np.convert import load_torchvision_state_dict
 
     torch.manual_seed(0)

@@ -52,6 +52,7 @@ from mrcnn_np.ops.box_coder import BBOX_XFORM_CLIP, BoxCoder
 from mrcnn_np.ops.matcher import Matcher
 from mrcnn_np.ops.nms import nms_numpy
 from mrcnn_np.ops.sampler import BalancedPositiveNegativeSampler
+from mrcnn_np.reference import import_torch
 
 path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
 image = plt.imread(path)[:576]  # (600, 512, 3) -> (576, 512, 3): both sides multiples of 32
@@ -98,7 +99,8 @@ def label_box(ax, box, text, colour, where="tl", fontsize=8):
 # wide box, 2 a tall one.
 
 # %%
-generator = AnchorGenerator()  # torchvision's defaults for maskrcnn_resnet50_fpn
+generator = AnchorGenerator(sizes=((32,), (64,), (128,), (256,), (512,)),  # maskrcnn_resnet50_fpn's
+                            aspect_ratios=((0.5, 1.0, 2.0),) * 5)
 print("sizes:", generator.sizes, " ratios:", generator.aspect_ratios[0])
 print("anchors per location:", generator.num_anchors_per_location())
 for level, sizes, cell in zip(LEVELS, generator.sizes, generator.cell_anchors, strict=True):
@@ -679,19 +681,15 @@ plt.show()
 # agree to float32 rounding.
 
 # %%
-try:
-    import torch
+torch = import_torch()  # None, with how to install it, without the reference extra
+
+# %%
+if torch is not None:
     import torchvision
     from torchvision.models.detection import _utils as det_utils
     from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchAnchorGenerator
     from torchvision.models.detection.image_list import ImageList
-except ImportError:
-    torch = None
-    print("torchvision is not installed; to run this check, install the reference "
-          "extra: pip install -e '.[reference]'")
 
-# %%
-if torch is not None:
     theirs_generator = TorchAnchorGenerator(sizes=generator.sizes, aspect_ratios=generator.aspect_ratios)
     for height, width in [(H, W), (544, 512), (800, 1088)]:
         ours_maps = list(feature_maps(height, width).values())

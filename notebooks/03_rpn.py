@@ -46,6 +46,7 @@ from matplotlib import cbook, patches
 
 import mrcnn_np
 from mrcnn_np import Tensor, nn
+from mrcnn_np.config import MaskRCNNConfig
 from mrcnn_np.data.shapes import shapes_dataset
 from mrcnn_np.demo import DemoSettings
 from mrcnn_np.model.anchors import AnchorGenerator
@@ -61,6 +62,7 @@ from mrcnn_np.nn import functional as F
 from mrcnn_np.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from mrcnn_np.ops.box_coder import BoxCoder
 from mrcnn_np.pretrained import shapes_model
+from mrcnn_np.reference import import_torch
 
 # %% [markdown]
 # ## 3.1 A photograph, its feature pyramid and three objects
@@ -108,7 +110,8 @@ for name, f in zip(level_names, maps, strict=True):
 # parameter names are torchvision's state-dict keys.
 
 # %%
-anchor_generator = AnchorGenerator()  # sizes 32, 64, 128, 256, 512 on P2 ... P6; ratios 0.5, 1, 2
+config = MaskRCNNConfig()  # torchvision's maskrcnn_resnet50_fpn settings
+anchor_generator = AnchorGenerator.from_config(config)  # sizes 32, 64, 128, 256, 512 on P2 ... P6; ratios 0.5, 1, 2
 A = anchor_generator.num_anchors_per_location()[0]  # 3
 head = RPNHead(backbone.out_channels, A, rng=0)
 print(head)
@@ -295,7 +298,7 @@ for level, (name, lg) in enumerate(zip(level_names, logits, strict=True)):
 # right by a tenth of its width, made 1.5 times as wide and half as high.
 
 # %%
-rpn = RegionProposalNetwork(anchor_generator, head)  # torchvision's defaults
+rpn = RegionProposalNetwork.from_config(config, anchor_generator=anchor_generator, head=head)  # torchvision's settings
 coder = rpn.box_coder
 anchor = np.array([[100, 100, 228, 228]], dtype=np.float32)  # (1, 4), centre (164, 164)
 delta = np.array([[0.1, 0.0, np.log(1.5), np.log(0.5)]], dtype=np.float32)  # (1, 4)
@@ -318,11 +321,12 @@ outside = (proposals[:, :2] < 0).any(axis=1) | (proposals[:, 2] > W) | (proposal
 print(f"boxes reaching outside the image: {outside.mean():.1%}")
 
 # %% [markdown]
-# What `predict` makes of them after the selection of section 3.8 (best first):
+# What `predict` makes of them after the selection of section 3.8 (best first). `predict` is
+# inference: it never records the autograd tape, so it needs no `mrcnn_np.no_grad()` around it
+# (the backbone and the head called on their own above do).
 
 # %%
-with mrcnn_np.no_grad():
-    random_boxes, random_scores = rpn.predict((H, W), [(H, W)], features)  # per image (P, 4), (P,)
+random_boxes, random_scores = rpn.predict((H, W), [(H, W)], features)  # per image (P, 4), (P,)
 print(f"{len(random_boxes[0])} proposals, probabilities from {random_scores[0][0]:.3f} "
       f"down to {random_scores[0][-1]:.3f}")
 
@@ -457,7 +461,7 @@ plt.show()
 
 # %% [markdown]
 # The negatives are drawn uniformly from all negative anchors, so three quarters of them come
-# from P2, like the anchors themselves. The two losses, as `train_step` computes them:
+# from P2, like the anchors themselves. The two losses, as `loss` computes them:
 #
 # - **objectness**: binary cross-entropy with logits, averaged over the 256 sampled anchors
 #   (target 1 for the positives, 0 for the negatives);
@@ -465,13 +469,14 @@ plt.show()
 #   targets, over the sampled *positives* only, summed over the anchors and the 4 components
 #   and divided by the number *sampled* (256), not by the number of positives.
 #
-# `train_step(..., sampled=(pos_masks, neg_masks))` reproduces this draw (pass `rng=` instead
-# to let it draw). It also returns the training-mode proposals, which are not used here.
+# `loss(..., sampled=(pos_masks, neg_masks))` reproduces this draw (pass `rng=` instead to let
+# it draw; one of the two is required). It returns the training-mode proposals and their
+# scores, the losses, and the draw it used, here the one given. Only the losses are used here;
+# `no_grad()` keeps the tape of a loss nobody differentiates from being recorded.
 
 # %%
 with mrcnn_np.no_grad():
-    _, _, losses = rpn.train_step((H, W), [(H, W)], features, [gt_boxes],
-                                  sampled=(pos_masks, neg_masks))
+    _, _, losses, _ = rpn.loss((H, W), [(H, W)], features, [gt_boxes], sampled=(pos_masks, neg_masks))
 print({k: round(v.item(), 5) for k, v in losses.items()})
 
 z, t = objectness.data[sampled, 0], labels[sampled]  # logits and 0/1 targets of the sample
@@ -544,13 +549,12 @@ class SimulatedHead(nn.Module):
         return out_logits, out_deltas
 
 
-simulated = RegionProposalNetwork(anchor_generator,
-                                  SimulatedHead(anchor_generator, (H, W), gt_boxes))
+simulated = RegionProposalNetwork.from_config(config, anchor_generator=anchor_generator,
+                                              head=SimulatedHead(anchor_generator, (H, W), gt_boxes))
 sim_logits, sim_deltas = simulated.head(maps)
 sim_objectness, sim_box_deltas = concat_box_prediction_layers(sim_logits, sim_deltas)  # rows again
 with mrcnn_np.no_grad():
-    _, _, sim_losses = simulated.train_step((H, W), [(H, W)], features, [gt_boxes],
-                                            sampled=(pos_masks, neg_masks))
+    _, _, sim_losses, _ = simulated.loss((H, W), [(H, W)], features, [gt_boxes], sampled=(pos_masks, neg_masks))
 print("losses of the simulated head on the same sample:")
 print({k: round(v.item(), 5) for k, v in sim_losses.items()})
 
@@ -617,8 +621,7 @@ def print_counts(counts):
 counts, before_nms, final = select_step_by_step(sim_objectness.data, sim_box_deltas.data)
 final_boxes, final_scores, final_levels = final
 print_counts(counts)
-with mrcnn_np.no_grad():
-    pred_boxes, pred_scores = simulated.predict((H, W), [(H, W)], features)
+pred_boxes, pred_scores = simulated.predict((H, W), [(H, W)], features)
 print("the same boxes and scores as predict():",
       np.array_equal(pred_boxes[0], final_boxes) and np.array_equal(pred_scores[0], final_scores))
 
@@ -709,15 +712,15 @@ def recall_curve(boxes, n_max=1000, threshold=0.5):
 
 
 curves = {}
-with mrcnn_np.no_grad():
-    for label, regress in (("simulated head", True), ("simulated, no regression", False)):
-        runs = []
-        for seed in range(8):
-            head_s = SimulatedHead(anchor_generator, (H, W), gt_boxes, seed=seed, regress=regress)
-            boxes_s, _ = RegionProposalNetwork(anchor_generator, head_s).predict((H, W), [(H, W)], features)
-            runs.append(boxes_s[0])
-        curves[label] = {t: np.mean([recall_curve(b, threshold=t) for b in runs], axis=0)
-                         for t in (0.5, 0.7)}
+for label, regress in (("simulated head", True), ("simulated, no regression", False)):
+    runs = []
+    for seed in range(8):
+        head_s = SimulatedHead(anchor_generator, (H, W), gt_boxes, seed=seed, regress=regress)
+        rpn_s = RegionProposalNetwork.from_config(config, anchor_generator=anchor_generator, head=head_s)
+        boxes_s, _ = rpn_s.predict((H, W), [(H, W)], features)
+        runs.append(boxes_s[0])
+    curves[label] = {t: np.mean([recall_curve(b, threshold=t) for b in runs], axis=0)
+                     for t in (0.5, 0.7)}
 curves["random head"] = {t: recall_curve(random_boxes[0], threshold=t) for t in (0.5, 0.7)}
 print("                          recall at IoU 0.5      recall at IoU 0.7")
 print("proposals                    10   100  1000        10   100  1000")
@@ -798,9 +801,8 @@ draw_objectness(trained_logits, "Objectness logits of the TRAINED head on a held
 # ground-truth box); the figure shows the 10 best, and all of them.
 
 # %%
-with mrcnn_np.no_grad():
-    (trained_boxes,), (trained_scores,) = trained.rpn.predict(shapes_batch.tensors.shape[-2:],
-                                                              shapes_batch.image_sizes, shapes_features)
+(trained_boxes,), (trained_scores,) = trained.rpn.predict(shapes_batch.tensors.shape[-2:],
+                                                          shapes_batch.image_sizes, shapes_features)
 print(f"top {trained.rpn.pre_nms_top_n['testing']} per level, NMS {trained.rpn.nms_thresh}, "
       f"top {trained.rpn.post_nms_top_n['testing']}: {len(trained_boxes)} proposals, "
       f"probabilities {trained_scores[0]:.3f} down to {trained_scores[-1]:.3f}")
@@ -841,19 +843,15 @@ plt.show()
 # the table compares them box for box.
 
 # %%
-try:
-    import torch
+torch = import_torch()  # None, with how to install it, without the reference extra
+
+# %%
+if torch is not None:
     from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
     from torchvision.models.detection.image_list import ImageList
     from torchvision.models.detection.rpn import RegionProposalNetwork as TVRegionProposalNetwork
     from torchvision.models.detection.rpn import RPNHead as TVRPNHead
-except ImportError:
-    torch = None
-    print("torchvision is not installed; to run this check, install the reference "
-          "extra: pip install -e '.[reference]'")
 
-# %%
-if torch is not None:
     from mrcnn_np.convert import load_torchvision_state_dict
 
     torch.manual_seed(0)
@@ -864,14 +862,13 @@ if torch is not None:
         fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
         pre_nms_top_n=top_n, post_nms_top_n=top_n, nms_thresh=0.7,
     ).eval()
-    ours = RegionProposalNetwork(AnchorGenerator(), RPNHead(256, A))
+    ours = RegionProposalNetwork.from_config(config, head=RPNHead(256, A))
     print(load_torchvision_state_dict(ours, reference))
     images = ImageList(torch.zeros(1, 3, H, W), [(H, W)])  # only the sizes are read
     torch_features = {k: torch.from_numpy(np.asarray(v)) for k, v in features.items()}
     with torch.no_grad():
         (theirs,), _ = reference(images, torch_features)
-    with mrcnn_np.no_grad():
-        (boxes_ours,), (scores_ours,) = ours.predict((H, W), [(H, W)], features)
+    (boxes_ours,), (scores_ours,) = ours.predict((H, W), [(H, W)], features)
     theirs = theirs.numpy()
     print(f"proposals: ours {len(boxes_ours)}, torchvision {len(theirs)}")
     distance = np.abs(boxes_ours[:, None] - theirs[None]).max(axis=2)  # (P, P) largest coordinate gap
@@ -895,8 +892,7 @@ if torch is not None:
     with torch.no_grad():
         _, their_losses = reference(images, torch_features, [{"boxes": torch.from_numpy(gt_boxes)}])
     with mrcnn_np.no_grad():
-        _, _, our_losses = ours.train_step((H, W), [(H, W)], features, [gt_boxes],
-                                           sampled=(pos_masks, neg_masks))
+        _, _, our_losses, _ = ours.loss((H, W), [(H, W)], features, [gt_boxes], sampled=(pos_masks, neg_masks))
     for name, value in our_losses.items():
         print(f"{name:<17} ours {value.item():.6f}  torchvision {their_losses[name].item():.6f}  "
               f"relative difference {abs(value.item() / their_losses[name].item() - 1):.1e}")

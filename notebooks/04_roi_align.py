@@ -59,6 +59,7 @@ from mrcnn_np.model.backbone import resnet_fpn_backbone
 from mrcnn_np.ops.poolers import MultiScaleRoIAlign, infer_scale, level_of_boxes
 from mrcnn_np.ops.roi_align import axis_matrix, roi_align, sampling_plan
 from mrcnn_np.ops.roi_pool import roi_pool
+from mrcnn_np.reference import import_torch
 
 rng = np.random.default_rng(0)
 
@@ -719,16 +720,12 @@ plt.show()
 # `max |ours - torchvision| / max |torchvision|`, in float32.
 
 # %%
-try:
-    import torch
-    import torchvision
-except ImportError:
-    torch = None
-    print("torchvision is not installed; to run this check, install the reference "
-          "extra: pip install -e '.[reference]'")
+torch = import_torch()  # None, with how to install it, without the reference extra
 
 # %%
 if torch is not None:
+    import torchvision
+
     def relative_error(ours, theirs):
         theirs = theirs.numpy()
         return float(np.abs(ours - theirs).max() / np.abs(theirs).max())

@@ -67,6 +67,7 @@ from mrcnn_np.nn import functional as F
 from mrcnn_np.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from mrcnn_np.ops.box_coder import BoxCoder
 from mrcnn_np.pretrained import shapes_model
+from mrcnn_np.reference import import_torch
 
 # %% [markdown]
 # ## 5.1 A synthetic image, the model and stand-in proposals
@@ -507,8 +508,8 @@ for i, j in pairs[:4]:
 # the output. The boxes are meaningless.
 
 # %%
-with mrcnn_np.no_grad():
-    rpn_proposals, _ = model.rpn.predict(batch.tensors.shape[-2:], image_sizes, features)  # [(P, 4)]
+rpn_proposals, _ = model.rpn.predict(batch.tensors.shape[-2:], image_sizes, features)  # [(P, 4)]
+with mrcnn_np.no_grad():  # predict never records the tape; the layers called one by one do
     rnd_logits, rnd_deltas = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, rpn_proposals,
                                                                                     image_sizes)))
 rnd_counts, _, _ = postprocess_step_by_step(rnd_logits.data, rnd_deltas.data, rpn_proposals[0], (H, W))
@@ -758,13 +759,12 @@ plt.show()
 # computed above, for the flow only (section 5.9 runs them with trained weights):
 
 # %%
-with mrcnn_np.no_grad():
-    start = time.perf_counter()
-    (result,) = heads.predict(features, rpn_proposals, image_sizes)
-    masks28_random, boxes_random = result["masks"].copy(), result["boxes"].copy()  # before pasting
-    print("roi_heads.predict:", {k: v.shape for k, v in result.items()})
-    (out,) = model.transform.postprocess([result], image_sizes, [(H, W)])
-    elapsed = time.perf_counter() - start
+start = time.perf_counter()
+(result,) = heads.predict(features, rpn_proposals, image_sizes)  # no tape: no need for no_grad()
+masks28_random, boxes_random = result["masks"].copy(), result["boxes"].copy()  # before pasting
+print("roi_heads.predict:", {k: v.shape for k, v in result.items()})
+(out,) = model.transform.postprocess([result], image_sizes, [(H, W)])
+elapsed = time.perf_counter() - start
 print("transform.postprocess:", {k: v.shape for k, v in out.items()}, f"({elapsed:.1f} s for both)")
 print("scores", out["scores"][:3].round(4), "...; pasted masks: probabilities in",
       (round(float(out["masks"].min()), 3), round(float(out["masks"].max()), 3)), "(random weights: meaningless)")
@@ -842,7 +842,7 @@ plt.show()
 # First the training samples of the random model's heads on our stand-in proposals:
 
 # %%
-sampled_props, matched, sample_labels, _ = heads.select_training_samples(
+sampled_props, matched, sample_labels, _, _ = heads.select_training_samples(  # _, _: regression targets, the draw
     [proposals], [{"boxes": gt_boxes, "labels": gt_labels}], rng=0)
 pos = np.flatnonzero(sample_labels[0] > 0)
 print(f"{len(proposals)} proposals + {len(gt_boxes)} ground-truth boxes: {len(sampled_props[0])} sampled "
@@ -915,19 +915,22 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Finally the real training step of the random heads, for the flow: `RoIHeads.train_step`
-# samples, pools, runs both branches and returns the three losses of the second stage. With
+# Finally the training loss of the random heads, for the flow: `RoIHeads.loss` samples (with
+# `rng=`, or replays a draw given as `sampled=`), pools, runs both branches and returns the
+# three losses of the second stage and the RoIs it sampled. With
 # random weights every loss is large: the random backbone's activations are large, so the
 # logits and deltas are too, and the heads are confidently wrong (a mask head whose logits
 # were all near 0 would give `log 2 = 0.69`). Training brings them down.
 
 # %%
-with mrcnn_np.no_grad():
+with mrcnn_np.no_grad():  # the values only: no tape for backward
     start = time.perf_counter()
-    losses = heads.train_step(features, [proposals], image_sizes,
-                              [{"boxes": gt_boxes, "labels": gt_labels, "masks": gt_masks.astype(np.uint8)}], rng=0)
+    losses, (roi_pos, roi_neg) = heads.loss(
+        features, [proposals], image_sizes,
+        [{"boxes": gt_boxes, "labels": gt_labels, "masks": gt_masks.astype(np.uint8)}], rng=0)
     elapsed = time.perf_counter() - start
-print(f"train_step in {elapsed:.1f} s:", {k: round(v.item(), 4) for k, v in losses.items()})
+print(f"loss in {elapsed:.1f} s, on {int(roi_pos[0].sum())} positive and {int(roi_neg[0].sum())} negative RoIs:",
+      {k: round(v.item(), 4) for k, v in losses.items()})
 
 # %% [markdown]
 # ## 5.9 The heads of a trained model
@@ -1025,16 +1028,12 @@ plt.show()
 # box.
 
 # %%
-try:
-    import torch
-    from torchvision.models.detection import roi_heads as tv_roi_heads
-except ImportError:
-    torch = None
-    print("torchvision is not installed; to run this check, install the reference "
-          "extra: pip install -e '.[reference]'")
+torch = import_torch()  # None, with how to install it, without the reference extra
 
 # %%
 if torch is not None:
+    from torchvision.models.detection import roi_heads as tv_roi_heads
+
     def canonical(boxes, scores, labels):
         """Detections sorted by decreasing score, then label, then box: an order without ties."""
         order = np.lexsort((*boxes.T[::-1], labels, -scores))

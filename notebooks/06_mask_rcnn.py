@@ -70,7 +70,8 @@ from mrcnn_np.nn.optim import SGD
 from mrcnn_np.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from mrcnn_np.ops.poolers import level_of_boxes
 from mrcnn_np.pretrained import shapes_model
-from mrcnn_np.verify import sample_image
+from mrcnn_np.reference import import_torch
+from mrcnn_np.reference.twins import sample_image
 from mrcnn_np.viz import draw_instances
 
 # %% [markdown]
@@ -100,7 +101,10 @@ print(f"{'total':<26} {sum(p.size for p in model.parameters()):>12,}")
 #
 # `outputs = model([image, ...])` returns one dict per image with `boxes (D, 4)`, `labels (D,)`,
 # `scores (D,)` and `masks (D, 1, H, W)` in the image's own pixels. In evaluation mode, calling
-# the model is `MaskRCNN.predict`, six lines that chain the stages:
+# the model is `MaskRCNN.predict`, five lines that chain the stages. Its `@no_grad()` runs them
+# without the autograd tape whatever the caller does, so `model([image])` needs no
+# `with no_grad():` around it; the layers called one by one below are ordinary layers, which
+# record the tape unless told not to.
 
 # %%
 print(inspect.getsource(MaskRCNN.predict))
@@ -108,7 +112,7 @@ print(inspect.getsource(MaskRCNN.predict))
 # %% [markdown]
 # The rest of the chapter runs these lines one at a time on one photograph and looks at what
 # each returns; section 6.7 checks that the pieces give exactly what `model([image])` returns.
-# The photograph is chapter 1's, as `mrcnn_np.verify.sample_image` returns it: `(H, W, 3)`
+# The photograph is chapter 1's, as `mrcnn_np.reference.twins.sample_image` returns it: `(H, W, 3)`
 # floats in [0, 1].
 
 # %% [markdown]
@@ -247,9 +251,8 @@ plt.show()
 
 # %%
 start = time.perf_counter()
-with mrcnn_np.no_grad():
-    (proposals,), (objectness,) = model.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features)
-    (proposals_identity,), _ = model.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features_identity)
+(proposals,), (objectness,) = model.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features)
+(proposals_identity,), _ = model.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features_identity)
 print(f"rpn: {time.perf_counter() - start:.1f} s for both")
 n_anchors = sum(3 * f.shape[2] * f.shape[3] for f in features.values())  # 3 anchors per position
 print(f"anchors: {n_anchors:,} -> proposals: {proposals.shape}, objectness {objectness.min():.3f} to "
@@ -495,8 +498,7 @@ plt.show()
 
 # %%
 start = time.perf_counter()
-with mrcnn_np.no_grad():
-    outputs = model([image])[0]  # one dict per image
+outputs = model([image])[0]  # one dict per image
 print(f"model([image]): {time.perf_counter() - start:.1f} s")
 for key, value in outputs.items():
     print(f"{key:<7} {str(value.shape):<18} {value.dtype}")
@@ -509,7 +511,8 @@ assert all(same.values())
 # ## 6.8 Check against torchvision, stage by stage
 #
 # `mrcnn_np.verify.verify` (the command `mrcnn-np verify`) builds torchvision's
-# `maskrcnn_resnet50_fpn` with seeded random weights, calibrates its frozen norms on the
+# `maskrcnn_resnet50_fpn` with seeded random weights (with `mrcnn_np.reference.twins`, the
+# tooling the reference tests use too), calibrates its frozen norms on the
 # photograph as section 6.3 did (and randomises them a little, so that no norm is the identity),
 # loads the weights into a `MaskRCNN` and runs both on the photograph. Each library runs its own
 # chain end to end; only the box head is compared on the same input (torchvision's proposals),
@@ -518,13 +521,7 @@ assert all(same.values())
 # torchvision value. Here in float64, with the shorter side at 256 pixels to keep it quick.
 
 # %%
-try:
-    import torch
-    import torchvision  # noqa: F401
-except ImportError:
-    torch = None
-    print("torchvision is not installed; to run this check, install the reference "
-          "extra: pip install -e '.[reference]'")
+torch = import_torch()  # None, with how to install it, without the reference extra
 
 # %%
 if torch is not None:
@@ -609,17 +606,20 @@ plt.show()
 
 # %% [markdown]
 # In training mode the RPN keeps 300 / 200 proposals (the `"training"` entries), anchors and
-# proposals are matched to the ground truth and sampled, and the losses are computed; the
-# samples are drawn from a seeded generator (`rng`, default seed 0), so a call is reproducible.
+# proposals are matched to the ground truth and sampled, and the losses are computed. The
+# samples are drawn with `rng=`, here seed 0, so the call is reproducible (without it the model
+# draws from its own generator, `small.generator`, which moves on at every call).
+# `return_sampled=True` also returns the draw, `{"rpn": (pos_masks, neg_masks), "roi_heads":
+# (pos_masks, neg_masks)}`; passed back as `sampled=`, it would replay it.
 
 # %%
 small.train()
 start = time.perf_counter()
-losses = small(images, targets)  # {name: Tensor}, on the autograd tape
+losses, sampled = small(images, targets, rng=0, return_sampled=True)  # {name: Tensor}, on the autograd tape
 print(f"forward: {time.perf_counter() - start:.1f} s")
 for name, loss in losses.items():
     print(f"{name:<17} {loss.item():.4f}")
-(rpn_pos, rpn_neg), (roi_pos, roi_neg) = small.rpn.last_sampled, small.roi_heads.last_sampled
+(rpn_pos, rpn_neg), (roi_pos, roi_neg) = sampled["rpn"], sampled["roi_heads"]
 print(f"sampled anchors: {sum(int(m.sum()) for m in rpn_pos)} positive, {sum(int(m.sum()) for m in rpn_neg)} "
       f"negative; sampled RoIs: {sum(int(m.sum()) for m in roi_pos)} positive, "
       f"{sum(int(m.sum()) for m in roi_neg)} negative (both images)")
@@ -652,7 +652,7 @@ print(f"trainable parameters with a gradient: {sum(p.grad is not None for p in t
       f" ({sum(not p.requires_grad for p in small.parameters())} frozen)")
 optimizer = SGD(trainable, lr=0.02, momentum=0.9, weight_decay=1e-4)
 optimizer.step()
-after = small(images, targets)
+after = small(images, targets, rng=0)
 print(f"{'':<17} {'before':>8} {'after':>8}")
 for name in losses:
     print(f"{name:<17} {losses[name].item():8.4f} {after[name].item():8.4f}")
@@ -723,8 +723,7 @@ held_out = shapes_dataset(16, seed=1, **DemoSettings().data())  # the demo's hel
 shown_ids = range(12, 16)
 samples = [held_out[i] for i in shown_ids]  # [(image (128, 128, 3) uint8, target)]
 start = time.perf_counter()
-with mrcnn_np.no_grad():
-    predictions = trained([shape_image for shape_image, _ in samples])
+predictions = trained([shape_image for shape_image, _ in samples])
 print(f"model(4 images): {time.perf_counter() - start:.1f} s")
 for i, (_, target), out in zip(shown_ids, samples, predictions, strict=True):
     confident = np.flatnonzero(out["scores"] >= 0.5)  # the detections are sorted by decreasing score

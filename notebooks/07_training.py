@@ -72,6 +72,7 @@ from mrcnn_np.demo import DemoSettings
 from mrcnn_np.evaluate import STAT_NAMES, evaluate_model, to_coco_results
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.pretrained import SHAPES_WEIGHTS, shapes_model
+from mrcnn_np.reference import import_torch
 from mrcnn_np.train import TrainRecipe, make_optimizer, train
 from mrcnn_np.viz import draw_instances, plot_losses
 
@@ -481,8 +482,7 @@ print(f"the first batch norm's running statistics, no longer the initial 0 and 1
 test_set = shapes_dataset(40, seed=1, **DemoSettings().data())
 samples = [test_set[i] for i in range(6)]
 start = time.perf_counter()
-with mrcnn_np.no_grad():
-    predictions = trained([im for im, _ in samples])  # eval mode: one dict per image
+predictions = trained([im for im, _ in samples])  # eval mode: one dict per image, no autograd tape
 print(f"6 images in {time.perf_counter() - start:.2f} s; detections with score >= 0.5 per image:",
       [int((p["scores"] >= 0.5).sum()) for p in predictions])
 
@@ -788,13 +788,14 @@ plt.show()
 # The reference tests (`tests/reference/test_train.py`) check that three SGD steps of ours and
 # of torchvision with `torch.optim` give the same parameters, batch-norm statistics and losses.
 # Here is one such step, cheaply: the small configuration in float64 at 96 x 96.
-# `mrcnn_np.verify.twin_pair` builds torchvision's model of exactly our architecture with random
-# weights and loads them into ours; `torchvision_optimizer` and `torchvision_train_step` are
-# `torch.optim`'s twins of `make_optimizer` and `train_step`. Two details make the comparison
-# exact:
+# `mrcnn_np.reference.twins.twin_pair` builds torchvision's model of exactly our architecture
+# with random weights and loads them into ours; `torchvision_optimizer` and
+# `torchvision_train_step` (`mrcnn_np.reference.training`) are `torch.optim`'s twins of
+# `make_optimizer` and `train_step`. Two details make the comparison exact:
 #
-# - torchvision *samples* anchors and RoIs at random; its two samplers are replaced by functions
-#   that return the sample our step drew (`last_sampled`);
+# - torchvision *samples* anchors and RoIs at random; `train_step(..., return_sampled=True)`
+#   returns the sample our step drew, and `mrcnn_np.reference.sampling.replay_sampling` replaces
+#   torchvision's two samplers by functions that return it;
 # - torchvision builds the RPN's labels in float32 whatever the model's dtype, so its objectness
 #   loss has float32 precision; they are given the model's dtype here.
 #
@@ -802,25 +803,14 @@ plt.show()
 # scores, and `torch.topk` orders exact ties in its own way.
 
 # %%
-try:
-    import torch
-    import torchvision  # noqa: F401
-except ImportError:
-    torch = None
-    print("torchvision is not installed; to run this check, install the reference "
-          "extra: pip install -e '.[reference]'")
+torch = import_torch()  # None, with how to install it, without the reference extra
 
 # %%
 if torch is not None:
+    from mrcnn_np.reference.sampling import replay_sampling
+    from mrcnn_np.reference.training import torchvision_optimizer, torchvision_train_step
+    from mrcnn_np.reference.twins import targets_to_torch, to_torch, twin_pair
     from mrcnn_np.train import train_step
-    from mrcnn_np.verify import (
-        replay_sampling,
-        targets_to_torch,
-        to_torch,
-        torchvision_optimizer,
-        torchvision_train_step,
-        twin_pair,
-    )
 
     start = time.perf_counter()
     twin_config = tiny(num_classes=4, min_size=96, max_size=96, dtype=np.float64)
@@ -836,9 +826,9 @@ if torch is not None:
     tv_optimizer, _ = torchvision_optimizer(tv, one_step)
     ours.train()
     tv.train()
-    losses = train_step(ours, optimizer, images, targets, rng=0)
+    losses, sampled = train_step(ours, optimizer, images, targets, rng=0, return_sampled=True)
 
-    replay_sampling(tv, ours)  # torchvision's samplers return the anchors and RoIs ours drew; float64 RPN labels
+    replay_sampling(tv, sampled)  # torchvision's samplers return the anchors and RoIs ours drew; float64 RPN labels
     tv_losses = torchvision_train_step(tv, tv_optimizer, to_torch(images, np.float64), targets_to_torch(targets))
 
     print(f"{'':<17} {'mrcnn_np':>12} {'torchvision':>12} {'difference':>10}")

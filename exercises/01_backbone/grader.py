@@ -2,16 +2,20 @@
 
 Every task runs a few fixed random float64 cases (odd and non-square sizes, batch 2,
 strides 1 and 2, padding, 1x1 / 3x3 / 7x7 / non-square kernels) and compares with a
-relative tolerance of 1e-10 of the reference's largest value.
+relative tolerance of 1e-10 of the reference's largest value. When a result is one of the
+mistakes in ``mistakes.py``, the message ends with a hint.
 """
 
 import numpy as np
 
-from mrcnn_np.exercises import Task, assert_close, function, shape_str
-from mrcnn_np.exercises import torch_modules as _torch_modules
+from mrcnn_np.exercises import Mistakes, Task, caller, compare, for_each_case, function, references, shape_str
+from mrcnn_np.exercises import as_tuple as _as_tuple
+from mrcnn_np.exercises import assert_close as _assert_close
+from mrcnn_np.exercises import hinted as _hinted
 
 STUB = "exercise.py"
 RTOL = 1e-10
+MISTAKES = Mistakes(__file__)
 
 # (x shape, kernel (kh, kw), stride, padding)
 IM2COL_CASES = [
@@ -36,7 +40,6 @@ BOTTLENECK_CASES = [
     ((2, 8, 9, 6), 4, 2),
     ((1, 8, 5, 7), 4, 1),
 ]
-BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
 def _conv_case(x_shape, w_shape, with_bias, stride, padding):
@@ -44,75 +47,100 @@ def _conv_case(x_shape, w_shape, with_bias, stride, padding):
             f"stride={stride}, padding={padding}")
 
 
-# --- task (a) ----------------------------------------------------------------------------------
-def check_im2col(ex):
-    from mrcnn_np.nn.conv import im2col as reference
+def _close(got, expected, what):
+    _assert_close(got, expected, what, RTOL)
 
-    im2col = function(ex, "im2col")
+
+def _hint(task, got, call, parts=None):
+    """``hint(expected)`` for :func:`compare`: the hint of the mistake of ``task`` that ``got`` reproduces."""
+    return lambda expected: MISTAKES.hint(task, got, expected, call, parts)
+
+
+# --- task (a) ----------------------------------------------------------------------------------
+def _im2col_cases():
     rng = np.random.default_rng(1)
     for x_shape, kernel, stride, padding in IM2COL_CASES:
-        x = rng.standard_normal(x_shape)
-        case = f"im2col(x {shape_str(x_shape)}, kernel_size={kernel}, stride={stride}, padding={padding})"
-        got = im2col(x.copy(), kernel, stride, padding)
-        assert_close(got, reference(x, kernel, stride, padding), f"{case} vs mrcnn_np.nn.conv.im2col", RTOL)
-        modules, note = _torch_modules("torch")
-        if modules:
-            (torch,) = modules
-            expected = torch.nn.functional.unfold(torch.tensor(x), kernel, padding=padding, stride=stride)
-            assert_close(got, expected.numpy(), f"{case} vs torch.nn.functional.unfold", RTOL)
+        yield rng.standard_normal(x_shape), kernel, stride, padding
+
+
+def check_im2col(ex, x, kernel, stride, padding):
+    from mrcnn_np.nn.conv import im2col as reference
+
+    case = f"im2col(x {shape_str(x.shape)}, kernel_size={kernel}, stride={stride}, padding={padding})"
+    call = caller(x, kernel, stride, padding)
+    got = call(function(ex, "im2col"))
+    refs, note = references((f"{case} vs mrcnn_np.nn.conv.im2col", reference(x, kernel, stride, padding)), ("torch",),
+                            lambda torch: (f"{case} vs torch.nn.functional.unfold", torch.nn.functional.unfold(
+                                torch.tensor(x), kernel, padding=padding, stride=stride).numpy()))
+    compare(got, refs, _close, _hint("im2col", got, call))
     return note
 
 
 # --- task (b) ----------------------------------------------------------------------------------
-def check_conv2d_forward(ex):
-    from mrcnn_np.nn.functional import conv2d as reference
-
-    conv2d_forward = function(ex, "conv2d_forward")
+def _conv_cases():
+    """(x, weight, bias or None, stride, padding)."""
     rng = np.random.default_rng(2)
     for x_shape, w_shape, with_bias, stride, padding in CONV_CASES:
         x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-        b = rng.standard_normal(w_shape[0]) if with_bias else None
-        case = f"conv2d_forward({_conv_case(x_shape, w_shape, with_bias, stride, padding)})"
-        got = conv2d_forward(x.copy(), w.copy(), None if b is None else b.copy(), stride, padding)
-        expected = reference(x, w, b, stride, padding).data
-        assert_close(got, expected, f"{case} vs mrcnn_np.nn.functional.conv2d", RTOL)
-        modules, note = _torch_modules("torch")
-        if modules:
-            (torch,) = modules
-            t = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), None if b is None else torch.tensor(b),
-                                           stride=stride, padding=padding)
-            assert_close(got, t.numpy(), f"{case} vs torch.nn.functional.conv2d", RTOL)
+        yield x, w, rng.standard_normal(w_shape[0]) if with_bias else None, stride, padding
+
+
+def check_conv2d_forward(ex, x, w, b, stride, padding):
+    from mrcnn_np.nn.functional import conv2d as reference
+
+    case = f"conv2d_forward({_conv_case(x.shape, w.shape, b is not None, stride, padding)})"
+    call = caller(x, w, b, stride, padding)
+    got = call(function(ex, "conv2d_forward"))
+
+    def torch_conv(torch):
+        tensors = [None if a is None else torch.tensor(a) for a in (x, w, b)]
+        return f"{case} vs torch.nn.functional.conv2d", torch.nn.functional.conv2d(
+            *tensors, stride=stride, padding=padding).numpy()
+
+    refs, note = references((f"{case} vs mrcnn_np.nn.functional.conv2d", reference(x, w, b, stride, padding).data),
+                            ("torch",), torch_conv)
+    compare(got, refs, _close, _hint("conv2d_forward", got, call))
     return note
 
 
 # --- task (c) ----------------------------------------------------------------------------------
-def check_conv2d_backward(ex):
+def _backward_cases():
+    """(grad_out, x, weight, bias, stride, padding); the gradients do not depend on the bias, so the
+    references always use one (for d_bias)."""
     from mrcnn_np.autograd import Tensor
     from mrcnn_np.nn.functional import conv2d
 
-    conv2d_backward = function(ex, "conv2d_backward")
     rng = np.random.default_rng(3)
     for x_shape, w_shape, _, stride, padding in CONV_CASES:
         x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
-        # the gradients do not depend on the bias, so the references always use one (for d_bias)
-        tx, tw, tb = (Tensor(a, requires_grad=True) for a in (x, w, b))
-        out = conv2d(tx, tw, tb, stride, padding)
-        g = rng.standard_normal(out.shape)
-        out.backward(g)
-        case = f"conv2d_backward(grad_out {shape_str(g.shape)}; {_conv_case(x_shape, w_shape, True, stride, padding)})"
-        got = conv2d_backward(g.copy(), x.copy(), w.copy(), stride, padding)
-        if not isinstance(got, (tuple, list)) or len(got) != 3:
-            raise AssertionError(f"{case}: expected a tuple (d_x, d_weight, d_bias), got {type(got).__name__}"
-                                 + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
-        for name, value, ref in zip(("d_x", "d_weight", "d_bias"), got, (tx, tw, tb), strict=True):
-            assert_close(value, ref.grad, f"{name} of {case} vs mrcnn_np autograd", RTOL)
-        modules, note = _torch_modules("torch")
-        if modules:
-            (torch,) = modules
-            th = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-            torch.nn.functional.conv2d(*th, stride=stride, padding=padding).backward(torch.tensor(g))
-            for name, value, ref in zip(("d_x", "d_weight", "d_bias"), got, th, strict=True):
-                assert_close(value, ref.grad.numpy(), f"{name} of {case} vs torch autograd", RTOL)
+        out_shape = conv2d(Tensor(x), Tensor(w), Tensor(b), stride, padding).shape
+        yield rng.standard_normal(out_shape), x, w, b, stride, padding
+
+
+def _autograd(torch, g, x, w, b, stride, padding):
+    """(d_x, d_weight, d_bias) of torch's conv2d."""
+    th = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    torch.nn.functional.conv2d(*th, stride=stride, padding=padding).backward(torch.tensor(g))
+    return tuple(t.grad.numpy() for t in th)
+
+
+def check_conv2d_backward(ex, g, x, w, b, stride, padding):
+    from mrcnn_np.autograd import Tensor
+    from mrcnn_np.nn.functional import conv2d
+
+    tx, tw, tb = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    conv2d(tx, tw, tb, stride, padding).backward(g)
+    case = f"conv2d_backward(grad_out {shape_str(g.shape)}; {_conv_case(x.shape, w.shape, True, stride, padding)})"
+    call = caller(g, x, w, stride, padding)
+    got = _as_tuple(call(function(ex, "conv2d_backward")), 3, case, "(d_x, d_weight, d_bias)")
+    refs, note = references(("mrcnn_np autograd", (tx.grad, tw.grad, tb.grad)), ("torch",),
+                            lambda torch: ("torch autograd", _autograd(torch, g, x, w, b, stride, padding)))
+    for reference, expected in refs:
+        for name, value, right in zip(("d_x", "d_weight", "d_bias"), got, expected, strict=True):
+            try:
+                _close(value, right, f"{name} of {case} vs {reference}")
+            except AssertionError as error:  # d_x, d_weight and d_bias recognised apart
+                raise _hinted(error, MISTAKES.hint("conv2d_backward", got, expected, call, list)) from None
     return note
 
 
@@ -130,11 +158,11 @@ def _random_bottleneck_state(block, rng):
     return state
 
 
-def check_bottleneck_forward(ex):
+def _bottleneck_cases():
+    """(x, state dict, planes, stride, mrcnn_np's block with that state)."""
     from mrcnn_np import nn
     from mrcnn_np.model.backbone import Bottleneck
 
-    bottleneck_forward = function(ex, "bottleneck_forward")
     rng = np.random.default_rng(4)
     for x_shape, planes, stride in BOTTLENECK_CASES:
         c_in, c_out = x_shape[1], 4 * planes
@@ -145,29 +173,39 @@ def check_bottleneck_forward(ex):
         block = Bottleneck(c_in, planes, stride, downsample, dtype=np.float64)
         state = _random_bottleneck_state(block, rng)
         block.load_state_dict(state)
-        x = rng.standard_normal(x_shape)
-        params = "params with downsample.*" if downsample is not None else "params without downsample"
-        case = f"bottleneck_forward(x {shape_str(x_shape)}, {params}, planes={planes}, stride={stride})"
-        got = bottleneck_forward(x.copy(), {k: v.copy() for k, v in state.items()}, stride)
-        assert_close(got, block(x).data, f"{case} vs mrcnn_np.model.backbone.Bottleneck", RTOL)
-        modules, note = _torch_modules("torch", "torchvision.models.resnet", "torchvision.ops")
-        if modules:
-            torch, resnet, ops = modules
-            ds = None
-            if downsample is not None:
-                ds = torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                         ops.FrozenBatchNorm2d(c_out))
-            theirs = resnet.Bottleneck(c_in, planes, stride, ds, norm_layer=ops.FrozenBatchNorm2d).double().eval()
-            theirs.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
-            with torch.no_grad():
-                expected = theirs(torch.tensor(x)).numpy()
-            assert_close(got, expected, f"{case} vs torchvision.models.resnet.Bottleneck", RTOL)
+        yield rng.standard_normal(x_shape), state, planes, stride, block
+
+
+def _torch_bottleneck(torch, resnet, ops, x, state, planes, stride):
+    c_in, c_out = x.shape[1], 4 * planes
+    ds = None
+    if "downsample.0.weight" in state:
+        ds = torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                 ops.FrozenBatchNorm2d(c_out))
+    theirs = resnet.Bottleneck(c_in, planes, stride, ds, norm_layer=ops.FrozenBatchNorm2d).double().eval()
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
+    with torch.no_grad():
+        return theirs(torch.tensor(x)).numpy()
+
+
+def check_bottleneck_forward(ex, x, state, planes, stride, block):
+    params = "params with downsample.*" if "downsample.0.weight" in state else "params without downsample"
+    case = f"bottleneck_forward(x {shape_str(x.shape)}, {params}, planes={planes}, stride={stride})"
+    call = caller(x, state, stride)
+    got = call(function(ex, "bottleneck_forward"))
+    refs, note = references((f"{case} vs mrcnn_np.model.backbone.Bottleneck", block(x).data),
+                            ("torch", "torchvision.models.resnet", "torchvision.ops"), lambda *modules: (
+                                f"{case} vs torchvision.models.resnet.Bottleneck",
+                                _torch_bottleneck(*modules, x, state, planes, stride)))
+    compare(got, refs, _close, _hint("bottleneck_forward", got, call))
     return note
 
 
 TASKS = [
-    Task("im2col", "(a) unfold receptive fields into columns", check_im2col),
-    Task("conv2d_forward", "(b) convolution as im2col + matmul", check_conv2d_forward),
-    Task("conv2d_backward", "(c) d_x, d_weight, d_bias of the convolution", check_conv2d_backward),
-    Task("bottleneck_forward", "(d) ResNet bottleneck block, frozen BN", check_bottleneck_forward),
+    Task("im2col", "(a) unfold receptive fields into columns", for_each_case(_im2col_cases, check_im2col)),
+    Task("conv2d_forward", "(b) convolution as im2col + matmul", for_each_case(_conv_cases, check_conv2d_forward)),
+    Task("conv2d_backward", "(c) d_x, d_weight, d_bias of the convolution",
+         for_each_case(_backward_cases, check_conv2d_backward)),
+    Task("bottleneck_forward", "(d) ResNet bottleneck block, frozen BN",
+         for_each_case(_bottleneck_cases, check_bottleneck_forward)),
 ]

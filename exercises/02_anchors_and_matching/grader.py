@@ -3,19 +3,22 @@
 Every task runs fixed cases in float64 and compares with the library (NumPy
 implementations) and torchvision: IoU to 1e-12 and the box coder to 1e-10 of the
 reference's largest value; anchors and NMS indices exactly. When a result is wrong in a
-way the grader recognises (round half up, sizes and ratios swapped, ``>=`` in NMS, ...),
-the message ends with a hint.
+way the grader recognises (round half up, sizes and ratios swapped: the mistakes in
+``mistakes.py``; ``>=`` in NMS, ...), the message ends with a hint.
 """
 
 import math
 
 import numpy as np
 
-from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import Mistakes, Task, caller, compare, for_each_case, function, references, shape_str
+from mrcnn_np.exercises import as_array as _as_array
+from mrcnn_np.exercises import assert_close as _assert_close
 from mrcnn_np.exercises import hinted as _hinted
-from mrcnn_np.exercises import torch_modules as _torch_modules
+from mrcnn_np.exercises import wrong_on as _wrong_on
 
 STUB = "exercise.py"
+MISTAKES = Mistakes(__file__)
 IOU_RTOL = 1e-12
 CODER_RTOL = 1e-10
 DEFAULT_CLIP = math.log(1000.0 / 16)
@@ -40,18 +43,6 @@ GRID_CASES = [
     ((40, 24), [(10, 6), (5, 3), (3, 2)], ((16,), (33,), (45, 21)), (DEFAULT_RATIOS, (1.0,), (2.0, 0.5))),
 ]
 CODER_WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (1.0, 2.0, 3.0, 4.0)]
-
-
-def _as_array(received, expected_shape, what, kind="an array"):
-    """``received`` as a NumPy array, or an AssertionError naming the expected shape."""
-    if received is None:
-        raise AssertionError(f"{what}:\nexpected {kind} of shape {shape_str(expected_shape)}, got None "
-                             "(a missing return?)")
-    try:
-        return np.asarray(received)
-    except (TypeError, ValueError):
-        raise AssertionError(f"{what}:\nexpected {kind} of shape {shape_str(expected_shape)}, "
-                             f"got {type(received).__name__}") from None
 
 
 def _fmt(values, limit=12):
@@ -84,35 +75,11 @@ def _crafted_boxes():
 
 
 # --- task (a) ----------------------------------------------------------------------------------
-def _iou_hint(got, boxes1, boxes2):
-    """Recognise a few classic IoU mistakes in ``got``."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    sum_of_areas = area1[:, None] + area2[None, :]  # (R1, R2)
-    sides = (np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-             - np.maximum(boxes1[:, None, :2], boxes2[None, :, :2]))  # (R1, R2, 2), negative where apart
-    inter = np.clip(sides, 0, None).prod(axis=-1)
-    unclamped = sides.prod(axis=-1)
-    product_clamped = np.clip(unclamped, 0, None)
-    clamp = ("boxes that do not overlap must have intersection 0: clamp the overlap's width and height at 0, "
-             "each, before multiplying (boxes apart on both axes have two negative sides, a positive product)")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        variants = [
-            (inter / sum_of_areas, "union = area1 + area2 counts the intersection twice: subtract it once "
-                                   "(identical boxes must give IoU 1, not 0.5)"),
-            (unclamped / (sum_of_areas - unclamped), clamp),
-            (product_clamped / (sum_of_areas - product_clamped), clamp),
-        ]
-    try:
-        got = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    if got.shape == (len(boxes2), len(boxes1)) and got.shape != (len(boxes1), len(boxes2)):
+def _iou_hint(got, expected, call):
+    """A hint for a transposed result, else the hint of the mistake ``got`` reproduces."""
+    if np.shape(got) == expected.shape[::-1] != expected.shape:
         return "the result is transposed: row i is boxes1[i], column j is boxes2[j]"
-    for variant, hint in variants:
-        if variant.shape == got.shape and np.allclose(got, variant, rtol=1e-9, atol=1e-12):
-            return hint
-    return None
+    return MISTAKES.hint("box_iou", got, expected, call)
 
 
 def _iou_cases():
@@ -126,74 +93,21 @@ def _iou_cases():
     yield "boxes2 empty (an image without objects): (4, 4) against (0, 4)", _random_boxes(rng, 4), np.zeros((0, 4))
 
 
-def check_box_iou(ex):
+def check_box_iou(ex, label, boxes1, boxes2):
     from mrcnn_np.ops.boxes import box_iou as reference
 
-    box_iou = function(ex, "box_iou")
-    note = None
-    for label, boxes1, boxes2 in _iou_cases():
-        case = f"box_iou on {label}"
-        got = box_iou(boxes1.copy(), boxes2.copy())
-        expected = reference(boxes1, boxes2, impl="numpy")
-        try:
-            assert_close(got, expected, f"{case} vs mrcnn_np.ops.box_iou", IOU_RTOL)
-        except AssertionError as error:
-            raise _hinted(error, _iou_hint(got, boxes1, boxes2)) from None
-        modules, note = _torch_modules("torch", "torchvision.ops")
-        if modules:
-            torch, ops = modules
-            theirs = ops.box_iou(torch.tensor(boxes1), torch.tensor(boxes2)).numpy()
-            assert_close(got, theirs, f"{case} vs torchvision.ops.box_iou", IOU_RTOL)
+    case = f"box_iou on {label}"
+    call = caller(boxes1, boxes2)
+    got = call(function(ex, "box_iou"))
+    refs, note = references(("mrcnn_np.ops.box_iou", reference(boxes1, boxes2, impl="numpy")),
+                            ("torch", "torchvision.ops"), lambda torch, ops: (
+                                "torchvision.ops.box_iou", ops.box_iou(*map(torch.tensor, (boxes1, boxes2))).numpy()))
+    compare(got, refs, lambda got, expected, name: _assert_close(got, expected, f"{case} vs {name}", IOU_RTOL),
+            lambda expected: _iou_hint(got, expected, call))
     return note
 
 
 # --- task (b) ----------------------------------------------------------------------------------
-def _cell_variant(sizes, ratios, dtype=np.float32, rounding=np.round, sizes_outer=False,
-                  ratio_is_w_over_h=False, halve=True):
-    """Cell anchors as torchvision computes them, or with one deliberate mistake (for hints)."""
-    scales = np.asarray(sizes, dtype=dtype)
-    r = np.asarray(ratios, dtype=dtype)
-    h_ratios = np.sqrt(r)
-    w_ratios = dtype(1) / h_ratios
-    if ratio_is_w_over_h:
-        h_ratios, w_ratios = w_ratios, h_ratios
-    if sizes_outer:
-        ws, hs = (scales[:, None] * w_ratios[None, :]).reshape(-1), (scales[:, None] * h_ratios[None, :]).reshape(-1)
-    else:
-        ws, hs = (w_ratios[:, None] * scales[None, :]).reshape(-1), (h_ratios[:, None] * scales[None, :]).reshape(-1)
-    corners = np.stack([-ws, -hs, ws, hs], axis=1)
-    return rounding(corners / dtype(2) if halve else corners).astype(np.float64)
-
-
-def _round_half_up(x):
-    return np.floor(x + x.dtype.type(0.5))
-
-
-CELL_HINTS = [
-    (dict(rounding=_round_half_up), "round half to even as torch.round and np.round do (22.5 -> 22, "
-                                    "-22.5 -> -22), not half up (floor(x + 0.5), or int(x + 0.5))"),
-    (dict(dtype=np.float64), "compute in float32, as torchvision does: for ratio 1.69 and size 10, "
-                             "10 * sqrt(1.69) / 2 is 6.5000005 in float32 and rounds to 7, but 6.5 in float64, "
-                             "which rounds to 6"),
-    (dict(sizes_outer=True), "the anchors go ratios outer, sizes inner: row k * len(sizes) + s is ratio k, size s"),
-    (dict(ratio_is_w_over_h=True), "an aspect ratio is height / width: h = size * sqrt(ratio), w = size / sqrt(ratio)"),
-    (dict(halve=False), "the corners are at -w/2, -h/2, w/2, h/2 (the anchor is w wide, centred on 0)"),
-    (dict(rounding=lambda x: x), "round the corners to whole pixels (np.round)"),
-]
-
-
-def _matching_hint(got, variants):
-    """The hint of the first variant ``got`` equals (to float32 precision), else None."""
-    try:
-        got = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    for variant, hint in variants:
-        if variant.shape == got.shape and np.allclose(got, variant, rtol=1e-6, atol=0):
-            return hint
-    return None
-
-
 def _assert_same_rows(got, expected, what, describe_row):
     """Exact equality of (n, 4) arrays; the message names the first wrong row and how many there are."""
     expected = np.asarray(expected, dtype=np.float64)
@@ -216,69 +130,29 @@ def _describe_cell_row(sizes, ratios):
     return lambda i: f"ratio {ratios[i // len(sizes)]}, size {sizes[i % len(sizes)]}"
 
 
-def check_cell_anchors(ex):
+def check_cell_anchors(ex, sizes, ratios):
     from mrcnn_np.model.anchors import cell_anchors as reference
 
-    cell_anchors = function(ex, "cell_anchors")
-    note = None
-    for sizes, ratios in CELL_CASES:
-        case = f"cell_anchors(sizes={sizes}, aspect_ratios={ratios})"
-        got = cell_anchors(sizes, ratios)
-        try:
-            _assert_same_rows(got, reference(sizes, ratios), f"{case} vs mrcnn_np.model.anchors.cell_anchors",
-                              _describe_cell_row(sizes, ratios))
-        except AssertionError as error:
-            variants = [(_cell_variant(sizes, ratios, **kwargs), hint) for kwargs, hint in CELL_HINTS]
-            raise _hinted(error, _matching_hint(got, variants)) from None
-        modules, note = _torch_modules("torch", "torchvision.models.detection.anchor_utils")
-        if modules:
-            _, anchor_utils = modules
-            theirs = anchor_utils.AnchorGenerator((sizes,), (ratios,)).cell_anchors[0].numpy()
-            _assert_same_rows(got, theirs, f"{case} vs torchvision AnchorGenerator.generate_anchors",
-                              _describe_cell_row(sizes, ratios))
+    case = f"cell_anchors(sizes={sizes}, aspect_ratios={ratios})"
+    call = caller(sizes, ratios)
+    got = call(function(ex, "cell_anchors"))
+    refs, note = references(("mrcnn_np.model.anchors.cell_anchors", reference(sizes, ratios)),
+                            ("torch", "torchvision.models.detection.anchor_utils"), lambda _, anchor_utils: (
+                                "torchvision AnchorGenerator.generate_anchors",
+                                anchor_utils.AnchorGenerator((sizes,), (ratios,)).cell_anchors[0].numpy()))
+    compare(got, refs, lambda got, expected, name: _assert_same_rows(got, expected, f"{case} vs {name}",
+                                                                     _describe_cell_row(sizes, ratios)),
+            lambda expected: MISTAKES.hint("cell_anchors", got, expected, call, rtol=1e-6))  # float32 precision
     return note
-
-
-def _grid_variant(image_size, feature_sizes, sizes, ratios, anchor_outer=False, column_major=False,
-                  true_division=False, strides_swapped=False):
-    """All anchors as torchvision lays them out, or with one deliberate mistake (for hints)."""
-    levels = []
-    for (h, w), level_sizes, level_ratios in zip(feature_sizes, sizes, ratios, strict=True):
-        base = _cell_variant(level_sizes, level_ratios)  # (A, 4)
-        divide = np.true_divide if true_division else np.floor_divide
-        stride_h, stride_w = divide(image_size[0], h), divide(image_size[1], w)
-        if strides_swapped:
-            stride_h, stride_w = stride_w, stride_h
-        ys, xs = np.arange(h) * stride_h, np.arange(w) * stride_w
-        shift_y, shift_x = np.meshgrid(ys, xs, indexing="xy" if column_major else "ij")
-        shifts = np.stack([shift_x, shift_y, shift_x, shift_y], axis=-1).reshape(-1, 4)  # (h*w, 4)
-        anchors = shifts[None, :, :] + base[:, None, :] if anchor_outer else shifts[:, None, :] + base[None, :, :]
-        levels.append(anchors.reshape(-1, 4))
-    return np.concatenate(levels, axis=0)
 
 
 def _cell_anchors_hint(ex, sizes, ratios):
     """A hint when the learner's own cell_anchors (which grid_anchors should use) is wrong."""
     from mrcnn_np.model.anchors import cell_anchors as reference
 
-    try:
-        for level_sizes, level_ratios in zip(sizes, ratios, strict=True):
-            mine = np.asarray(ex.cell_anchors(level_sizes, level_ratios), dtype=np.float64)
-            if mine.shape != (len(level_sizes) * len(level_ratios), 4) or not np.array_equal(
-                    mine, reference(level_sizes, level_ratios)):
-                return (f"your cell_anchors{(level_sizes, level_ratios)} is wrong: fix task (b)'s cell_anchors "
-                        "first, grid_anchors builds on it")
-    except Exception:  # not written yet, or grid_anchors does not use it: no hint
-        return None
-    return None
-
-
-GRID_HINTS = [
-    (dict(anchor_outer=True), "within a level, locations go outer and anchors inner: (h*w, A, 4) -> (h*w*A, 4)"),
-    (dict(column_major=True), "locations are row-major: y outer, x inner (np.meshgrid(ys, xs, indexing='ij'))"),
-    (dict(true_division=True), "stride = image size // feature size, an integer division (torchvision's)"),
-    (dict(strides_swapped=True), "x moves by the width stride W // w_l, y by the height stride H // h_l"),
-]
+    levels = zip(sizes, ratios, strict=True)
+    wrong = _wrong_on(getattr(ex, "cell_anchors", None), [(level, reference(*level)) for level in levels])
+    return wrong and f"your cell_anchors{wrong} is wrong: fix task (b)'s cell_anchors first, grid_anchors builds on it"
 
 
 def _describe_grid_row(feature_sizes, sizes, ratios):
@@ -294,32 +168,28 @@ def _describe_grid_row(feature_sizes, sizes, ratios):
     return describe
 
 
-def check_grid_anchors(ex):
+def _torch_grid(torch, anchor_utils, image_list, image_size, feature_sizes, sizes, ratios):
+    images = image_list.ImageList(torch.zeros(1, 3, *image_size), [tuple(image_size)])
+    features = [torch.zeros(1, 1, h, w) for h, w in feature_sizes]
+    return "torchvision AnchorGenerator", anchor_utils.AnchorGenerator(sizes, ratios)(images, features)[0].numpy()
+
+
+def check_grid_anchors(ex, image_size, feature_sizes, sizes, ratios):
     from mrcnn_np.model.anchors import AnchorGenerator
 
-    grid_anchors = function(ex, "grid_anchors")
-    note = None
-    for image_size, feature_sizes, sizes, ratios in GRID_CASES:
-        case = (f"grid_anchors(image_size={image_size}, feature_sizes={feature_sizes}, sizes={sizes}, "
-                f"aspect_ratios={ratios})")
-        describe = _describe_grid_row(feature_sizes, sizes, ratios)
-        got = grid_anchors(image_size, [tuple(f) for f in feature_sizes], sizes, ratios)
-        expected = np.concatenate(AnchorGenerator(sizes, ratios).grid_anchors(image_size, feature_sizes), axis=0)
-        try:
-            _assert_same_rows(got, expected, f"{case} vs mrcnn_np.model.anchors.AnchorGenerator", describe)
-        except AssertionError as error:
-            variants = [(_grid_variant(image_size, feature_sizes, sizes, ratios, **kwargs), hint)
-                        for kwargs, hint in GRID_HINTS]
-            hint = _matching_hint(got, variants) or _cell_anchors_hint(ex, sizes, ratios)
-            raise _hinted(error, hint) from None
-        modules, note = _torch_modules("torch", "torchvision.models.detection.anchor_utils",
-                                       "torchvision.models.detection.image_list")
-        if modules:
-            torch, anchor_utils, image_list = modules
-            images = image_list.ImageList(torch.zeros(1, 3, *image_size), [tuple(image_size)])
-            features = [torch.zeros(1, 1, h, w) for h, w in feature_sizes]
-            theirs = anchor_utils.AnchorGenerator(sizes, ratios)(images, features)[0].numpy()
-            _assert_same_rows(got, theirs, f"{case} vs torchvision AnchorGenerator", describe)
+    case = (f"grid_anchors(image_size={image_size}, feature_sizes={feature_sizes}, sizes={sizes}, "
+            f"aspect_ratios={ratios})")
+    call = caller(image_size, [tuple(f) for f in feature_sizes], sizes, ratios)
+    got = call(function(ex, "grid_anchors"))
+    generator = AnchorGenerator(sizes=sizes, aspect_ratios=ratios)
+    refs, note = references(
+        ("mrcnn_np.model.anchors.AnchorGenerator", np.concatenate(generator.grid_anchors(image_size, feature_sizes))),
+        ("torch", "torchvision.models.detection.anchor_utils", "torchvision.models.detection.image_list"),
+        lambda *modules: _torch_grid(*modules, image_size, feature_sizes, sizes, ratios))
+    compare(got, refs, lambda got, expected, name: _assert_same_rows(
+        got, expected, f"{case} vs {name}", _describe_grid_row(feature_sizes, sizes, ratios)),
+        lambda expected: MISTAKES.hint("grid_anchors", got, expected, call, rtol=1e-6)
+        or _cell_anchors_hint(ex, sizes, ratios))
     return note
 
 
@@ -340,99 +210,60 @@ def _coder_deltas(rng, n, weights):
     return np.concatenate([deltas, wild * np.asarray(weights)], axis=0)  # (n + 6, 4): hit the clamp after / w
 
 
-def _clamp_hint(got, expected, deltas, boxes, weights, clip):
-    """Recognise a wrong clamp in decode (none, from both sides, before dividing by the weight), on x or y."""
-    w = np.asarray(weights)
-
-    def decode_with(clamp):
-        d = clamp(deltas.copy())  # (R, 4) deltas divided by the weights, dw and dh clamped somehow
-        ctr, size = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
-        c, s = d[:, :2] * size + ctr, np.exp(d[:, 2:]) * size
-        return np.concatenate([c - s / 2, c + s / 2], axis=1)
-
-    def both_sides(d):
-        d = d / w
-        d[:, 2:] = np.clip(d[:, 2:], -clip, clip)
-        return d
-
-    def before_weights(d):
-        d[:, 2:] = np.minimum(d[:, 2:], clip)
-        return d / w
-
-    try:
-        got = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    if got.shape != expected.shape:
-        return None
-    with np.errstate(over="ignore", invalid="ignore"):
-        variants = [
-            (decode_with(lambda d: d / w), "no clamp: use min(dw / ww, clip) and min(dh / wh, clip) in exp"),
-            (decode_with(both_sides), "dw and dh are clamped from above only (min(dw, clip)): a very negative "
-                                      "dw just makes a tiny box"),
-            (decode_with(before_weights), "clamp dw / ww, after dividing by the weight, not the raw dw"),
-        ]
-        for variant, hint in variants:
-            for axis in ([0, 2], [1, 3]):  # x1, x2 come from dx, dw alone; y1, y2 from dy, dh
-                if (np.allclose(got[:, axis], variant[:, axis], rtol=1e-9, atol=0)
-                        and not np.allclose(got[:, axis], expected[:, axis], rtol=1e-9, atol=0)):
-                    return hint
-    return None
+def _encode_cases():
+    rng = np.random.default_rng(23)
+    for weights in CODER_WEIGHTS:
+        yield weights, *_coder_boxes(rng, 11)
 
 
-def check_encode(ex):
+def check_encode(ex, weights, targets, proposals):
     from mrcnn_np.ops.box_coder import BoxCoder
 
-    encode = function(ex, "encode")
-    rng = np.random.default_rng(23)
-    note = None
-    for weights in CODER_WEIGHTS:
-        targets, proposals = _coder_boxes(rng, 11)
-        case = f"encode(reference_boxes {shape_str(targets.shape)}, proposals {shape_str(proposals.shape)}, " \
-               f"weights={weights})"
-        got = encode(targets.copy(), proposals.copy(), weights)
-        assert_close(got, BoxCoder(weights).encode(targets, proposals), f"{case} vs mrcnn_np BoxCoder.encode",
-                     CODER_RTOL)
-        modules, note = _torch_modules("torch", "torchvision.models.detection._utils")
-        if modules:
-            torch, utils = modules
-            theirs = utils.BoxCoder(weights).encode_single(torch.tensor(targets), torch.tensor(proposals)).numpy()
-            assert_close(got, theirs, f"{case} vs torchvision BoxCoder.encode_single", CODER_RTOL)
+    case = f"encode(reference_boxes {shape_str(targets.shape)}, proposals {shape_str(proposals.shape)}, " \
+           f"weights={weights})"
+    got = function(ex, "encode")(targets.copy(), proposals.copy(), weights)
+    refs, note = references(("mrcnn_np BoxCoder.encode", BoxCoder(weights).encode(targets, proposals)),
+                            ("torch", "torchvision.models.detection._utils"), lambda torch, utils: (
+                                "torchvision BoxCoder.encode_single", utils.BoxCoder(weights).encode_single(
+                                    torch.tensor(targets), torch.tensor(proposals)).numpy()))
+    compare(got, refs, lambda got, expected, name: _assert_close(got, expected, f"{case} vs {name}", CODER_RTOL))
+    return note
+
+
+def _decode_cases():
+    """(weights, clip or None for the default, deltas, boxes)."""
+    rng = np.random.default_rng(24)
+    for weights, clip in [(weights, None) for weights in CODER_WEIGHTS] + [((10.0, 10.0, 5.0, 5.0), 1.0)]:
+        _, boxes = _coder_boxes(rng, 9)
+        yield weights, clip, _coder_deltas(rng, len(boxes) - 6, weights), boxes
+
+
+def _check_decode_case(ex, weights, clip, deltas, boxes):
+    from mrcnn_np.ops.box_coder import BoxCoder
+
+    clip_text = "" if clip is None else f", clip={clip}"
+    case = f"decode(deltas {shape_str(deltas.shape)}, boxes {shape_str(boxes.shape)}, weights={weights}{clip_text})"
+    call = caller(deltas, boxes, weights, *([] if clip is None else [clip]))
+    got = call(function(ex, "decode"))
+    clip = DEFAULT_CLIP if clip is None else clip
+    refs, note = references(("mrcnn_np BoxCoder.decode", BoxCoder(weights, clip).decode(deltas, boxes)[:, 0]),
+                            ("torch", "torchvision.models.detection._utils"), lambda torch, utils: (
+                                "torchvision BoxCoder.decode_single", utils.BoxCoder(weights, bbox_xform_clip=clip)
+                                .decode_single(torch.tensor(deltas), torch.tensor(boxes)).numpy()))
+    # x1, x2 come from dx, dw alone; y1, y2 from dy, dh
+    compare(got, refs, lambda got, expected, name: _assert_close(got, expected, f"{case} vs {name}", CODER_RTOL),
+            lambda expected: MISTAKES.hint("decode", got, expected, call, lambda a: (a[:, 0::2], a[:, 1::2])))
     return note
 
 
 def check_decode(ex):
-    from mrcnn_np.ops.box_coder import BoxCoder
-
-    decode = function(ex, "decode")
-    rng = np.random.default_rng(24)
-    note = None
-    cases = [(weights, None) for weights in CODER_WEIGHTS] + [((10.0, 10.0, 5.0, 5.0), 1.0)]
-    for weights, clip in cases:
-        _, boxes = _coder_boxes(rng, 9)
-        deltas = _coder_deltas(rng, len(boxes) - 6, weights)
-        clip_text = "" if clip is None else f", clip={clip}"
-        case = f"decode(deltas {shape_str(deltas.shape)}, boxes {shape_str(boxes.shape)}, weights={weights}{clip_text})"
-        got = decode(deltas.copy(), boxes.copy(), weights) if clip is None else \
-            decode(deltas.copy(), boxes.copy(), weights, clip)
-        used_clip = DEFAULT_CLIP if clip is None else clip
-        expected = BoxCoder(weights, used_clip).decode(deltas, boxes)[:, 0]  # (R, 1, 4) -> (R, 4)
-        try:
-            assert_close(got, expected, f"{case} vs mrcnn_np BoxCoder.decode", CODER_RTOL)
-        except AssertionError as error:
-            raise _hinted(error, _clamp_hint(got, expected, deltas, boxes, weights, used_clip)) from None
-        modules, note = _torch_modules("torch", "torchvision.models.detection._utils")
-        if modules:
-            torch, utils = modules
-            coder = utils.BoxCoder(weights, bbox_xform_clip=used_clip)
-            theirs = coder.decode_single(torch.tensor(deltas), torch.tensor(boxes)).numpy()
-            assert_close(got, theirs, f"{case} vs torchvision BoxCoder.decode_single", CODER_RTOL)
-    # decode undoes encode (your encode: it must work too)
-    encode = function(ex, "encode")
+    note = for_each_case(_decode_cases, _check_decode_case)(ex)
+    encode, decode = function(ex, "encode"), function(ex, "decode")  # decode undoes encode: yours must work too
+    rng = np.random.default_rng(26)
     for weights in CODER_WEIGHTS:
         targets, proposals = _coder_boxes(rng, 10)
         back = decode(encode(targets.copy(), proposals.copy(), weights), proposals.copy(), weights)
-        assert_close(back, targets, f"round trip decode(encode(G, P, weights), P, weights) with G, P (10, 4), "
+        _assert_close(back, targets, f"round trip decode(encode(G, P, weights), P, weights) with G, P (10, 4), "
                      f"weights={weights}: should give back G", CODER_RTOL)
     return note
 
@@ -531,46 +362,32 @@ def _assert_same_keep(got, expected, boxes, scores, threshold, what):
         raise AssertionError(message + (f"\nhint: {why}" if why else ""))
 
 
-def _box_iou_hint(ex, boxes):
-    """A hint when the learner's own box_iou (which nms may use) is wrong on ``boxes``."""
+def check_nms(ex, label, boxes, scores, threshold):
     from mrcnn_np.ops.boxes import box_iou_numpy
-
-    try:
-        mine = np.asarray(ex.box_iou(boxes.copy(), boxes.copy()), dtype=np.float64)
-        expected = box_iou_numpy(boxes, boxes)
-        if mine.shape == expected.shape and np.allclose(mine, expected, rtol=0, atol=IOU_RTOL):
-            return None
-    except Exception:  # not written yet, or nms does not use it: no hint
-        return None
-    return "your box_iou is wrong on these boxes: if nms uses it, fix task (a) first"
-
-
-def check_nms(ex):
     from mrcnn_np.ops.nms import nms as reference
 
-    nms = function(ex, "nms")
-    note = None
-    for label, boxes, scores, threshold in _nms_cases():
-        case = f"nms on {label}"
-        got = nms(boxes.copy(), scores.copy(), threshold)
-        expected = reference(boxes, scores, threshold, impl="numpy")
+    case = f"nms on {label}"
+    got = function(ex, "nms")(boxes.copy(), scores.copy(), threshold)
+    refs, note = references(("mrcnn_np.ops.nms", reference(boxes, scores, threshold, impl="numpy")),
+                            ("torch", "torchvision.ops"), lambda torch, ops: (
+                                "torchvision.ops.nms", ops.nms(*map(torch.tensor, (boxes, scores)), threshold).numpy()))
+    for name, expected in refs:
         try:
-            _assert_same_keep(got, expected, boxes, scores, threshold, f"{case} vs mrcnn_np.ops.nms")
-        except AssertionError as error:
-            raise _hinted(error, _box_iou_hint(ex, boxes)) from None
-        modules, note = _torch_modules("torch", "torchvision.ops")
-        if modules:
-            torch, ops = modules
-            theirs = ops.nms(torch.tensor(boxes), torch.tensor(scores), threshold).numpy()
-            _assert_same_keep(got, theirs, boxes, scores, threshold, f"{case} vs torchvision.ops.nms")
+            _assert_same_keep(got, expected, boxes, scores, threshold, f"{case} vs {name}")
+        except AssertionError as error:  # nms may use the learner's box_iou
+            wrong = _wrong_on(getattr(ex, "box_iou", None), [((boxes, boxes), box_iou_numpy(boxes, boxes))])
+            raise _hinted(error, wrong and "your box_iou is wrong on these boxes: if nms uses it, fix task (a) first"
+                          ) from None
     return note
 
 
 TASKS = [
-    Task("box_iou", "(a) pairwise intersection over union", check_box_iou),
-    Task("cell_anchors", "(b) the anchors of one location (float32, rounded)", check_cell_anchors),
-    Task("grid_anchors", "(b) anchors at every location of every level", check_grid_anchors),
-    Task("encode", "(c) boxes -> regression deltas", check_encode),
+    Task("box_iou", "(a) pairwise intersection over union", for_each_case(_iou_cases, check_box_iou)),
+    Task("cell_anchors", "(b) the anchors of one location (float32, rounded)",
+         for_each_case(lambda: CELL_CASES, check_cell_anchors)),
+    Task("grid_anchors", "(b) anchors at every location of every level",
+         for_each_case(lambda: GRID_CASES, check_grid_anchors)),
+    Task("encode", "(c) boxes -> regression deltas", for_each_case(_encode_cases, check_encode)),
     Task("decode", "(c) deltas -> boxes, clamped; encode round trip", check_decode),
-    Task("nms", "(d) greedy non-maximum suppression", check_nms),
+    Task("nms", "(d) greedy non-maximum suppression", for_each_case(_nms_cases, check_nms)),
 ]

@@ -4,85 +4,33 @@ Every task runs fixed float64 cases: flattening is a permutation and is compared
 as are the selected boxes (clipped copies of the input); decoded boxes, scores and losses
 to 1e-10 of the reference's largest value. When a result is wrong in a way the grader
 recognises (anchors before locations, a global top-n, NMS across levels, the box loss
-divided by the positives, ...), the message ends with a hint.
+divided by the positives: the mistakes in ``mistakes.py``, ...), the message ends with a hint.
 """
-
-import math
 
 import numpy as np
 
-from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import Mistakes, Task, caller, compare, for_each_case, function, references, shape_str
 from mrcnn_np.exercises import as_float_array as _as_float_array
+from mrcnn_np.exercises import as_tuple as _as_tuple
+from mrcnn_np.exercises import assert_close as _assert_close
+from mrcnn_np.exercises import assert_close_scalar as _assert_close_scalar
 from mrcnn_np.exercises import fmt_vector as _fmt
 from mrcnn_np.exercises import hinted as _hinted
-from mrcnn_np.exercises import torch_modules as _torch_modules
+from mrcnn_np.exercises import matches as _matches
 
 STUB = "exercise.py"
 RTOL = 1e-10
-CLIP = math.log(1000.0 / 16)
-BETA = 1 / 9
 COORDS = ("dx", "dy", "dw", "dh")
-
-
-
-def _pair(got, what, names):
-    """Check that ``got`` is a pair (tuple or list of two) and return it."""
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        length = f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
-        raise AssertionError(f"{what}:\nexpected a tuple {names}, got {type(got).__name__}{length}")
-    return got
-
-
-def _matches(got, variant, rtol=1e-9):
-    """Whether ``got`` equals ``variant`` (same shape, close values); NaN never matches."""
-    try:
-        got = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    variant = np.asarray(variant, dtype=np.float64)
-    if got.shape != variant.shape or not np.isfinite(got).all() or not np.isfinite(variant).all():
-        return False
-    return bool(np.allclose(got, variant, rtol=rtol, atol=1e-300))
-
+MISTAKES = Mistakes(__file__)
 
 # --- task (a) ----------------------------------------------------------------------------------
-# (N, A, feature sizes [(H, W)] per level)
-FLATTEN_CASES = [
-    (2, 3, [(4, 5), (2, 3), (1, 1)]),
-    (1, 3, [(6, 4), (3, 2)]),
-    (2, 1, [(3, 7)]),
-    (2, 2, [(5, 3), (3, 2), (2, 1), (1, 1)]),
-]
-
-
-def _flatten_variant(logits, deltas, anchors_outer=False, column_major=False, coords_outer=False):
-    """Objectness (N, total) and deltas (N, total, 4) as torchvision flattens them, or with one
-    deliberate mistake (for hints)."""
-    flat_logits, flat_deltas = [], []
-    for lg, dl in zip(logits, deltas, strict=True):
-        N, A, H, W = lg.shape
-        if coords_outer:  # channel k*A + a read as coordinate k of anchor a
-            dl = dl.reshape(N, 4, A, H, W).transpose(0, 2, 1, 3, 4)
-        else:
-            dl = dl.reshape(N, A, 4, H, W)
-        if column_major:
-            lg, dl = lg.transpose(0, 1, 3, 2), dl.transpose(0, 1, 2, 4, 3)
-        if anchors_outer:
-            flat_logits.append(lg.reshape(N, -1))
-            flat_deltas.append(dl.transpose(0, 1, 3, 4, 2).reshape(N, -1, 4))
-        else:
-            flat_logits.append(lg.transpose(0, 2, 3, 1).reshape(N, -1))
-            flat_deltas.append(dl.transpose(0, 3, 4, 1, 2).reshape(N, -1, 4))
-    return np.concatenate(flat_logits, axis=1), np.concatenate(flat_deltas, axis=1)
-
-
-FLATTEN_HINTS = [
-    (dict(anchors_outer=True), "within a level, locations go outer and anchors inner (the anchors' order): "
-                               "move A behind H and W, (N, A, H, W) -> (N, H, W, A), before flattening"),
-    (dict(column_major=True), "locations are row-major: y outer, x inner, as (H, W) flattens"),
-    (dict(coords_outer=True), "the 4A delta channels are anchor-major: channel 4a + k is coordinate k of anchor a, "
-                              "so reshape (N, 4A, H, W) to (N, A, 4, H, W), not (N, 4, A, H, W)"),
-]
+def _flatten_cases():
+    """(N, A, feature sizes [(H, W)] per level, logits, deltas) of random head outputs."""
+    rng = np.random.default_rng(31)
+    for N, A, feature_sizes in [(2, 3, [(4, 5), (2, 3), (1, 1)]), (1, 3, [(6, 4), (3, 2)]), (2, 1, [(3, 7)]),
+                                (2, 2, [(5, 3), (3, 2), (2, 1), (1, 1)])]:
+        logits = [rng.standard_normal((N, A, H, W)) for H, W in feature_sizes]
+        yield N, A, feature_sizes, logits, [rng.standard_normal((N, 4 * A, H, W)) for H, W in feature_sizes]
 
 
 def _anchor_position(i, A, feature_sizes):
@@ -128,50 +76,35 @@ def _assert_same_entries(got, expected, what, describe, lookup, unit):
             f"= {expected_value:.6g}, got {source} = {got_value:.6g}")
 
 
-def _flatten_hint(got, logits, deltas, which):
-    """The hint of the first mistake whose output ``got`` (objectness or deltas) reproduces."""
-    expected = _flatten_variant(logits, deltas)[which]
-    for kwargs, hint in FLATTEN_HINTS:
-        variant = _flatten_variant(logits, deltas, **kwargs)[which]
-        if _matches(got, variant, rtol=0) and not _matches(variant, expected, rtol=0):
-            return hint
-    return None
-
-
-def check_flatten_head_outputs(ex):
+def check_flatten_head_outputs(ex, N, A, feature_sizes, logits, deltas):
     from mrcnn_np import Tensor
     from mrcnn_np.model.rpn import concat_box_prediction_layers
 
-    flatten_head_outputs = function(ex, "flatten_head_outputs")
-    rng = np.random.default_rng(31)
-    note = None
-    for N, A, feature_sizes in FLATTEN_CASES:
-        logits = [rng.standard_normal((N, A, H, W)) for H, W in feature_sizes]
-        deltas = [rng.standard_normal((N, 4 * A, H, W)) for H, W in feature_sizes]
-        total = sum(H * W * A for H, W in feature_sizes)
-        shapes = ", ".join(shape_str(x.shape) for x in logits)
-        case = f"flatten_head_outputs(logits [{shapes}], deltas [{', '.join(shape_str(d.shape) for d in deltas)}])"
-        got = _pair(flatten_head_outputs([x.copy() for x in logits], [d.copy() for d in deltas]), case,
+    total = sum(H * W * A for H, W in feature_sizes)
+    shapes = ", ".join(shape_str(x.shape) for x in logits)
+    case = f"flatten_head_outputs(logits [{shapes}], deltas [{', '.join(shape_str(d.shape) for d in deltas)}])"
+    call = caller(logits, deltas)
+    got = _as_tuple(call(function(ex, "flatten_head_outputs")), 2, case,
                     "(objectness (N, total), deltas (N, total, 4))")
-        objectness, box_deltas = concat_box_prediction_layers([Tensor(x) for x in logits], [Tensor(d) for d in deltas])
-        references = [("mrcnn_np.model.rpn.concat_box_prediction_layers",
-                       (objectness.data.reshape(N, total), box_deltas.data.reshape(N, total, 4)))]
-        modules, note = _torch_modules("torch", "torchvision.models.detection.rpn")
-        if modules:
-            torch, rpn = modules
-            t_obj, t_deltas = rpn.concat_box_prediction_layers([torch.tensor(x) for x in logits],
-                                                               [torch.tensor(d) for d in deltas])
-            references.append(("torchvision concat_box_prediction_layers",
-                               (t_obj.numpy().reshape(N, total), t_deltas.numpy().reshape(N, total, 4))))
-        lookups = (_source_lookup(logits, "logits"), _source_lookup(deltas, "deltas"))
-        describers = (_describer(A, feature_sizes), _describer(A, feature_sizes))
-        for reference, expected in references:
-            for which, (name, unit) in enumerate([("objectness", "logits"), ("deltas", "deltas")]):
-                try:
-                    _assert_same_entries(got[which], expected[which], f"{name} of {case} vs {reference}",
-                                         describers[which], lookups[which], unit)
-                except AssertionError as error:
-                    raise _hinted(error, _flatten_hint(got[which], logits, deltas, which)) from None
+    objectness, box_deltas = concat_box_prediction_layers([Tensor(x) for x in logits], [Tensor(d) for d in deltas])
+
+    def torch_flatten(torch, rpn):
+        t_obj, t_deltas = rpn.concat_box_prediction_layers([torch.tensor(x) for x in logits],
+                                                           [torch.tensor(d) for d in deltas])
+        return "torchvision concat_box_prediction_layers", (t_obj.numpy().reshape(N, total),
+                                                            t_deltas.numpy().reshape(N, total, 4))
+
+    refs, note = references(("mrcnn_np.model.rpn.concat_box_prediction_layers", (
+        objectness.data.reshape(N, total), box_deltas.data.reshape(N, total, 4))),
+        ("torch", "torchvision.models.detection.rpn"), torch_flatten)
+    lookups = (_source_lookup(logits, "logits"), _source_lookup(deltas, "deltas"))
+    for reference, expected in refs:
+        for which, (name, unit) in enumerate([("objectness", "logits"), ("deltas", "deltas")]):
+            try:
+                _assert_same_entries(got[which], expected[which], f"{name} of {case} vs {reference}",
+                                     _describer(A, feature_sizes), lookups[which], unit)
+            except AssertionError as error:  # objectness and deltas recognised apart
+                raise _hinted(error, MISTAKES.hint("flatten_head_outputs", got, expected, call, list)) from None
     return note
 
 
@@ -181,7 +114,8 @@ def _fpn_anchors(image_size, feature_sizes):
     from mrcnn_np.model.anchors import AnchorGenerator
 
     levels = len(feature_sizes)
-    generator = AnchorGenerator(((32,), (64,), (128,), (256,), (512,))[:levels], ((0.5, 1.0, 2.0),) * levels)
+    generator = AnchorGenerator(sizes=((32,), (64,), (128,), (256,), (512,))[:levels],
+                                aspect_ratios=((0.5, 1.0, 2.0),) * levels)
     return np.concatenate(generator.grid_anchors(image_size, feature_sizes, np.float64), axis=0)
 
 
@@ -209,69 +143,31 @@ def _decode_cases():
     yield "random large anchors", rng.normal(0, 2.0, (3, 15, 4)), anchors
 
 
-def _decode_variant(deltas, anchors, clamp="above", plus_one=False, full_size=False):
-    """Decoded boxes (N, total, 4), or with one deliberate mistake (for hints)."""
-    size = anchors[:, 2:] - anchors[:, :2] + (1.0 if plus_one else 0.0)  # (total, 2)
-    ctr = anchors[:, :2] + 0.5 * size
-    d = deltas[..., 2:]
-    if clamp == "above":
-        d = np.minimum(d, CLIP)
-    elif clamp == "both":
-        d = np.clip(d, -CLIP, CLIP)
-    c = deltas[..., :2] * size + ctr
-    with np.errstate(over="ignore"):
-        s = np.exp(d) * size * (1.0 if full_size else 0.5)
-    return np.concatenate([c - s, c + s], axis=-1)
+def _decode_hint(got, expected, call):
+    """A hint for a wrong shape, else of a mistake ``got`` reproduces on the x or the y coordinates."""
+    N, total, _ = expected.shape
+    if np.shape(got) in ((total, N, 4), (N * total, 4), (N * total, 1, 4)):
+        return "return one (total, 4) block per image: shape (N, total, 4)"
+    # x1, x2 come from dx, dw alone; y1, y2 from dy, dh
+    return MISTAKES.hint("decode_proposals", got, expected, call, lambda a: (a[..., 0::2], a[..., 1::2]))
 
 
-DECODE_HINTS = [
-    (dict(clamp=None), "no clamp: use exp(min(dw, BBOX_XFORM_CLIP)) and exp(min(dh, BBOX_XFORM_CLIP))"),
-    (dict(clamp="both"), "dw and dh are clamped from above only (min(dw, clip)): a very negative dw just makes "
-                         "a tiny box"),
-    (dict(plus_one=True), "width = x2 - x1, no + 1 (torchvision's boxes are continuous coordinates)"),
-    (dict(full_size=True), "the box reaches half its width on either side of its centre: centre -+ 0.5 * width"),
-]
-
-
-def _decode_hint(got, expected, deltas, anchors):
-    """A hint when ``got`` reproduces a known mistake on the x or the y coordinates."""
-    try:
-        got = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    if got.shape != expected.shape:
-        N, total, _ = expected.shape
-        if got.shape in ((total, N, 4), (N * total, 4), (N * total, 1, 4)):
-            return "return one (total, 4) block per image: shape (N, total, 4)"
-        return None
-    for kwargs, hint in DECODE_HINTS:
-        variant = _decode_variant(deltas, anchors, **kwargs)
-        for axis in ([0, 2], [1, 3]):  # x1, x2 come from dx, dw alone; y1, y2 from dy, dh
-            if _matches(got[..., axis], variant[..., axis]) and not _matches(got[..., axis], expected[..., axis]):
-                return hint
-    return None
-
-
-def check_decode_proposals(ex):
+def check_decode_proposals(ex, label, deltas, anchors):
     from mrcnn_np.ops.box_coder import BoxCoder
 
-    decode_proposals = function(ex, "decode_proposals")
-    note = None
-    for label, deltas, anchors in _decode_cases():
-        N, total, _ = deltas.shape
-        case = f"decode_proposals(deltas {shape_str(deltas.shape)}, anchors {shape_str(anchors.shape)}: {label})"
-        got = decode_proposals(deltas.copy(), anchors.copy())
-        flat = deltas.reshape(N * total, 4)  # (N, total, 4) -> (N*total, 4): image-major, as the library decodes
-        expected = BoxCoder((1.0, 1.0, 1.0, 1.0)).decode(flat, np.tile(anchors, (N, 1))).reshape(N, total, 4)
-        try:
-            assert_close(got, expected, f"{case} vs mrcnn_np BoxCoder((1, 1, 1, 1)).decode", RTOL)
-        except AssertionError as error:
-            raise _hinted(error, _decode_hint(got, expected, deltas, anchors)) from None
-        modules, note = _torch_modules("torch", "torchvision.models.detection._utils")
-        if modules:
-            torch, utils = modules
-            theirs = utils.BoxCoder((1.0, 1.0, 1.0, 1.0)).decode(torch.tensor(flat), [torch.tensor(anchors)] * N)
-            assert_close(got, theirs.numpy().reshape(N, total, 4), f"{case} vs torchvision BoxCoder.decode", RTOL)
+    N, total, _ = deltas.shape
+    case = f"decode_proposals(deltas {shape_str(deltas.shape)}, anchors {shape_str(anchors.shape)}: {label})"
+    call = caller(deltas, anchors)
+    got = call(function(ex, "decode_proposals"))
+    flat = deltas.reshape(N * total, 4)  # (N, total, 4) -> (N*total, 4): image-major, as the library decodes
+    refs, note = references(
+        ("mrcnn_np BoxCoder((1, 1, 1, 1)).decode",
+         BoxCoder((1.0, 1.0, 1.0, 1.0)).decode(flat, np.tile(anchors, (N, 1))).reshape(N, total, 4)),
+        ("torch", "torchvision.models.detection._utils"),
+        lambda torch, utils: ("torchvision BoxCoder.decode", utils.BoxCoder((1.0, 1.0, 1.0, 1.0)).decode(
+            torch.tensor(flat), [torch.tensor(anchors)] * N).numpy().reshape(N, total, 4)))
+    compare(got, refs, lambda got, expected, name: _assert_close(got, expected, f"{case} vs {name}", RTOL),
+            lambda expected: _decode_hint(got, expected, call))
     return note
 
 
@@ -279,11 +175,6 @@ def check_decode_proposals(ex):
 FPN_BATCH = (96, 128)
 FPN_LEVELS = [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]  # 3072 anchors: 2304, 576, 144, 36, 12
 SMALL_LEVELS = [(10, 12), (5, 6), (3, 3)]  # a (40, 48) batch, 3 levels: 360, 90, 27 anchors
-
-
-def _sigmoid(x):
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def _proposals(rng, batch, feature_sizes, spread=0.4):
@@ -353,96 +244,18 @@ def _select_cases():
 EXACT_SCORE_INDEX = 390  # level 1 of case 3: a box NMS keeps, so dropping score == score_thresh shows
 
 
-def _select_variant(proposals, objectness, num_anchors_per_level, image_size, pre_nms_top_n, post_nms_top_n,
-                    nms_thresh, min_size, score_thresh, mistake=None):
-    """select_proposals as torchvision computes it, or with one deliberate ``mistake`` (for hints)."""
-    from mrcnn_np.ops import batched_nms, nms
-
-    level_of = np.repeat(np.arange(len(num_anchors_per_level)), num_anchors_per_level)
-    if mistake == "global_top_n":
-        picks = np.argsort(-objectness, kind="stable")[:pre_nms_top_n]
-    else:
-        picks, offset = [], 0
-        for n in num_anchors_per_level:
-            level = objectness[offset : offset + n]
-            if mistake == "ties_reversed":
-                order = np.argsort(level, kind="stable")[::-1]
-            else:
-                order = np.argsort(-level, kind="stable")
-            picks.append(order[:pre_nms_top_n] + offset)
-            offset += n
-        picks = np.concatenate(picks)
-    scores = objectness[picks] if mistake == "logits_as_scores" else _sigmoid(objectness[picks])
-    boxes, levels = proposals[picks], level_of[picks]
-
-    def clip(b):
-        height, width = image_size[::-1] if mistake == "clip_swapped" else image_size
-        b = b.copy()
-        b[:, 0::2], b[:, 1::2] = np.clip(b[:, 0::2], 0, width), np.clip(b[:, 1::2], 0, height)
-        return b
-
-    def large_enough(b):
-        return (b[:, 2] - b[:, 0] >= min_size) & (b[:, 3] - b[:, 1] >= min_size)
-
-    if mistake == "remove_before_clip":
-        keep = large_enough(boxes)
-        boxes = clip(boxes)
-    else:
-        boxes = boxes if mistake == "no_clip" else clip(boxes)
-        keep = np.ones(len(boxes), bool) if mistake == "no_remove_small" else large_enough(boxes)
-    keep &= (scores > score_thresh) if mistake == "score_strict" else (scores >= score_thresh)
-    boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-    if mistake == "post_n_before_nms":
-        first = np.argsort(-scores, kind="stable")[:post_nms_top_n]
-        boxes, scores, levels = boxes[np.sort(first)], scores[np.sort(first)], levels[np.sort(first)]
-    if mistake == "no_nms":
-        kept = np.argsort(-scores, kind="stable")
-    elif mistake == "nms_across_levels":
-        kept = nms(boxes, scores, nms_thresh, impl="numpy")
-    elif mistake == "level_by_level":
-        kept = np.concatenate([np.zeros(0, np.int64)] + [
-            np.nonzero(levels == lv)[0][nms(boxes[levels == lv], scores[levels == lv], nms_thresh, impl="numpy")]
-            for lv in np.unique(levels)])
-    else:
-        kept = batched_nms(boxes, scores, levels, nms_thresh, impl="numpy")
-    kept = kept[:post_nms_top_n]
-    return boxes[kept], scores[kept]
-
-
-SELECT_HINTS = [
-    ("global_top_n", "pre_nms_top_n is taken per level, not over all anchors together (the finest level, with "
-                     "most anchors, would crowd out the others)"),
-    ("nms_across_levels", "NMS runs within each level (batched_nms with the level as the category): a box may "
-                          "overlap a better box of another level and still be kept"),
-    ("no_nms", "no boxes were suppressed: run NMS (within each level)"),
-    ("level_by_level", "after NMS per level, order the survivors of all levels together by decreasing score "
-                       "(batched_nms's order), not level after level"),
-    ("post_n_before_nms", "keep post_nms_top_n after NMS, not before"),
-    ("logits_as_scores", "the scores are probabilities, sigmoid(logit): that is what score_thresh is compared "
-                         "with, and what is returned"),
-    ("score_strict", "score_thresh is inclusive: keep scores >= score_thresh"),
-    ("no_clip", "clip the boxes to the image: x to [0, width], y to [0, height]"),
-    ("clip_swapped", "image_size is (height, width): x is clipped to [0, width], y to [0, height]"),
-    ("no_remove_small", "drop the boxes narrower or lower than min_size (boxes outside the image become "
-                        "0 wide once clipped)"),
-    ("remove_before_clip", "clip first, then drop small boxes: a box outside the image is 0 wide only once clipped"),
-    ("ties_reversed", "equal logits: lower index first, both in the top-n and in its order "
-                      "(np.argsort(-x, kind='stable'); np.argsort(x)[::-1] puts ties backwards)"),
-]
-
-
-def _select_hint(got_boxes, expected_boxes, kwargs, fallback=None):
-    """The hint of the first mistake that reproduces ``got_boxes``, or a comparison of the sets, or ``fallback``."""
-    for mistake, hint in SELECT_HINTS:
-        if _matches(got_boxes, _select_variant(**kwargs, mistake=mistake)[0], rtol=0):
-            return hint
+def _select_hint(got, expected, call, fallback=None):
+    """The hint of the mistake that reproduces the boxes of ``got``, or of the right boxes in the wrong
+    order, or ``fallback``."""
+    hint = MISTAKES.hint("select_proposals", got, expected, call, lambda result: result[:1])
     try:
-        got = np.asarray(got_boxes, dtype=np.float64)
+        boxes = np.asarray(got[0], dtype=np.float64)
     except (TypeError, ValueError):
-        return None
-    if got.shape == expected_boxes.shape and np.array_equal(np.unique(got, axis=0), np.unique(expected_boxes, axis=0)):
+        return hint
+    if not hint and boxes.shape == expected[0].shape and np.array_equal(np.unique(boxes, axis=0),
+                                                                         np.unique(expected[0], axis=0)):
         return "the right boxes, in the wrong order: return them by decreasing score"
-    return fallback
+    return hint or fallback
 
 
 def _describe_rows(got, expected, expected_scores):
@@ -452,7 +265,7 @@ def _describe_rows(got, expected, expected_scores):
             f"got {_fmt(got[k])}")
 
 
-def _compare_selection(got, expected, what, kwargs, fallback_hint):
+def _compare_selection(got, expected, what, boxes_hint):
     boxes, scores = got
     expected_boxes, expected_scores = expected
     P = len(expected_boxes)
@@ -471,9 +284,9 @@ def _compare_selection(got, expected, what, kwargs, fallback_hint):
             raise AssertionError(f"boxes of {what}: {int(wrong.sum())} of {P} boxes differ (compared exactly)\n"
                                  + _describe_rows(boxes, expected_boxes, expected_scores))
     except AssertionError as error:
-        raise _hinted(error, _select_hint(boxes, expected_boxes, kwargs, fallback_hint)) from None
+        raise _hinted(error, boxes_hint(expected)) from None
     try:
-        assert_close(scores, expected_scores, f"scores of {what}", RTOL)
+        _assert_close(scores, expected_scores, f"scores of {what}", RTOL)
     except AssertionError as error:
         with np.errstate(divide="ignore"):
             logits = np.log(expected_scores) - np.log1p(-expected_scores)
@@ -481,42 +294,40 @@ def _compare_selection(got, expected, what, kwargs, fallback_hint):
         raise _hinted(error, hint) from None
 
 
-def check_select_proposals(ex):
+def _torch_selection(torch, rpn_module, kwargs):
+    pre_n, post_n = kwargs["pre_nms_top_n"], kwargs["post_nms_top_n"]
+    tv = rpn_module.RegionProposalNetwork(None, None, 0.7, 0.3, 256, 0.5, {"training": pre_n, "testing": pre_n},
+                                          {"training": post_n, "testing": post_n}, kwargs["nms_thresh"],
+                                          kwargs["score_thresh"])
+    tv.min_size = kwargs["min_size"]
+    tv.eval()
+    with torch.no_grad():
+        boxes, scores = tv.filter_proposals(torch.tensor(kwargs["proposals"][None]), torch.tensor(kwargs["objectness"]),
+                                            [kwargs["image_size"]], kwargs["num_anchors_per_level"])
+    return "torchvision RegionProposalNetwork.filter_proposals", (boxes[0].numpy(), scores[0].numpy())
+
+
+def check_select_proposals(ex, label, kwargs, with_torch, fallback_hint):
+    from mrcnn_np.config import MaskRCNNConfig
     from mrcnn_np.model.rpn import RegionProposalNetwork
 
-    select_proposals = function(ex, "select_proposals")
-    note = None
-    for label, kwargs, with_torch, fallback_hint in _select_cases():
-        pre_n, post_n, thresh = kwargs["pre_nms_top_n"], kwargs["post_nms_top_n"], kwargs["nms_thresh"]
-        min_size, score_thresh, size = kwargs["min_size"], kwargs["score_thresh"], kwargs["image_size"]
-        case = (f"select_proposals(proposals {shape_str(kwargs['proposals'].shape)}, objectness "
-                f"{shape_str(kwargs['objectness'].shape)}, {kwargs['num_anchors_per_level']}, image_size={size}, "
-                f"pre_nms_top_n={pre_n}, post_nms_top_n={post_n}, nms_thresh={thresh}, min_size={min_size}, "
-                f"score_thresh={score_thresh}) on {label}")
-        args = [v.copy() if isinstance(v, np.ndarray) else v for v in kwargs.values()]
-        got = _pair(select_proposals(*args), case, "(boxes (P, 4), scores (P,))")
-        rpn = RegionProposalNetwork(None, None, nms_thresh=thresh, score_thresh=score_thresh, min_size=min_size)
-        boxes, scores = rpn.filter_proposals(kwargs["proposals"][None], kwargs["objectness"][None], [size],
-                                             kwargs["num_anchors_per_level"], pre_n, post_n)
-        _compare_selection(got, (boxes[0], scores[0]),
-                           f"{case}\nvs mrcnn_np RegionProposalNetwork.filter_proposals", kwargs, fallback_hint)
-        if not with_torch:
-            continue
-        modules, note = _torch_modules("torch", "torchvision.models.detection.rpn")
-        if modules:
-            torch, rpn_module = modules
-            top_n = {"training": pre_n, "testing": pre_n}
-            tv = rpn_module.RegionProposalNetwork(None, None, 0.7, 0.3, 256, 0.5, top_n,
-                                                  {"training": post_n, "testing": post_n}, thresh, score_thresh)
-            tv.min_size = min_size
-            tv.eval()
-            with torch.no_grad():
-                t_boxes, t_scores = tv.filter_proposals(torch.tensor(kwargs["proposals"][None]),
-                                                        torch.tensor(kwargs["objectness"]), [size],
-                                                        kwargs["num_anchors_per_level"])
-            _compare_selection(got, (t_boxes[0].numpy(), t_scores[0].numpy()),
-                               f"{case}\nvs torchvision RegionProposalNetwork.filter_proposals", kwargs,
-                               fallback_hint)
+    pre_n, post_n, thresh = kwargs["pre_nms_top_n"], kwargs["post_nms_top_n"], kwargs["nms_thresh"]
+    min_size, score_thresh, size = kwargs["min_size"], kwargs["score_thresh"], kwargs["image_size"]
+    case = (f"select_proposals(proposals {shape_str(kwargs['proposals'].shape)}, objectness "
+            f"{shape_str(kwargs['objectness'].shape)}, {kwargs['num_anchors_per_level']}, image_size={size}, "
+            f"pre_nms_top_n={pre_n}, post_nms_top_n={post_n}, nms_thresh={thresh}, min_size={min_size}, "
+            f"score_thresh={score_thresh}) on {label}")
+    call = caller(*kwargs.values())
+    got = _as_tuple(call(function(ex, "select_proposals")), 2, case, "(boxes (P, 4), scores (P,))")
+    rpn = RegionProposalNetwork.from_config(MaskRCNNConfig(), anchor_generator=None, head=None, nms_thresh=thresh,
+                                            score_thresh=score_thresh, min_size=min_size)
+    boxes, scores = rpn.filter_proposals(kwargs["proposals"][None], kwargs["objectness"][None], [size],
+                                         kwargs["num_anchors_per_level"], pre_n, post_n)
+    library = ("mrcnn_np RegionProposalNetwork.filter_proposals", (boxes[0], scores[0]))
+    refs, note = references(library, ("torch", "torchvision.models.detection.rpn"),
+                            lambda *modules: _torch_selection(*modules, kwargs)) if with_torch else ([library], None)
+    compare(got, refs, lambda got, expected, name: _compare_selection(
+        got, expected, f"{case}\nvs {name}", lambda expected: _select_hint(got, expected, call, fallback_hint)))
     return note
 
 
@@ -563,72 +374,18 @@ def _loss_cases():
         _loss_case(rng, 3, 400, [(0.0, 0.8), (0.05, 0.6), (0.0, 0.5)])
 
 
-def _loss_variants(c):
-    """(objectness loss variants, box loss variants), each a list of (value, hint)."""
-    x, t, d = c["objectness"], c["labels"], c["deltas"] - c["regression_targets"]
-    pos, neg = c["sampled_pos"], c["sampled_neg"]
-    sampled = pos | neg
-
-    def bce(mask):
-        return np.maximum(x[mask], 0) - x[mask] * t[mask] + np.log1p(np.exp(-np.abs(x[mask])))
-
-    def smooth(mask, beta=BETA, divide=True):
-        a = np.abs(d[mask])
-        return np.where(a < beta, 0.5 * a * a / (beta if divide else 1.0), a - 0.5 * beta)
-
-    n, n_pos = int(sampled.sum()), int(pos.sum())
-
-    def mean(values):  # NaN for no values, without numpy's warning
-        return values.sum() / values.size if values.size else np.nan
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        objectness = [
-            (mean(bce(t >= 0)), "the objectness loss averages over the sampled anchors only (sampled_pos | "
-                                 "sampled_neg), not over every labelled anchor"),
-            (mean(bce(np.ones(len(x), bool))), "the objectness loss averages over the sampled anchors only: "
-                                                "ignored (-1) and unsampled anchors do not count"),
-            (bce(sampled).sum(), "the objectness loss is a mean over the sampled anchors, not a sum"),
-            (mean(bce(pos)), "the negatives count too: average over sampled_pos | sampled_neg"),
-        ]
-        box = [
-            (smooth(pos).sum() / n_pos, "divide the box loss by the number of sampled anchors (positives and "
-                                        "negatives), not by the number of positives"),
-            (smooth(pos).sum() / len(x), "divide the box loss by the number of sampled anchors, not by all anchors"),
-            (mean(smooth(pos)), "sum the smooth L1 over the positives and their 4 coordinates, then divide by "
-                                 "the number of sampled anchors: not a mean over the entries"),
-            (smooth(pos).sum(), "divide the summed box loss by the number of sampled anchors"),
-            (smooth(pos, beta=1.0).sum() / n, "beta = 1/9, not 1: the loss is quadratic for |d| < 1/9 only"),
-            (smooth(pos, divide=False).sum() / n, "the quadratic part is 0.5 d^2 / beta (the two pieces meet at "
-                                                  "|d| = beta)"),
-            (np.abs(d[pos]).sum() / n, "smooth L1, not L1: 0.5 d^2 / beta where |d| < beta"),
-            (smooth(t == 1).sum() / n, "only the sampled positives count, not every positive anchor"),
-            (smooth(sampled).sum() / n, "the box loss covers the sampled positives only: negatives have no box"),
-        ]
-    return objectness, box
-
-
-def _loss_hint(got, expected, variants):
+def _loss_hint(got, expected, which, call):
+    """A hint for a loss ``got[which]`` that is not finite, else of a mistake ``got`` reproduces (each loss on
+    its own)."""
     try:
-        got = float(np.asarray(got, dtype=np.float64))
+        finite = np.isfinite(np.asarray(got[which], dtype=np.float64)).all()
     except (TypeError, ValueError):
         return None
-    if not np.isfinite(got):
+    if not finite:
         return ("the loss is not finite: for large |x|, log(sigmoid(x)) overflows; use "
                 "max(x, 0) - x * t + log(1 + exp(-|x|)). With no positives, the box loss is 0 (a sum over nothing), "
                 "not 0 / 0")
-    for value, hint in variants:
-        if np.isfinite(value) and _matches(got, value) and not _matches(value, expected):
-            return hint
-    return None
-
-
-def _assert_close_scalar(received, expected, what):
-    """Fail unless ``received`` is one number within RTOL of ``expected`` (absolutely, when it is 0)."""
-    value = _as_float_array(received, (), what)  # a float, or a 0-d array
-    allowed = RTOL * abs(expected) if expected != 0 else RTOL
-    if not abs(float(value) - expected) <= allowed:  # NaN fails
-        raise AssertionError(f"{what}: values differ\nexpected {expected:.10g}, got {float(value):.10g} "
-                             f"(abs error {abs(float(value) - expected):.3g}, allowed {allowed:.1e})")
+    return MISTAKES.hint("rpn_loss", got, expected, call, list)
 
 
 def _tv_losses(torch, rpn_module, c):
@@ -641,41 +398,41 @@ def _tv_losses(torch, rpn_module, c):
     with torch.no_grad():
         objectness, box = tv.compute_loss(torch.tensor(c["objectness"][:, None]), torch.tensor(c["deltas"]),
                                           [torch.tensor(c["labels"])], [torch.tensor(c["regression_targets"])])
-    return objectness.item(), box.item()
+    return "torchvision RegionProposalNetwork.compute_loss", (objectness.item(), box.item())
 
 
-def check_rpn_loss(ex):
+def check_rpn_loss(ex, label, c):
     from mrcnn_np import Tensor
+    from mrcnn_np.config import MaskRCNNConfig
     from mrcnn_np.model.rpn import RegionProposalNetwork
 
-    rpn_loss = function(ex, "rpn_loss")
-    rpn = RegionProposalNetwork(None, None)
-    note = None
-    for label, c in _loss_cases():
-        M = len(c["labels"])
-        case = (f"rpn_loss(objectness ({M},), deltas ({M}, 4), labels, regression_targets, sampled_pos "
-                f"({int(c['sampled_pos'].sum())} True), sampled_neg ({int(c['sampled_neg'].sum())} True)) on {label}")
-        got = _pair(rpn_loss(*(v.copy() for v in c.values())), case, "(loss_objectness, loss_box)")
-        objectness, box = rpn.compute_loss(Tensor(c["objectness"][:, None]), Tensor(c["deltas"]), [c["labels"]],
-                                           [c["regression_targets"]], [c["sampled_pos"].astype(np.uint8)],
-                                           [c["sampled_neg"].astype(np.uint8)])
-        references = [("mrcnn_np RegionProposalNetwork.compute_loss", (objectness.item(), box.item()))]
-        modules, note = _torch_modules("torch", "torchvision.models.detection.rpn")
-        if modules:
-            references.append(("torchvision RegionProposalNetwork.compute_loss", _tv_losses(*modules, c)))
-        variants = _loss_variants(c)
-        for reference, expected in references:
-            for which, name in enumerate(("loss_objectness", "loss_box")):
-                try:
-                    _assert_close_scalar(got[which], expected[which], f"{name} of {case} vs {reference}")
-                except AssertionError as error:
-                    raise _hinted(error, _loss_hint(got[which], expected[which], variants[which])) from None
+    M = len(c["labels"])
+    case = (f"rpn_loss(objectness ({M},), deltas ({M}, 4), labels, regression_targets, sampled_pos "
+            f"({int(c['sampled_pos'].sum())} True), sampled_neg ({int(c['sampled_neg'].sum())} True)) on {label}")
+    call = caller(*c.values())
+    got = _as_tuple(call(function(ex, "rpn_loss")), 2, case, "(loss_objectness, loss_box)")
+    rpn = RegionProposalNetwork.from_config(MaskRCNNConfig(), anchor_generator=None, head=None)
+    objectness, box = rpn.compute_loss(Tensor(c["objectness"][:, None]), Tensor(c["deltas"]), [c["labels"]],
+                                       [c["regression_targets"]], [c["sampled_pos"].astype(np.uint8)],
+                                       [c["sampled_neg"].astype(np.uint8)])
+    refs, note = references(("mrcnn_np RegionProposalNetwork.compute_loss", (objectness.item(), box.item())),
+                            ("torch", "torchvision.models.detection.rpn"), lambda *modules: _tv_losses(*modules, c))
+    for reference, expected in refs:
+        for which, name in enumerate(("loss_objectness", "loss_box")):
+            try:
+                _assert_close_scalar(got[which], expected[which], f"{name} of {case} vs {reference}", RTOL)
+            except AssertionError as error:
+                raise _hinted(error, _loss_hint(got, expected, which, call)) from None
     return note
 
 
 TASKS = [
-    Task("flatten_head_outputs", "(a) per-level head outputs -> one row per anchor", check_flatten_head_outputs),
-    Task("decode_proposals", "(b) deltas + anchors -> proposals, clamped", check_decode_proposals),
-    Task("select_proposals", "(c) top-n per level, clip, filter, NMS per level", check_select_proposals),
-    Task("rpn_loss", "(d) objectness BCE and box smooth L1 over the sample", check_rpn_loss),
+    Task("flatten_head_outputs", "(a) per-level head outputs -> one row per anchor",
+         for_each_case(_flatten_cases, check_flatten_head_outputs)),
+    Task("decode_proposals", "(b) deltas + anchors -> proposals, clamped", for_each_case(_decode_cases,
+                                                                                         check_decode_proposals)),
+    Task("select_proposals", "(c) top-n per level, clip, filter, NMS per level",
+         for_each_case(_select_cases, check_select_proposals)),
+    Task("rpn_loss", "(d) objectness BCE and box smooth L1 over the sample",
+         for_each_case(_loss_cases, check_rpn_loss)),
 ]

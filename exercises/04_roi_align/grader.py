@@ -6,34 +6,24 @@ Every task runs fixed float64 cases. bilinear_interpolate is compared with RoIAl
 to 1e-10 of the reference's largest value; the levels of map_levels exactly, with
 ``mrcnn_np.ops.poolers.LevelMapper`` and torchvision's. When a result is wrong in a way the
 grader recognises (no -1 margin, no max(size, 1) when not aligned, the wrong count, a
-missing eps, ...), the message ends with a hint.
+missing eps: the mistakes in ``mistakes.py``, ...), the message ends with a hint.
 """
 
 import math
 
 import numpy as np
 
-from mrcnn_np.exercises import Task, assert_close, function, shape_str
+from mrcnn_np.exercises import Mistakes, Task, compare, for_each_case, function, references, shape_str
 from mrcnn_np.exercises import as_float_array as _as_float_array
+from mrcnn_np.exercises import assert_close as _assert_close
 from mrcnn_np.exercises import call_learner as _call
 from mrcnn_np.exercises import fmt_vector as _fmt
-from mrcnn_np.exercises import hinted as _hinted
-from mrcnn_np.exercises import torch_modules as _torch_modules
+from mrcnn_np.exercises import matches as _matches
+from mrcnn_np.exercises import wrong_on as _wrong_on
 
 STUB = "exercise.py"
 RTOL = 1e-10
-
-
-
-
-def _without_samples(rois, output_size, spatial_scale, sampling_ratio, aligned):
-    """(R,) bool: the boxes whose bins hold no sample point -- aligned, sampling_ratio <= 0 and a
-    box of zero width or height, so that g = ceil(0 / bins) = 0. Their bins read 0."""
-    if aligned and sampling_ratio <= 0 and len(rois):
-        ph, pw = output_size
-        x1, y1, x2, y2 = (rois[:, k] * spatial_scale - 0.5 for k in range(1, 5))
-        return (np.ceil((y2 - y1) / ph) == 0) | (np.ceil((x2 - x1) / pw) == 0)
-    return np.zeros(len(rois), dtype=bool)
+MISTAKES = Mistakes(__file__)
 
 
 def _library_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
@@ -98,47 +88,6 @@ def _bilinear_cases():
         yield rng.standard_normal(shape), _bilinear_points(shape[1], shape[2], rng)
 
 
-def _bilinear_variant(feature, y, x, margin=1.0, inclusive=True, clamp=True, low_of=int, swap=False):
-    """torchvision's bilinear read of (y, x), or one with a deliberate mistake (for hints)."""
-    _, H, W = feature.shape
-    if inclusive:
-        outside = y < -margin or y > H or x < -margin or x > W
-    else:
-        outside = y <= -margin or y >= H or x <= -margin or x >= W
-    if outside:
-        return np.zeros(feature.shape[0])
-
-    def taps(t, size):
-        t = max(t, 0.0) if clamp else t
-        low = low_of(t)
-        if low >= size - 1:
-            low = high = size - 1
-            t = float(low)
-        else:
-            high = low + 1
-        frac = t - low
-        return (low, high, frac, 1 - frac) if swap else (low, high, 1 - frac, frac)
-
-    y_low, y_high, hy, ly = taps(y, H)
-    x_low, x_high, hx, lx = taps(x, W)
-    return (hy * hx * feature[:, y_low, x_low] + hy * lx * feature[:, y_low, x_high]
-            + ly * hx * feature[:, y_high, x_low] + ly * lx * feature[:, y_high, x_high])
-
-
-BILINEAR_HINTS = [
-    (dict(margin=0.0), "a point reads 0 only when it is more than one pixel outside: y < -1 or y > H, x < -1 or "
-                       "x > W; between -1 and 0 it is clamped to 0 and reads the first row / column"),
-    (dict(inclusive=False), "the limits are inside: y = -1 and y = H (x = -1, x = W) read the edge pixel; "
-                            "zeros only for y < -1 or y > H (x < -1 or x > W)"),
-    (dict(clamp=False), "clamp a negative coordinate to 0 before taking int(y) (y = max(y, 0)): a point between "
-                        "-1 and 0 reads row 0 with weight 1, it does not extrapolate"),
-    (dict(clamp=False, low_of=math.floor), "clamp a negative coordinate to 0 first (y = max(y, 0)): floor(-0.5) "
-                                           "is -1, and feature[:, -1] is the *last* row in NumPy"),
-    (dict(low_of=round), "y_low = int(y), the pixel at or before the point (floor), not the nearest one (round)"),
-    (dict(swap=True), "the nearer pixel weighs more: y_low gets hy = 1 - (y - y_low), y_high gets ly = y - y_low"),
-]
-
-
 def _bilinear_crash_hint(where):
     def hint(exc):
         if isinstance(exc, IndexError) and where.startswith(("past the last", "on the limit H", "on the last")):
@@ -174,38 +123,24 @@ def _assert_points_close(got, expected, points, case, reference):
             f"the point is {where}: expected {_fmt(expected[i])}, got {_fmt(got[i])}")
 
 
-def _bilinear_hint(got, feature, points, expected):
-    for kwargs, hint in BILINEAR_HINTS:
-        try:
-            variant = np.stack([_bilinear_variant(feature, y, x, **kwargs) for _, y, x in points])
-        except IndexError:
-            continue
-        if np.allclose(got, variant, rtol=1e-9, atol=1e-12) and not np.allclose(variant, expected, rtol=1e-9,
-                                                                               atol=1e-12):
-            return hint
-    return None
+def _point_values(feature, points):
+    """(P, C) mrcnn_np's RoIAlign of a zero-size box at each point, sampled once: the point's values."""
+    return _library_roi_align(feature[None], _point_rois(points), (1, 1), 1.0, 1, True)[:, :, 0, 0]
 
 
-def check_bilinear_interpolate(ex):
-    bilinear = function(ex, "bilinear_interpolate")
-    note = None
-    for feature, points in _bilinear_cases():
-        def case(y, x, shape=feature.shape):
-            return f"bilinear_interpolate(feature {shape_str(shape)}, y={y!r}, x={x!r})"
+def check_bilinear_interpolate(ex, feature, points):
+    def case(y, x):
+        return f"bilinear_interpolate(feature {shape_str(feature.shape)}, y={y!r}, x={x!r})"
 
-        got = _learner_points(ex, bilinear, feature, points, case)
-        rois = _point_rois(points)
-        expected = _library_roi_align(feature[None], rois, (1, 1), 1.0, 1, True)[:, :, 0, 0]  # (P, C, 1, 1) -> (P, C)
-        try:
-            _assert_points_close(got, expected, points, case,
-                                 "mrcnn_np.ops.roi_align (a zero-size box sampled once at (y, x))")
-        except AssertionError as error:
-            raise _hinted(error, _bilinear_hint(got, feature, points, expected)) from None
-        modules, note = _torch_modules("torch", "torchvision.ops")
-        if modules:
-            torch, ops = modules
-            theirs = _torch_roi_align(torch, ops, feature[None], rois, (1, 1), 1.0, 1, True)[:, :, 0, 0]
-            _assert_points_close(got, theirs, points, case, "torchvision.ops.roi_align (a zero-size box sampled once)")
+    got = _learner_points(ex, function(ex, "bilinear_interpolate"), feature, points, case)
+    refs, note = references(("mrcnn_np.ops.roi_align (a zero-size box sampled once at (y, x))",
+                             _point_values(feature, points)),
+                            ("torch", "torchvision.ops"), lambda torch, ops: (
+                                "torchvision.ops.roi_align (a zero-size box sampled once)", _torch_roi_align(
+                                    torch, ops, feature[None], _point_rois(points), (1, 1), 1.0, 1, True)[:, :, 0, 0]))
+    compare(got, refs, lambda got, expected, name: _assert_points_close(got, expected, points, case, name),
+            lambda expected: MISTAKES.hint("bilinear_interpolate", got, expected, lambda f: np.stack(
+                [f(feature.copy(), y, x) for _, y, x in points])))
     return note
 
 
@@ -260,128 +195,22 @@ def _roi_align_cases():
     yield "no boxes: rois (0, 5)", small, np.zeros((0, 5)), [], (7, 7), 0.125, 2, False
 
 
-def _axis_weights(start, bin_size, grid, bins, size, point=0.5, margin=1.0):
-    """Along one axis of one box: (bins, size) summed interpolation weights of each bin's sample
-    points, and (bins,) how many of them are inside; RoIAlign's weights are separable."""
-    M, inside = np.zeros((bins, size)), np.zeros(bins)
-    for p in range(bins):
-        for i in range(grid):
-            t = start + p * bin_size + (i + point) * bin_size / grid
-            if t < -margin or t > size:
-                continue
-            inside[p] += 1
-            t = max(t, 0.0)
-            low = int(t)
-            if low >= size - 1:
-                low = high = size - 1
-                t = float(low)
-            else:
-                high = low + 1
-            M[p, low] += 1 - (t - low)
-            M[p, high] += t - low
-    return M, inside
-
-
-def _roi_align_variant(features, rois, output_size, spatial_scale, sampling_ratio, aligned, offset="aligned",
-                       min_one="not aligned", count="grid", grid=math.ceil, point=0.5, margin=1.0, scale=True,
-                       batch=True):
-    """torchvision's RoIAlign, or one with a deliberate mistake (for hints), as
-    ``W_y @ feature @ W_x.T / count`` per box."""
-    _, C, H, W = features.shape
-    ph, pw = output_size
-    out = np.zeros((len(rois), C, ph, pw))
-    shift = {"aligned": 0.5 if aligned else 0.0, "never": 0.0, "always": 0.5, "plus": -0.5 if aligned else 0.0,
-             "before scale": 0.0}[offset]
-    s = spatial_scale if scale else 1.0
-    for r, (b, *box) in enumerate(rois):
-        if offset == "before scale" and aligned:
-            x1, y1, x2, y2 = ((v - 0.5) * s for v in box)
-        else:
-            x1, y1, x2, y2 = (v * s - shift for v in box)
-        roi_w, roi_h = x2 - x1, y2 - y1
-        if min_one == "always" or (min_one == "not aligned" and not aligned):
-            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
-        if sampling_ratio > 0:
-            g_h = g_w = sampling_ratio
-        elif grid == "literal":
-            g_h = g_w = max(sampling_ratio, 0)
-        else:
-            g_h, g_w = int(grid(roi_h / ph)), int(grid(roi_w / pw))
-        Wy, inside_y = _axis_weights(y1, roi_h / ph, g_h, ph, H, point, margin)  # (ph, H), (ph,)
-        Wx, inside_x = _axis_weights(x1, roi_w / pw, g_w, pw, W, point, margin)  # (pw, W), (pw,)
-        n = {"grid": max(g_h * g_w, 1), "no max": g_h * g_w,
-             "inside": np.maximum(inside_y[:, None] * inside_x[None, :], 1)}[count]
-        feature = features[int(b) if batch else 0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[r] = Wy @ feature @ Wx.T / n  # (ph, H) @ (C, H, W) @ (W, pw) -> (C, ph, pw)
-    return out
-
-
-ROI_ALIGN_HINTS = [
-    (dict(offset="never"), "aligned=True shifts the scaled box by half a pixel: x1 * spatial_scale - 0.5 (all four "
-                           "coordinates)"),
-    (dict(offset="always"), "shift by -0.5 only when aligned=True; aligned=False (Mask R-CNN's default) uses "
-                            "x1 * spatial_scale as it is"),
-    (dict(offset="plus"), "aligned=True shifts by -0.5 (x1 * spatial_scale - 0.5), not +0.5"),
-    (dict(offset="before scale"), "scale first, then shift: x1 * spatial_scale - 0.5, not (x1 - 0.5) * "
-                                  "spatial_scale"),
-    (dict(min_one="never"), "when aligned=False, a box smaller than one feature pixel is read as 1 pixel: "
-                            "roi_w = max(x2 - x1, 1), roi_h = max(y2 - y1, 1), on the scaled box"),
-    (dict(min_one="always"), "the minimum size of 1 pixel is for aligned=False only; with aligned=True a tiny box "
-                             "stays tiny"),
-    (dict(count="inside"), "divide by the number of sample points, max(g_h * g_w, 1), including those outside the "
-                           "map that read 0, not by the number inside"),
-    (dict(count="no max"), "count = max(g_h * g_w, 1): with sampling_ratio <= 0 a box of zero width has g_w = 0 "
-                           "sample columns, and its bins read 0, not 0 / 0"),
-    (dict(grid=round), "the adaptive grid rounds up: g_h = ceil(roi_h / ph), not round(roi_h / ph)"),
-    (dict(grid=math.floor), "the adaptive grid rounds up: g_h = ceil(roi_h / ph), not floor or int()"),
-    (dict(grid="literal"), "sampling_ratio <= 0 means adaptive: ceil(roi_h / ph) x ceil(roi_w / pw) points per bin"),
-    (dict(point=0.0), "sample at the centres of the g_h x g_w sub-bins: y1 + p * bin_h + (i + 0.5) * bin_h / g_h"),
-    (dict(point=1.0), "sample at the centres of the g_h x g_w sub-bins: i + 0.5 with i counted from 0"),
-    (dict(scale=False), "rois are in image pixels: multiply them by spatial_scale to get feature-map coordinates"),
-    (dict(batch=False), "read each box from its own image: features[int(rois[r, 0])]"),
-    (dict(margin=0.0), "a sample point reads 0 only when it is more than one pixel outside the map (y < -1 or "
-                       "y > H, x < -1 or x > W), as in task (a)"),
-]
-
-
-def _roi_align_hint(ex, got, expected, case_args):
-    """The hint of the first recognised mistake ``got`` shows, else one about the learner's own
-    bilinear_interpolate, else None."""
-    features, rois, output_size = case_args[:3]
+def _roi_align_hint(ex, got, expected, call):
+    """A hint for a wrong shape or transposed bins, else of the mistake ``got`` reproduces, else about
+    the learner's own bilinear_interpolate."""
     R, C, ph, pw = expected.shape
-    try:
-        received = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    if received.shape != expected.shape:
-        if received.shape == (R, C, pw, ph) and ph != pw:
-            return "the output is (R, C, ph, pw): ph bins along y (rows), pw along x (columns)"
-        if received.shape == (R, ph, pw, C):
-            return "the output is (R, C, ph, pw): channels before the bins"
-        return None
-    if ph == pw and np.allclose(received, expected.transpose(0, 1, 3, 2), rtol=1e-9, atol=1e-12):
+    if np.shape(got) == (R, C, pw, ph) != expected.shape:
+        return "the output is (R, C, ph, pw): ph bins along y (rows), pw along x (columns)"
+    if np.shape(got) == (R, ph, pw, C) != expected.shape:
+        return "the output is (R, C, ph, pw): channels before the bins"
+    if ph == pw and _matches(got, expected.transpose(0, 1, 3, 2)) and not _matches(got, expected):
         return "the bins are transposed: out[r, :, p, q] is bin row p (along y) and column q (along x)"
-    for kwargs, hint in ROI_ALIGN_HINTS:
-        variant = _roi_align_variant(*case_args, **kwargs)
-        if (np.allclose(received, variant, rtol=1e-9, atol=1e-12, equal_nan=True)
-                and not np.allclose(variant, expected, rtol=1e-9, atol=1e-12, equal_nan=True)):
-            return hint
-    return _own_bilinear_hint(ex)
-
-
-def _own_bilinear_hint(ex):
-    """A hint when the learner's own bilinear_interpolate (which roi_align may use) is wrong."""
-    try:
-        for feature, points in _bilinear_cases():
-            mine = np.stack([np.asarray(ex.bilinear_interpolate(feature.copy(), y, x), dtype=np.float64)
-                             for _, y, x in points])
-            expected = np.stack([_bilinear_variant(feature, y, x) for _, y, x in points])
-            if mine.shape != expected.shape or not np.allclose(mine, expected, rtol=1e-9, atol=1e-12):
-                return "your bilinear_interpolate is wrong (task (a)): if roi_align uses it, fix it first"
-    except Exception:  # not written yet, or crashes: no hint from here
-        return None
-    return None
+    hint = MISTAKES.hint("roi_align", got, expected, call)
+    points = [((feature, y, x), value) for feature, points in _bilinear_cases()
+              for (_, y, x), value in zip(points, _point_values(feature, points), strict=True)]
+    if not hint and _wrong_on(getattr(ex, "bilinear_interpolate", None), points):  # which roi_align may use
+        return "your bilinear_interpolate is wrong (task (a)): if roi_align uses it, fix it first"
+    return hint
 
 
 def _roi_align_crash_hint(exc):
@@ -391,38 +220,23 @@ def _roi_align_crash_hint(exc):
     return None
 
 
-def _worst_roi(got, expected, rois, labels):
-    """``rois[r] = [...] (label)`` of the box with the largest error."""
-    with np.errstate(invalid="ignore"):
-        error = np.abs(np.asarray(got, dtype=np.float64) - expected).reshape(len(rois), -1)
-    error[np.isnan(error)] = np.inf
-    r = int(np.argmax(error.max(axis=1)))
-    batch, *box = rois[r]
-    return f"the largest error is in rois[{r}] = image {int(batch)}, box {_fmt(box)} ({labels[r]})"
+def check_roi_align(ex, label, features, rois, labels, output_size, scale, sampling, aligned):
+    case = (f"roi_align(features {shape_str(features.shape)}, rois {shape_str(rois.shape)}, "
+            f"output_size={output_size}, spatial_scale={scale}, sampling_ratio={sampling}, aligned={aligned})"
+            f" [{label}]")
+    args = (features, rois, output_size, scale, sampling, aligned)
 
+    def call(function):
+        return function(features.copy(), rois.copy(), *args[2:])
 
-def check_roi_align(ex):
-    roi_align = function(ex, "roi_align")
-    note = None
-    for label, features, rois, labels, output_size, scale, sampling, aligned in _roi_align_cases():
-        case = (f"roi_align(features {shape_str(features.shape)}, rois {shape_str(rois.shape)}, "
-                f"output_size={output_size}, spatial_scale={scale}, sampling_ratio={sampling}, aligned={aligned})"
-                f" [{label}]")
-        args = (features, rois, output_size, scale, sampling, aligned)
-        got = _call(ex, roi_align, (features.copy(), rois.copy(), *args[2:]), case, _roi_align_crash_hint)
-        expected = _library_roi_align(*args)
-        try:
-            assert_close(got, expected, f"{case} vs mrcnn_np.ops.roi_align", RTOL)
-        except AssertionError as error:
-            lines = str(error)
-            if len(rois) and np.shape(got) == expected.shape:
-                lines += "\n" + _worst_roi(got, expected, rois, labels)
-            raise _hinted(AssertionError(lines), _roi_align_hint(ex, got, expected, args)) from None
-        modules, note = _torch_modules("torch", "torchvision.ops")
-        if modules:
-            torch, ops = modules
-            theirs = _torch_roi_align(torch, ops, *args)
-            assert_close(got, theirs, f"{case} vs torchvision.ops.roi_align", RTOL)
+    def row(r):
+        return f"rois[{r}] = image {int(rois[r, 0])}, box {_fmt(rois[r, 1:])} ({labels[r]})"
+
+    got = _call(ex, call, (function(ex, "roi_align"),), case, _roi_align_crash_hint)
+    refs, note = references(("mrcnn_np.ops.roi_align", _library_roi_align(*args)), ("torch", "torchvision.ops"),
+                            lambda torch, ops: ("torchvision.ops.roi_align", _torch_roi_align(torch, ops, *args)))
+    compare(got, refs, lambda got, expected, name: _assert_close(got, expected, f"{case} vs {name}", RTOL, row=row),
+            lambda expected: _roi_align_hint(ex, got, expected, call))
     return note
 
 
@@ -455,42 +269,6 @@ def _level_cases():
 LEVEL_DEFAULTS = dict(k_min=2, k_max=5, canonical_scale=224, canonical_level=4, eps=1e-6)
 
 
-def _level_variant(boxes, k_min=2, k_max=5, canonical_scale=224, canonical_level=4, eps=1e-6, floor=np.floor,
-                   log=np.log2, sqrt=np.sqrt, clamp=True, index=False):
-    """torchvision's LevelMapper levels (k_min..k_max), or with one deliberate mistake (for hints)."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    k = floor(canonical_level + log(sqrt(area) / canonical_scale) + eps)
-    if clamp:
-        k = np.clip(k, k_min, k_max)
-    return k - k_min if index else k
-
-
-LEVEL_HINTS = [
-    (dict(eps=0.0), "add eps before the floor: a box of 112 x 112 px at x1 = 400.04 is 111.99999999999994 px wide "
-                    "in floating point, and must stay on level 3"),
-    (dict(floor=np.round), "floor, not round: a box of 200 px has 4 + log2(200 / 224) = 3.84, level 3"),
-    (dict(clamp=False), "clamp the level to [k_min, k_max] (np.clip): no level below k_min or above k_max"),
-    (dict(index=True), "return the level k itself (k_min..k_max), not the index k - k_min that LevelMapper returns"),
-    (dict(sqrt=lambda a: a), "a box's scale is sqrt(area), the side of the square of the same area"),
-    (dict(log=np.log), "log2, not the natural logarithm: one level up per doubling of the box's side"),
-]
-
-
-def _level_hint(got, boxes, kwargs):
-    arguments = {**LEVEL_DEFAULTS, **kwargs}
-    expected = _level_variant(boxes, **arguments)
-    candidates = [({**arguments, **mistake}, hint) for mistake, hint in LEVEL_HINTS]
-    if kwargs:
-        candidates.append((LEVEL_DEFAULTS, "use the arguments k_min, k_max, canonical_scale, canonical_level and "
-                                           "eps: the grader passes other values than the defaults"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for arguments, hint in candidates:
-            variant = _level_variant(boxes, **arguments)
-            if np.array_equal(got, variant) and not np.array_equal(variant, expected):
-                return hint
-    return None
-
-
 def _assert_same_levels(got, expected, boxes, what):
     expected = np.asarray(expected)
     if got is None:
@@ -511,37 +289,30 @@ def _assert_same_levels(got, expected, boxes, what):
                              f"{int(expected[i])}, got {int(got[i])}")
 
 
-def check_map_levels(ex):
+def check_map_levels(ex, label, boxes, kwargs):
     from mrcnn_np.ops.poolers import LevelMapper
 
-    map_levels = function(ex, "map_levels")
-    note = None
-    for label, boxes, kwargs in _level_cases():
-        arguments = {**LEVEL_DEFAULTS, **kwargs}
-        shown = "".join(f", {k}={v}" for k, v in kwargs.items())
-        case = f"map_levels(boxes {shape_str(boxes.shape)}{shown}) [{label}]"
-        got = _call(ex, map_levels, (boxes.copy(),), case, kwargs=kwargs)
-        mapper = LevelMapper(arguments["k_min"], arguments["k_max"], arguments["canonical_scale"],
-                             arguments["canonical_level"], arguments["eps"])
-        expected = mapper([boxes]) + arguments["k_min"]
-        try:
-            _assert_same_levels(got, expected, boxes, f"{case} vs mrcnn_np.ops.poolers.LevelMapper (+ k_min)")
-        except AssertionError as error:
-            hint = _level_hint(got, boxes, kwargs) if np.shape(got) == expected.shape and "hint:" not in str(error) \
-                else None
-            raise _hinted(error, hint) from None
-        modules, note = _torch_modules("torch", "torchvision.ops.poolers")
-        if modules:
-            torch, poolers = modules
-            theirs = poolers.LevelMapper(arguments["k_min"], arguments["k_max"], arguments["canonical_scale"],
-                                         arguments["canonical_level"], arguments["eps"])([torch.tensor(boxes)])
-            _assert_same_levels(got, theirs.numpy() + arguments["k_min"], boxes,
-                                f"{case} vs torchvision LevelMapper (+ k_min)")
+    arguments = {**LEVEL_DEFAULTS, **kwargs}
+    shown = "".join(f", {k}={v}" for k, v in kwargs.items())
+    case = f"map_levels(boxes {shape_str(boxes.shape)}{shown}) [{label}]"
+
+    def call(map_levels):
+        return map_levels(boxes.copy(), **kwargs)
+
+    got = _call(ex, call, (function(ex, "map_levels"),), case)
+    refs, note = references(("mrcnn_np.ops.poolers.LevelMapper (+ k_min)", LevelMapper(*arguments.values())([boxes])
+                             + arguments["k_min"]), ("torch", "torchvision.ops.poolers"), lambda torch, poolers: (
+        "torchvision LevelMapper (+ k_min)", poolers.LevelMapper(*arguments.values())([torch.tensor(boxes)]).numpy()
+        + arguments["k_min"]))
+    compare(got, refs, lambda got, expected, name: _assert_same_levels(got, expected, boxes, f"{case} vs {name}"),
+            lambda expected: MISTAKES.hint("map_levels", got, expected, call))
     return note
 
 
 TASKS = [
-    Task("bilinear_interpolate", "(a) one point, bilinearly interpolated", check_bilinear_interpolate),
-    Task("roi_align", "(b) a ph x pw grid of averaged samples per box", check_roi_align),
-    Task("map_levels", "(c) the FPN level of each box", check_map_levels),
+    Task("bilinear_interpolate", "(a) one point, bilinearly interpolated",
+         for_each_case(_bilinear_cases, check_bilinear_interpolate)),
+    Task("roi_align", "(b) a ph x pw grid of averaged samples per box",
+         for_each_case(_roi_align_cases, check_roi_align)),
+    Task("map_levels", "(c) the FPN level of each box", for_each_case(_level_cases, check_map_levels)),
 ]

@@ -41,7 +41,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from ..nn.checks import is_int, is_number
+from ..checks import is_int, is_number
 
 SKIPPED = "annotation skipped"
 

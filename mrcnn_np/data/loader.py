@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn.checks import is_int, is_number
+from ..checks import is_int, is_number
 from .coco import DatasetError
 
 

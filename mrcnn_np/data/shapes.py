@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nn.checks import is_int
+from ..checks import is_int
 
 SHAPES = ("square", "circle", "triangle")
 

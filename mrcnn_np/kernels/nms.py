@@ -23,8 +23,8 @@ import numpy as np
 from numba import cuda, njit, uint64
 
 from ..backend import get_array_module
-from ..ops.nms import score_order
 from .device import to_cuda
+from .order import score_order
 
 BLOCK = 64  # boxes per block = bits per mask word
 

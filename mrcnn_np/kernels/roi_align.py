@@ -1,10 +1,11 @@
 """RoIAlign kernels; the specification is :func:`mrcnn_np.ops.roi_align.roi_align_numpy`.
 
 All kernels take the :class:`~mrcnn_np.ops.roi_align.SamplingPlan` (per-axis bilinear taps of
-every sample point) and work **channels-last**: features (N, H, W, C). The four pixels a point
-reads are then four contiguous runs of C values, which the compiler vectorises, and the
-interpolation weights are computed once per point and shared by all channels. That layout,
-plus parallel boxes, is what makes the CPU kernel fast.
+every sample point) and the output size as a checked ``(ph, pw)`` pair, and work
+**channels-last**: features (N, H, W, C). The four pixels a point reads are then four
+contiguous runs of C values, which the compiler vectorises, and the interpolation weights are
+computed once per point and shared by all channels. That layout, plus parallel boxes, is what
+makes the CPU kernel fast.
 
 Forward (``roi_align_numba``): boxes in parallel (``prange``); per bin, per sample point,
 ``acc += w1 * f[y0, x0] + w2 * f[y0, x1] + w3 * f[y1, x0] + w4 * f[y1, x1]`` over channels
@@ -28,7 +29,6 @@ import numpy as np
 from numba import cuda, njit, prange
 
 from ..backend import get_array_module
-from ..nn.checks import pair
 from .device import from_cuda, to_cuda
 
 
@@ -92,7 +92,7 @@ def _plan_arrays(plan, xp=np):
 
 
 def roi_align_numba(features, plan, output_size):
-    ph, pw = pair(output_size)
+    ph, pw = output_size
     R, C = len(plan.batch), features.shape[1]
     out = np.zeros((R, ph, pw, C), dtype=features.dtype)
     _forward_cpu(_channels_last(features), *_plan_arrays(plan), out)
@@ -152,7 +152,7 @@ def _launch(kernel, n, *args):
 
 def roi_align_cuda(features, plan, output_size):
     xp = get_array_module(features)
-    ph, pw = pair(output_size)
+    ph, pw = output_size
     R, C = len(plan.batch), features.shape[1]
     out = cuda.to_device(np.zeros((R, ph, pw, C), dtype=features.dtype))
     _launch(_forward_gpu, out.size, to_cuda(_channels_last(features)), *map(to_cuda, _plan_arrays(plan, xp)), out)
@@ -168,6 +168,7 @@ def roi_align_backward_cuda(grad_out, plan, input_shape):
     return from_cuda(grad, grad_out).transpose(0, 3, 1, 2)
 
 
+# (forward, backward) of each compiled implementation; ops.roi_align's KernelTable loads these
 IMPLS = {
     "numba": (roi_align_numba, roi_align_backward_numba),
     "cuda": (roi_align_cuda, roi_align_backward_cuda),

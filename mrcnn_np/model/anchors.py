@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import _data
-from ..backend import get_array_module
-
-DEFAULT_SIZES = ((32,), (64,), (128,), (256,), (512,))
-DEFAULT_ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * 5
+from ..backend import as_array, get_array_module
 
 
 def cell_anchors(sizes, aspect_ratios) -> np.ndarray:
@@ -38,14 +34,20 @@ def cell_anchors(sizes, aspect_ratios) -> np.ndarray:
 
 
 class AnchorGenerator:
-    """``AnchorGenerator(sizes, aspect_ratios)``: one tuple of sizes and one of ratios per level."""
+    """``AnchorGenerator(sizes=, aspect_ratios=)``: one tuple of sizes and one of ratios per level;
+    :meth:`from_config` takes them from a :class:`~mrcnn_np.config.MaskRCNNConfig`."""
 
-    def __init__(self, sizes=DEFAULT_SIZES, aspect_ratios=DEFAULT_ASPECT_RATIOS):
+    def __init__(self, *, sizes, aspect_ratios):
         if len(sizes) != len(aspect_ratios):
             raise ValueError(f"one aspect-ratio tuple per level: got {len(sizes)} sizes and "
                              f"{len(aspect_ratios)} ratio tuples")
         self.sizes, self.aspect_ratios = tuple(sizes), tuple(aspect_ratios)
         self.cell_anchors = [cell_anchors(s, r) for s, r in zip(self.sizes, self.aspect_ratios, strict=True)]
+
+    @classmethod
+    def from_config(cls, config):
+        """The anchors of ``config``: ``anchor_sizes`` and ``aspect_ratios``."""
+        return cls(sizes=config.anchor_sizes, aspect_ratios=config.aspect_ratios)
 
     def num_anchors_per_location(self) -> list[int]:
         return [len(a) for a in self.cell_anchors]
@@ -67,7 +69,7 @@ class AnchorGenerator:
     def __call__(self, image_size, feature_maps) -> list:
         """Anchors for a batch: ``image_size`` (H, W) of the padded batch, ``feature_maps`` a
         list of (N, C, h, w) arrays or Tensors -> N equal arrays (sum_l h_l*w_l*A_l, 4)."""
-        first = _data(feature_maps[0])
+        first = as_array(feature_maps[0])
         xp = get_array_module(first)
         sizes = [tuple(f.shape[-2:]) for f in feature_maps]
         anchors = xp.concatenate(self.grid_anchors(image_size, sizes, first.dtype, xp), axis=0)

@@ -61,8 +61,8 @@ class ResNet(nn.Module):
     standard networks; smaller values give fast CPU configurations.
     """
 
-    def __init__(self, layers=(3, 4, 6, 3), width: int = 64, norm_layer=nn.FrozenBatchNorm2d,
-                 rng=None, dtype=np.float32):
+    def __init__(self, layers=(3, 4, 6, 3), width: int = 64, norm_layer=nn.FrozenBatchNorm2d, *, rng=None,
+                 dtype=np.float32):
         super().__init__()
         rng = nn.init.make_rng(rng)
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False, rng=rng, dtype=dtype)
@@ -112,7 +112,7 @@ def freeze_layers(body: ResNet, trainable_layers: int) -> None:
 class BackboneWithFPN(nn.Module):
     """``body`` (a :class:`ResNet`) followed by ``fpn``: images -> {"0", "1", "2", "3", "pool"}."""
 
-    def __init__(self, body: ResNet, out_channels: int = 256, rng=None, dtype=np.float32):
+    def __init__(self, body: ResNet, out_channels: int = 256, *, rng=None, dtype=np.float32):
         super().__init__()
         self.body = body
         self.fpn = FeaturePyramidNetwork(body.out_channels, out_channels, rng=rng, dtype=dtype)
@@ -122,7 +122,7 @@ class BackboneWithFPN(nn.Module):
         return self.fpn(self.body(x))
 
 
-def resnet_fpn_backbone(name: str = "resnet50", trainable_layers: int = 3, layers=None, width: int = 64,
+def resnet_fpn_backbone(name: str = "resnet50", *, trainable_layers: int = 3, layers=None, width: int = 64,
                         norm_layer=nn.FrozenBatchNorm2d, out_channels: int = 256, rng=None,
                         dtype=np.float32) -> BackboneWithFPN:
     """torchvision's ``resnet_fpn_backbone(backbone_name=name, weights=None, trainable_layers=...)``.
@@ -137,6 +137,6 @@ def resnet_fpn_backbone(name: str = "resnet50", trainable_layers: int = 3, layer
             raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(RESNET_LAYERS)} or layers=")
         layers = RESNET_LAYERS[name]
     rng = nn.init.make_rng(rng)
-    body = ResNet(layers, width, norm_layer, rng, dtype)
+    body = ResNet(layers, width, norm_layer, rng=rng, dtype=dtype)
     freeze_layers(body, trainable_layers)
-    return BackboneWithFPN(body, out_channels, rng, dtype)
+    return BackboneWithFPN(body, out_channels, rng=rng, dtype=dtype)

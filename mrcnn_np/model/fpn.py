@@ -22,7 +22,7 @@ from ..nn import functional as F
 
 
 class FeaturePyramidNetwork(nn.Module):
-    def __init__(self, in_channels_list, out_channels: int = 256, rng=None, dtype=np.float32):
+    def __init__(self, in_channels_list, out_channels: int = 256, *, rng=None, dtype=np.float32):
         super().__init__()
         rng = nn.init.make_rng(rng)
         # each block is a one-conv Sequential, as torchvision's Conv2dNormActivation: keys "i.0.*"

@@ -13,6 +13,23 @@ Images are (H, W, 3) or (3, H, W) arrays, float in [0, 1] or uint8 (see
 Inference is :meth:`MaskRCNN.predict`, training :meth:`MaskRCNN.loss`; calling the model
 picks one by its mode, like torchvision's. Parameter names are torchvision's
 (``backbone.body...``, ``rpn.head...``, ``roi_heads.box_head.fc6.weight``, ...).
+
+``predict`` never records the autograd tape (no ``no_grad`` needed) and returns plain arrays.
+For gradients through the inference path (saliency maps, debugging a head), call the stages
+yourself, outside :func:`mrcnn_np.no_grad`: they are Modules and record the tape like any layer::
+
+    batch, _ = model.transform(images)
+    x = Tensor(batch.tensors, requires_grad=True)
+    features = model.backbone(x)
+    box_features = model.roi_heads.box_roi_pool(features, proposals, batch.image_sizes)
+    class_logits, _ = model.roi_heads.box_predictor(model.roi_heads.box_head(box_features))
+    class_logits[:, k].sum().backward()          # x.grad: (N, 3, H', W')
+
+The anchors and RoIs a training call samples are drawn from ``rng`` when one is given, else
+from the model's own Generator, ``model.generator``: seeded when the model is built (from the
+``rng`` that drew the weights) or by :meth:`MaskRCNN.manual_seed`, and advanced by every draw,
+so consecutive calls sample afresh, as torch's global generator does.
+
 He et al., "Mask R-CNN" (2017); torchvision ``models/detection/mask_rcnn.py``.
 """
 
@@ -21,64 +38,68 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn
+from ..autograd import no_grad
 from ..config import MaskRCNNConfig
-from .anchors import AnchorGenerator
 from .backbone import resnet_fpn_backbone
-from .roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
-from .rpn import RegionProposalNetwork, RPNHead
-from .transform import GeneralizedRCNNTransform, as_chw_float
+from .roi_heads import RoIHeads
+from .rpn import RegionProposalNetwork
+from .transform import GeneralizedRCNNTransform
 
 
 class MaskRCNN(nn.Module):
+    """The whole model, built from ``config`` (default: torchvision's ``maskrcnn_resnet50_fpn``);
+    ``rng`` (a Generator or a seed; None: seed 0) draws the initial weights."""
+
     def __init__(self, config: MaskRCNNConfig | None = None, rng=None):
         super().__init__()
         c = self.config = config or MaskRCNNConfig()
         rng = nn.init.make_rng(rng)
-        dt = c.dtype
-        self.transform = GeneralizedRCNNTransform(c.min_size, c.max_size, c.image_mean, c.image_std)
+        self.transform = GeneralizedRCNNTransform.from_config(c)
         self.backbone = resnet_fpn_backbone(
-            c.backbone, c.trainable_backbone_layers, layers=c.backbone_layers, width=c.backbone_width,
-            norm_layer=nn.FrozenBatchNorm2d if c.frozen_batch_norm else nn.BatchNorm2d,
-            out_channels=c.fpn_channels, rng=rng, dtype=dt)
-        anchors = AnchorGenerator(c.anchor_sizes, c.aspect_ratios)
-        self.rpn = RegionProposalNetwork(
-            anchors, RPNHead(c.fpn_channels, anchors.num_anchors_per_location()[0], rng=rng, dtype=dt),
-            c.rpn_fg_iou_thresh, c.rpn_bg_iou_thresh, c.rpn_batch_size_per_image, c.rpn_positive_fraction,
-            c.rpn_pre_nms_top_n, c.rpn_post_nms_top_n, c.rpn_nms_thresh, c.rpn_score_thresh)
-        self.roi_heads = RoIHeads(
-            TwoMLPHead(c.fpn_channels * 7 * 7, c.representation_size, rng=rng, dtype=dt),
-            FastRCNNPredictor(c.representation_size, c.num_classes, rng=rng, dtype=dt),
-            MaskRCNNHeads(c.fpn_channels, c.mask_layers, rng=rng, dtype=dt),
-            MaskRCNNPredictor(c.mask_layers[-1], c.mask_dim_reduced, c.num_classes, rng=rng, dtype=dt),
-            c.box_fg_iou_thresh, c.box_bg_iou_thresh, c.box_batch_size_per_image, c.box_positive_fraction,
-            c.bbox_reg_weights, c.box_score_thresh, c.box_nms_thresh, c.box_detections_per_img)
+            c.backbone, trainable_layers=c.trainable_backbone_layers, layers=c.backbone_layers,
+            width=c.backbone_width, norm_layer=nn.FrozenBatchNorm2d if c.frozen_batch_norm else nn.BatchNorm2d,
+            out_channels=c.fpn_channels, rng=rng, dtype=c.dtype)
+        self.rpn = RegionProposalNetwork.from_config(c, rng=rng)
+        self.roi_heads = RoIHeads.from_config(c, rng=rng)
+        self.generator = rng.spawn(1)[0]  # the sampling draws' own stream (the weights' draws are unchanged)
+
+    def manual_seed(self, seed: int) -> MaskRCNN:
+        """Reseed the Generator that training calls without an ``rng`` sample from."""
+        self.generator = np.random.default_rng(seed)
+        return self
 
     @property
     def dtype(self):
         return np.dtype(self.roi_heads.box_predictor.cls_score.weight.dtype)
 
+    @no_grad()
     def predict(self, images: list) -> list:
-        """Detections for each image, in the image's own pixels."""
-        original_sizes = [tuple(as_chw_float(im).shape[-2:]) for im in images]
+        """Detections for each image, in the image's own pixels, as plain arrays. Runs without
+        the autograd tape whatever the caller does (see the module docstring for gradients)."""
         batch, _ = self.transform(images, dtype=self.dtype)
         features = self.backbone(batch.tensors)
         proposals, _ = self.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features)
         results = self.roi_heads.predict(features, proposals, batch.image_sizes)
-        return self.transform.postprocess(results, batch.image_sizes, original_sizes)
+        return self.transform.postprocess(results, batch.image_sizes, batch.original_sizes)
 
-    def loss(self, images: list, targets: list, rng=None, sampled=None) -> dict:
-        """The five training losses. ``sampled = {"rpn": (pos, neg), "roi_heads": (pos, neg)}``
-        reproduces particular draws of anchors and RoIs; otherwise ``rng`` draws them."""
-        rng = nn.init.make_rng(rng)
+    def loss(self, images: list, targets: list, rng=None, sampled=None, return_sampled: bool = False):
+        """The five training losses (Tensors on the tape).
+
+        The anchors and RoIs are drawn with ``rng`` (a Generator or a seed: the same ``rng``
+        gives the same losses), by default with ``model.generator``; ``sampled = {"rpn": (pos,
+        neg), "roi_heads": (pos, neg)}`` reproduces particular draws. With ``return_sampled``
+        the result is ``(losses, sampled)``, the draws in that form."""
+        rng = self.generator if rng is None else nn.init.make_rng(rng)
         sampled = sampled or {}
         batch, targets = self.transform(images, targets, dtype=self.dtype)
         features = self.backbone(batch.tensors)
         gt_boxes = [t["boxes"] for t in targets]
-        proposals, _, rpn_losses = self.rpn.train_step(batch.tensors.shape[-2:], batch.image_sizes, features,
-                                                       gt_boxes, rng, sampled.get("rpn"))
-        head_losses = self.roi_heads.train_step(features, proposals, batch.image_sizes, targets, rng,
-                                                sampled.get("roi_heads"))
-        return {**rpn_losses, **head_losses}
+        proposals, _, rpn_losses, rpn_sampled = self.rpn.loss(batch.tensors.shape[-2:], batch.image_sizes, features,
+                                                              gt_boxes, rng, sampled.get("rpn"))
+        head_losses, roi_sampled = self.roi_heads.loss(features, proposals, batch.image_sizes, targets, rng,
+                                                       sampled.get("roi_heads"))
+        losses = {**rpn_losses, **head_losses}
+        return (losses, {"rpn": rpn_sampled, "roi_heads": roi_sampled}) if return_sampled else losses
 
     def __call__(self, images: list, targets: list | None = None, **kwargs):
         if self.training:

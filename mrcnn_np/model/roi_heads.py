@@ -26,12 +26,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn
-from ..autograd import _data
-from ..backend import get_array_module
+from ..autograd import no_grad
+from ..backend import as_array, get_array_module
 from ..nn import functional as F
 from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from ..ops.box_coder import BoxCoder
-from ..ops.matcher import Matcher
+from ..ops.matcher import Matcher, labels_of_matches
 from ..ops.poolers import MultiScaleRoIAlign
 from ..ops.roi_align import roi_align
 from ..ops.sampler import BalancedPositiveNegativeSampler
@@ -40,7 +40,7 @@ from ..ops.sampler import BalancedPositiveNegativeSampler
 class TwoMLPHead(nn.Module):
     """(R, C, 7, 7) -> (R, representation_size): flatten, fc6 + ReLU, fc7 + ReLU."""
 
-    def __init__(self, in_channels: int, representation_size: int, rng=None, dtype=np.float32):
+    def __init__(self, in_channels: int, representation_size: int, *, rng=None, dtype=np.float32):
         super().__init__()
         rng = nn.init.make_rng(rng)
         self.fc6 = nn.Linear(in_channels, representation_size, rng=rng, dtype=dtype)
@@ -54,7 +54,7 @@ class TwoMLPHead(nn.Module):
 class FastRCNNPredictor(nn.Module):
     """(R, D) -> class logits (R, K) and class-specific deltas (R, 4K)."""
 
-    def __init__(self, in_channels: int, num_classes: int, rng=None, dtype=np.float32):
+    def __init__(self, in_channels: int, num_classes: int, *, rng=None, dtype=np.float32):
         super().__init__()
         rng = nn.init.make_rng(rng)
         self.cls_score = nn.Linear(in_channels, num_classes, rng=rng, dtype=dtype)
@@ -68,8 +68,7 @@ class FastRCNNPredictor(nn.Module):
 class MaskRCNNHeads(nn.Sequential):
     """Four 3x3 conv + ReLU blocks, (R, C, 14, 14) -> (R, 256, 14, 14); keys ``i.0.weight``."""
 
-    def __init__(self, in_channels: int, layers=(256, 256, 256, 256), dilation: int = 1, rng=None,
-                 dtype=np.float32):
+    def __init__(self, in_channels: int, layers, dilation: int = 1, *, rng=None, dtype=np.float32):
         rng = nn.init.make_rng(rng)
         blocks, channels = [], in_channels
         for width in layers:
@@ -84,7 +83,8 @@ class MaskRCNNHeads(nn.Sequential):
 class MaskRCNNPredictor(nn.Module):
     """(R, C, 14, 14) -> (R, K, 28, 28) mask logits: 2x2/2 transposed conv + ReLU, 1x1 conv."""
 
-    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int, rng=None, dtype=np.float32):
+    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int, *, rng=None,
+                 dtype=np.float32):
         super().__init__()
         rng = nn.init.make_rng(rng)
         self.conv5_mask = nn.ConvTranspose2d(in_channels, dim_reduced, 2, stride=2, rng=rng, dtype=dtype)
@@ -99,7 +99,7 @@ class MaskRCNNPredictor(nn.Module):
 def fastrcnn_loss(class_logits, box_regression, labels, regression_targets):
     """Cross-entropy over all sampled RoIs; smooth L1 (beta 1/9) on the positives' deltas of
     their true class, summed and divided by the number of sampled RoIs."""
-    xp = get_array_module(_data(class_logits))
+    xp = get_array_module(as_array(class_logits))
     labels = xp.concatenate(labels)
     regression_targets = xp.concatenate(regression_targets)
     classification_loss = F.cross_entropy(class_logits, labels)
@@ -119,7 +119,7 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M: int):
 
 def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs):
     """BCE between each positive RoI's mask logits *of its true class* and its mask target."""
-    xp = get_array_module(_data(mask_logits))
+    xp = get_array_module(as_array(mask_logits))
     M = mask_logits.shape[-1]
     labels = xp.concatenate([gl[idx] for gl, idx in zip(gt_labels, mask_matched_idxs, strict=True)])
     targets = [project_masks_on_boxes(m, p, i, M) for m, p, i in
@@ -131,22 +131,55 @@ def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs
 
 
 class RoIHeads(nn.Module):
-    """torchvision's ``RoIHeads`` for Mask R-CNN with its defaults."""
+    """torchvision's ``RoIHeads`` for Mask R-CNN; :meth:`from_config` builds it, its heads and its
+    poolers with a :class:`~mrcnn_np.config.MaskRCNNConfig`'s settings."""
 
-    def __init__(self, box_head: TwoMLPHead, box_predictor: FastRCNNPredictor, mask_head: MaskRCNNHeads,
-                 mask_predictor: MaskRCNNPredictor, fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5,
-                 batch_size_per_image: int = 512, positive_fraction: float = 0.25,
-                 bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), score_thresh: float = 0.05, nms_thresh: float = 0.5,
-                 detections_per_img: int = 100):
+    def __init__(self, *, box_roi_pool: MultiScaleRoIAlign, box_head: TwoMLPHead, box_predictor: FastRCNNPredictor,
+                 mask_roi_pool: MultiScaleRoIAlign, mask_head: MaskRCNNHeads, mask_predictor: MaskRCNNPredictor,
+                 fg_iou_thresh: float, bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
+                 bbox_reg_weights, score_thresh: float, nms_thresh: float, detections_per_img: int):
         super().__init__()
-        self.box_roi_pool = MultiScaleRoIAlign(("0", "1", "2", "3"), 7, 2)
-        self.mask_roi_pool = MultiScaleRoIAlign(("0", "1", "2", "3"), 14, 2)
-        self.box_head, self.box_predictor = box_head, box_predictor
-        self.mask_head, self.mask_predictor = mask_head, mask_predictor
+        self.box_roi_pool = box_roi_pool
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.mask_roi_pool = mask_roi_pool
+        self.mask_head = mask_head
+        self.mask_predictor = mask_predictor
         self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
         self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
         self.box_coder = BoxCoder(bbox_reg_weights)
-        self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+
+    @classmethod
+    def from_config(cls, config, *, rng=None, **overrides):
+        """The RoI heads of ``config``. The poolers, heads and predictors are built from it unless
+        given in ``overrides`` -- weights drawn from ``rng`` in torchvision's order (box head, box
+        predictor, mask head, mask predictor); other keywords in ``overrides`` replace settings."""
+        c = config
+        rng = nn.init.make_rng(rng)  # one stream for all four
+        parts = dict(
+            box_roi_pool=lambda: MultiScaleRoIAlign(c.roi_featmap_names, c.box_roi_output_size, c.roi_sampling_ratio),
+            box_head=lambda: TwoMLPHead(c.fpn_channels * c.box_roi_output_size ** 2, c.representation_size, rng=rng,
+                                        dtype=c.dtype),
+            box_predictor=lambda: FastRCNNPredictor(c.representation_size, c.num_classes, rng=rng, dtype=c.dtype),
+            mask_roi_pool=lambda: MultiScaleRoIAlign(c.roi_featmap_names, c.mask_roi_output_size,
+                                                     c.roi_sampling_ratio),
+            mask_head=lambda: MaskRCNNHeads(c.fpn_channels, c.mask_layers, rng=rng, dtype=c.dtype),
+            mask_predictor=lambda: MaskRCNNPredictor(c.mask_layers[-1], c.mask_dim_reduced, c.num_classes, rng=rng,
+                                                     dtype=c.dtype),
+        )
+        for name, build in parts.items():  # in this order: the weights' random draws depend on it
+            if name not in overrides:
+                overrides[name] = build()
+        settings = dict(
+            fg_iou_thresh=c.box_fg_iou_thresh, bg_iou_thresh=c.box_bg_iou_thresh,
+            batch_size_per_image=c.box_batch_size_per_image, positive_fraction=c.box_positive_fraction,
+            bbox_reg_weights=c.bbox_reg_weights, score_thresh=c.box_score_thresh, nms_thresh=c.box_nms_thresh,
+            detections_per_img=c.box_detections_per_img,
+        )
+        return cls(**{**settings, **overrides})
 
     # --- inference -------------------------------------------------------------------------------
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
@@ -154,14 +187,17 @@ class RoIHeads(nn.Module):
         xp = get_array_module(class_logits)
         K = class_logits.shape[-1]
         pred_boxes = self.box_coder.decode(box_regression, xp.concatenate(proposals))  # (R, K, 4)
-        pred_scores = _data(F.softmax(class_logits, -1))
+        pred_scores = as_array(F.softmax(class_logits, -1))
         out, start = [], 0
         for props, shape in zip(proposals, image_shapes, strict=True):
             boxes = clip_boxes_to_image(pred_boxes[start : start + len(props)], shape)
             scores = pred_scores[start : start + len(props)]
             start += len(props)
             labels = xp.broadcast_to(xp.arange(K), scores.shape)
-            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            # drop the background column: (R, K-1, 4) -> (R*(K-1), 4), (R, K-1) -> (R*(K-1),)
+            boxes = boxes[:, 1:].reshape(-1, 4)
+            scores = scores[:, 1:].reshape(-1)
+            labels = labels[:, 1:].reshape(-1)
             keep = xp.nonzero(scores > self.score_thresh)[0]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             keep = remove_small_boxes(boxes, 1e-2)
@@ -170,18 +206,20 @@ class RoIHeads(nn.Module):
             out.append({"boxes": boxes[keep], "labels": labels[keep].astype(np.int64), "scores": scores[keep]})
         return out
 
+    @no_grad()
     def predict(self, features: dict, proposals: list, image_shapes: list) -> list:
-        """Detections per image (in the resized image's coordinates), masks (D, 1, 28, 28)."""
+        """Detections per image (in the resized image's coordinates), masks (D, 1, 28, 28).
+        Runs without the autograd tape."""
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
-        results = self.postprocess_detections(_data(class_logits), _data(box_regression), proposals, image_shapes)
+        results = self.postprocess_detections(as_array(class_logits), as_array(box_regression), proposals,
+                                              image_shapes)
         mask_boxes = [r["boxes"] for r in results]
-        mask_logits = _data(self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_boxes,
-                                                                                   image_shapes))))
-        probs = _data(F.sigmoid(mask_logits))
+        mask_features = self.mask_head(self.mask_roi_pool(features, mask_boxes, image_shapes))
+        probs = as_array(F.sigmoid(self.mask_predictor(mask_features)))  # (D, K, 28, 28)
         xp = get_array_module(probs)
         labels = xp.concatenate([r["labels"] for r in results])
-        probs = probs[xp.arange(len(labels)), labels][:, None]  # the predicted class's mask
+        probs = probs[xp.arange(len(labels)), labels][:, None]  # the predicted class's mask: (D, 1, 28, 28)
         start = 0
         for r in results:
             r["masks"] = probs[start : start + len(r["boxes"])]
@@ -193,8 +231,8 @@ class RoIHeads(nn.Module):
         """Add the ground truth to the proposals, match (IoU 0.5), sample 512 (25% positive).
 
         Returns per image: sampled proposals, matched gt index, labels (0 = background),
-        regression targets. ``sampled`` = (pos_masks, neg_masks) over proposals + gt reproduces
-        a particular draw; otherwise ``rng`` draws one."""
+        regression targets; and the draw, (pos_masks, neg_masks) over proposals + gt. Given as
+        ``sampled``, a draw is reproduced; otherwise ``rng`` draws one."""
         xp = get_array_module(proposals[0])
         dtype = proposals[0].dtype
         gt_boxes = [t["boxes"].astype(dtype) for t in targets]
@@ -205,29 +243,34 @@ class RoIHeads(nn.Module):
                 matched_idxs.append(xp.zeros(len(props), dtype=np.int64))
                 labels.append(xp.zeros(len(props), dtype=np.int64))
                 continue
-            m = self.proposal_matcher(box_iou(gt, props))
-            lab = t["labels"][xp.maximum(m, 0)].astype(np.int64)
-            lab[m == Matcher.BELOW_LOW_THRESHOLD] = 0
-            lab[m == Matcher.BETWEEN_THRESHOLDS] = -1
-            matched_idxs.append(xp.maximum(m, 0))
-            labels.append(lab)
+            matches = self.proposal_matcher(box_iou(gt, props))
+            matched_idxs.append(xp.maximum(matches, 0))
+            labels.append(labels_of_matches(matches, t["labels"].astype(np.int64)))
         if sampled is None:
             sampled = self.fg_bg_sampler(labels, nn.init.make_rng(rng))
-        self.last_sampled = sampled  # for inspection, and to replay the draw elsewhere
         regression_targets = []
         for i, (pos, neg) in enumerate(zip(*sampled, strict=True)):
             keep = xp.nonzero(pos | neg)[0]
-            proposals[i], labels[i], matched_idxs[i] = proposals[i][keep], labels[i][keep], matched_idxs[i][keep]
-            gt = gt_boxes[i] if len(gt_boxes[i]) else xp.zeros((1, 4), dtype=dtype)
-            regression_targets.append(self.box_coder.encode(gt[matched_idxs[i]], proposals[i]) if len(gt_boxes[i])
-                                      else xp.zeros_like(proposals[i]))  # no box, no target
-        return proposals, matched_idxs, labels, regression_targets
+            proposals[i] = proposals[i][keep]
+            labels[i] = labels[i][keep]
+            matched_idxs[i] = matched_idxs[i][keep]
+            if len(gt_boxes[i]):
+                regression_targets.append(self.box_coder.encode(gt_boxes[i][matched_idxs[i]], proposals[i]))
+            else:  # no box, no target (and no positive to use one)
+                regression_targets.append(xp.zeros_like(proposals[i]))
+        return proposals, matched_idxs, labels, regression_targets, sampled
 
-    def train_step(self, features: dict, proposals: list, image_shapes: list, targets: list, rng=None,
-                   sampled=None) -> dict:
-        """Losses ``loss_classifier``, ``loss_box_reg``, ``loss_mask`` for one batch."""
+    def loss(self, features: dict, proposals: list, image_shapes: list, targets: list, rng=None,
+             sampled=None) -> tuple[dict, tuple]:
+        """Losses ``loss_classifier``, ``loss_box_reg``, ``loss_mask`` for one batch, and the RoIs
+        they were computed on, ``sampled = (pos_masks, neg_masks)`` (see
+        :meth:`select_training_samples`; ``rng`` or ``sampled`` must be given)."""
+        if rng is None and sampled is None:
+            raise ValueError("RoIHeads.loss samples RoIs: pass rng= (a Generator or a seed) "
+                             "or sampled=(pos_masks, neg_masks)")
         xp = get_array_module(proposals[0])
-        proposals, matched_idxs, labels, reg_targets = self.select_training_samples(proposals, targets, rng, sampled)
+        proposals, matched_idxs, labels, reg_targets, sampled = self.select_training_samples(proposals, targets, rng,
+                                                                                            sampled)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, reg_targets)
@@ -237,4 +280,5 @@ class RoIHeads(nn.Module):
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes)))
         loss_mask = maskrcnn_loss(mask_logits, mask_proposals, [t["masks"] for t in targets],
                                   [t["labels"] for t in targets], pos_matched)
-        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
+        losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
+        return losses, sampled

@@ -21,8 +21,8 @@ Ren et al., "Faster R-CNN" (2015), sec. 3.1; with FPN, the RPN runs on every lev
 ``models/detection/rpn.py``. Parameter names: ``head.conv.0.0.weight``,
 ``head.cls_logits.weight``, ``head.bbox_pred.weight`` (and biases).
 
-Inference is :meth:`RegionProposalNetwork.predict`; training is
-:meth:`RegionProposalNetwork.train_step`, which also returns the losses.
+Inference is :meth:`RegionProposalNetwork.predict` (without the autograd tape); training is
+:meth:`RegionProposalNetwork.loss`, which also returns the proposals and the sampled anchors.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import nn
-from ..autograd import _data, concat
-from ..backend import get_array_module
+from ..autograd import concat, no_grad
+from ..backend import as_array, get_array_module
+from ..checks import check_boxes
 from ..nn import functional as F
 from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from ..ops.box_coder import BoxCoder
-from ..ops.boxes import check_boxes
-from ..ops.matcher import Matcher
+from ..ops.matcher import Matcher, labels_of_matches
 from ..ops.sampler import BalancedPositiveNegativeSampler
 from .anchors import AnchorGenerator
 
@@ -45,7 +45,7 @@ class RPNHead(nn.Module):
     """3x3 conv (C -> C) + ReLU, then 1x1 convs to ``A`` objectness logits and ``4A`` deltas;
     weights N(0, 0.01^2), biases 0, as torchvision. Applied to every level with shared weights."""
 
-    def __init__(self, in_channels: int, num_anchors: int, rng=None, dtype=np.float32):
+    def __init__(self, in_channels: int, num_anchors: int, *, rng=None, dtype=np.float32):
         super().__init__()
         rng = nn.init.make_rng(rng)
         self.conv = nn.Sequential(nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1, rng=rng,
@@ -100,21 +100,40 @@ def top_n_per_level(objectness, num_anchors_per_level: list[int], top_n: int):
 
 
 class RegionProposalNetwork(nn.Module):
-    """torchvision's ``RegionProposalNetwork`` with its Mask R-CNN defaults."""
+    """torchvision's ``RegionProposalNetwork``; :meth:`from_config` builds it with a
+    :class:`~mrcnn_np.config.MaskRCNNConfig`'s settings (torchvision's Mask R-CNN defaults)."""
 
-    def __init__(self, anchor_generator: AnchorGenerator, head: RPNHead, fg_iou_thresh: float = 0.7,
-                 bg_iou_thresh: float = 0.3, batch_size_per_image: int = 256, positive_fraction: float = 0.5,
-                 pre_nms_top_n=None, post_nms_top_n=None, nms_thresh: float = 0.7,
-                 score_thresh: float = 0.0, min_size: float = 1e-3):
+    def __init__(self, *, anchor_generator: AnchorGenerator, head: RPNHead, fg_iou_thresh: float,
+                 bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float, pre_nms_top_n: dict,
+                 post_nms_top_n: dict, nms_thresh: float, score_thresh: float, min_size: float = 1e-3):
         super().__init__()
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
         self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
-        self.pre_nms_top_n = pre_nms_top_n or {"training": 2000, "testing": 1000}
-        self.post_nms_top_n = post_nms_top_n or {"training": 2000, "testing": 1000}
-        self.nms_thresh, self.score_thresh, self.min_size = nms_thresh, score_thresh, min_size
+        self.pre_nms_top_n = dict(pre_nms_top_n)  # {"training": n, "testing": n}
+        self.post_nms_top_n = dict(post_nms_top_n)
+        self.nms_thresh = nms_thresh
+        self.score_thresh = score_thresh
+        self.min_size = min_size  # torchvision's constant: boxes under 1e-3 px are dropped
+
+    @classmethod
+    def from_config(cls, config, *, rng=None, **overrides):
+        """The RPN of ``config``; ``anchor_generator`` and ``head`` are built from it (the head's
+        weights drawn from ``rng``) unless given. Other keywords in ``overrides`` replace settings."""
+        if "anchor_generator" not in overrides:
+            overrides["anchor_generator"] = AnchorGenerator.from_config(config)
+        if "head" not in overrides:
+            num_anchors = overrides["anchor_generator"].num_anchors_per_location()[0]
+            overrides["head"] = RPNHead(config.fpn_channels, num_anchors, rng=rng, dtype=config.dtype)
+        settings = dict(
+            fg_iou_thresh=config.rpn_fg_iou_thresh, bg_iou_thresh=config.rpn_bg_iou_thresh,
+            batch_size_per_image=config.rpn_batch_size_per_image, positive_fraction=config.rpn_positive_fraction,
+            pre_nms_top_n=config.rpn_pre_nms_top_n, post_nms_top_n=config.rpn_post_nms_top_n,
+            nms_thresh=config.rpn_nms_thresh, score_thresh=config.rpn_score_thresh,
+        )
+        return cls(**{**settings, **overrides})
 
     # --- shared stages -----------------------------------------------------------------------
     def _head_and_decode(self, image_size, features: dict):
@@ -127,7 +146,7 @@ class RegionProposalNetwork(nn.Module):
         objectness, box_deltas = concat_box_prediction_layers(logits, deltas)
         xp = get_array_module(box_deltas)
         N = len(anchors)
-        proposals = self.box_coder.decode(_data(box_deltas), xp.concatenate(anchors, axis=0))
+        proposals = self.box_coder.decode(as_array(box_deltas), xp.concatenate(anchors, axis=0))
         return objectness, box_deltas, anchors, proposals.reshape(N, -1, 4), num_per_level
 
     def filter_proposals(self, proposals, objectness, image_sizes, num_anchors_per_level, pre_n, post_n):
@@ -137,12 +156,14 @@ class RegionProposalNetwork(nn.Module):
         Returns per image: boxes (P_i, 4), probabilities (P_i,)."""
         xp = get_array_module(proposals)
         N = proposals.shape[0]
-        objectness = _data(objectness).reshape(N, -1)  # (N*total, 1) -> (N, total)
+        objectness = as_array(objectness).reshape(N, -1)  # (N*total, 1) -> (N, total)
         levels = xp.concatenate([xp.full(n, i, dtype=np.int64) for i, n in enumerate(num_anchors_per_level)])
         top = top_n_per_level(objectness, num_anchors_per_level, pre_n)  # (N, K)
         rows = xp.arange(N)[:, None]
-        objectness, proposals, levels = objectness[rows, top], proposals[rows, top], levels[top]
-        probs = _data(F.sigmoid(objectness))
+        objectness = objectness[rows, top]
+        proposals = proposals[rows, top]
+        levels = levels[top]
+        probs = as_array(F.sigmoid(objectness))
         final_boxes, final_scores = [], []
         for boxes, scores, lvl, size in zip(proposals, probs, levels, image_sizes, strict=True):
             boxes = clip_boxes_to_image(boxes, size)
@@ -156,9 +177,11 @@ class RegionProposalNetwork(nn.Module):
         return final_boxes, final_scores
 
     # --- inference -----------------------------------------------------------------------------
+    @no_grad()
     def predict(self, image_size, image_sizes, features: dict):
         """Proposals for a batch: ``image_size`` (H, W) of the padded batch, ``image_sizes`` the
-        (h, w) of each image, ``features`` the FPN dict. -> (boxes list, scores list)."""
+        (h, w) of each image, ``features`` the FPN dict. -> (boxes list, scores list).
+        Runs without the autograd tape."""
         objectness, _, _, proposals, per_level = self._head_and_decode(image_size, features)
         return self.filter_proposals(proposals, objectness, image_sizes, per_level,
                                      self.pre_nms_top_n["testing"], self.post_nms_top_n["testing"])
@@ -176,16 +199,13 @@ class RegionProposalNetwork(nn.Module):
                 continue
             matched_idxs = self.proposal_matcher(box_iou(gt.astype(anchors_i.dtype), anchors_i))
             matched.append(gt[xp.maximum(matched_idxs, 0)].astype(anchors_i.dtype))
-            lab = (matched_idxs >= 0).astype(anchors_i.dtype)
-            lab[matched_idxs == Matcher.BELOW_LOW_THRESHOLD] = 0
-            lab[matched_idxs == Matcher.BETWEEN_THRESHOLDS] = -1
-            labels.append(lab)
+            labels.append(labels_of_matches(matched_idxs, xp.ones(len(gt), dtype=anchors_i.dtype)))
         return labels, matched
 
     def compute_loss(self, objectness, box_deltas, labels: list, regression_targets: list, pos_masks, neg_masks):
         """BCE over the sampled anchors (mean) and smooth L1 (beta 1/9) over the sampled
         positives, summed and divided by the number sampled. Masks: per image (A,) uint8."""
-        xp = get_array_module(_data(box_deltas))
+        xp = get_array_module(as_array(box_deltas))
         pos = xp.nonzero(xp.concatenate(pos_masks))[0]
         neg = xp.nonzero(xp.concatenate(neg_masks))[0]
         sampled = xp.concatenate([pos, neg])
@@ -195,24 +215,30 @@ class RegionProposalNetwork(nn.Module):
         objectness_loss = F.binary_cross_entropy_with_logits(objectness.reshape(-1)[sampled], labels[sampled])
         return objectness_loss, box_loss
 
-    def train_step(self, image_size, image_sizes, features: dict, gt_boxes: list, rng=None, sampled=None):
-        """Proposals (training top-n) and losses.
+    def loss(self, image_size, image_sizes, features: dict, gt_boxes: list, rng=None, sampled=None):
+        """Proposals (training top-n), the two RPN losses, and the anchors they were computed on.
 
         ``gt_boxes``: per image (G_i, 4) xyxy (may be empty). The anchors for the loss are
-        drawn with ``rng`` (a Generator or seed), or given as ``sampled = (pos_masks,
-        neg_masks)`` -- per image (A,) uint8 -- to reproduce a particular draw.
-        Returns (boxes list, scores list, {"loss_objectness", "loss_rpn_box_reg"}).
+        drawn with ``rng`` (a Generator, advanced by the draw, or a seed), or given as ``sampled
+        = (pos_masks, neg_masks)`` -- per image (A,) uint8 -- to reproduce a particular draw.
+        Returns (boxes list, scores list, {"loss_objectness", "loss_rpn_box_reg"}, sampled).
         """
+        if rng is None and sampled is None:
+            raise ValueError("RegionProposalNetwork.loss samples anchors: pass rng= (a Generator or a seed) "
+                             "or sampled=(pos_masks, neg_masks)")
         for i, gt in enumerate(gt_boxes):
             check_boxes(gt, f"gt_boxes[{i}]")
         objectness, box_deltas, anchors, proposals, per_level = self._head_and_decode(image_size, features)
         boxes, scores = self.filter_proposals(proposals, objectness, image_sizes, per_level,
                                               self.pre_nms_top_n["training"], self.post_nms_top_n["training"])
         labels, matched = self.assign_targets_to_anchors(anchors, gt_boxes)
-        targets = [self.box_coder.encode(m, a) if len(g) else get_array_module(a).zeros_like(a)  # no box, no target
-                   for m, a, g in zip(matched, anchors, gt_boxes, strict=True)]
+        targets = []
+        for matched_i, anchors_i, gt in zip(matched, anchors, gt_boxes, strict=True):
+            if len(gt):
+                targets.append(self.box_coder.encode(matched_i, anchors_i))
+            else:  # no box, no target (and no positive anchor to use one)
+                targets.append(get_array_module(anchors_i).zeros_like(anchors_i))
         if sampled is None:
             sampled = self.fg_bg_sampler(labels, nn.init.make_rng(rng))
-        self.last_sampled = sampled  # for inspection, and to replay the draw elsewhere
         loss_objectness, loss_box = self.compute_loss(objectness, box_deltas, labels, targets, *sampled)
-        return boxes, scores, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_box}
+        return boxes, scores, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_box}, sampled

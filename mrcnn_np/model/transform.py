@@ -29,13 +29,11 @@ import numpy as np
 from ..backend import get_array_module
 from ..nn import functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 class ImageList(NamedTuple):
     tensors: object  # (N, 3, H', W') padded batch
-    image_sizes: list  # [(h_i, w_i)] before padding
+    image_sizes: list  # [(h_i, w_i)] after resizing, before padding
+    original_sizes: list | None = None  # [(H_i, W_i)] as given, before resizing
 
 
 def as_chw_float(image, dtype=np.float32):
@@ -65,13 +63,22 @@ def resize_boxes(boxes, original_size, new_size):
 
 
 class GeneralizedRCNNTransform:
-    """``GeneralizedRCNNTransform(min_size=800, max_size=1333, image_mean, image_std)``; no parameters."""
+    """``GeneralizedRCNNTransform(min_size=, max_size=, image_mean=, image_std=)``; no parameters.
+    :meth:`from_config` takes the settings from a :class:`~mrcnn_np.config.MaskRCNNConfig`."""
 
-    def __init__(self, min_size: int = 800, max_size: int = 1333, image_mean=IMAGENET_MEAN,
-                 image_std=IMAGENET_STD, size_divisible: int = 32):
-        self.min_size, self.max_size = min_size, max_size
-        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+    def __init__(self, *, min_size: int, max_size: int, image_mean, image_std, size_divisible: int = 32):
+        self.min_size = min_size
+        self.max_size = max_size
+        self.image_mean = tuple(image_mean)
+        self.image_std = tuple(image_std)
         self.size_divisible = size_divisible
+
+    @classmethod
+    def from_config(cls, config, **overrides):
+        """The transform of ``config`` (keywords in ``overrides`` replace its settings)."""
+        settings = dict(min_size=config.min_size, max_size=config.max_size, image_mean=config.image_mean,
+                        image_std=config.image_std)
+        return cls(**{**settings, **overrides})
 
     def normalize(self, image):
         xp = get_array_module(image)
@@ -111,14 +118,16 @@ class GeneralizedRCNNTransform:
     def __call__(self, images: list, targets: list | None = None, dtype=np.float32):
         if not len(images):
             raise ValueError("got an empty list of images")
-        processed, new_targets = [], []
+        processed, new_targets, original_sizes = [], [], []
         for i, image in enumerate(images):
-            image = self.normalize(as_chw_float(image, dtype))
-            image, target = self.resize(image, None if targets is None else targets[i])
+            image = as_chw_float(image, dtype)
+            original_sizes.append(tuple(int(s) for s in image.shape[-2:]))
+            image, target = self.resize(self.normalize(image), None if targets is None else targets[i])
             processed.append(image)
             new_targets.append(target)
         sizes = [tuple(int(s) for s in img.shape[-2:]) for img in processed]
-        return ImageList(self.batch_images(processed), sizes), (None if targets is None else new_targets)
+        batch = ImageList(self.batch_images(processed), sizes, original_sizes)
+        return batch, (None if targets is None else new_targets)
 
     def postprocess(self, results: list, image_sizes: list, original_sizes: list) -> list:
         """Boxes back to the original size; masks (R, 1, M, M) pasted into (R, 1, H, W)."""

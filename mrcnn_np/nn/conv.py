@@ -22,9 +22,9 @@ Torch references: ``torch.nn.functional.conv2d`` / ``conv_transpose2d``.
 
 from __future__ import annotations
 
-from ..autograd import _data, apply, needs_grad
-from ..backend import get_array_module
-from .checks import check_float, check_same_dtype, check_shape, pair
+from ..autograd import apply, needs_grad
+from ..backend import as_array, get_array_module
+from ..checks import check_float, check_same_dtype, check_shape, pair
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -165,7 +165,7 @@ def conv2d_backward(grad_out, x_shape, cols, weight, stride=1, padding=0, dilati
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     """``torch.nn.functional.conv2d`` (groups=1): input (N, C_in, H, W), weight
     (C_out, C_in, kh, kw), bias (C_out,) or None -> (N, C_out, Ho, Wo)."""
-    x, w, b = _data(input), _data(weight), _data(bias)
+    x, w, b = as_array(input), as_array(weight), as_array(bias)
     _check_conv("conv2d", x, w, b, in_channels=w.shape[1] if w.ndim == 4 else None,
                 out_channels=w.shape[0] if w.ndim == 4 else None)
     for axis, name in ((2, "height"), (3, "width")):
@@ -225,7 +225,7 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, dilation
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
     """``torch.nn.functional.conv_transpose2d`` (groups=1): input (N, C_in, H, W), weight
     (C_in, C_out, kh, kw), bias (C_out,) or None -> (N, C_out, Ho, Wo)."""
-    x, w, b = _data(input), _data(weight), _data(bias)
+    x, w, b = as_array(input), as_array(weight), as_array(bias)
     _check_conv("conv_transpose2d", x, w, b, in_channels=w.shape[0] if w.ndim == 4 else None,
                 out_channels=w.shape[1] if w.ndim == 4 else None)
     for s, d, op in zip(pair(stride), pair(dilation), pair(output_padding), strict=True):

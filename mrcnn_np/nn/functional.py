@@ -16,7 +16,6 @@ import numpy as np
 
 from ..autograd import (  # noqa: F401  (re-exported: F.add, F.concat, ...)
     Tensor,
-    _data,
     add,
     apply,
     concat,
@@ -35,8 +34,8 @@ from ..autograd import (  # noqa: F401  (re-exported: F.add, F.concat, ...)
     sub,
     sum,
 )
-from ..backend import get_array_module
-from .checks import check_float, check_same_dtype, check_shape, pair
+from ..backend import as_array, get_array_module
+from ..checks import check_float, check_same_dtype, check_shape, pair
 from .conv import conv2d, conv_transpose2d, im2col  # noqa: F401
 from .losses import (  # noqa: F401
     binary_cross_entropy_with_logits,
@@ -49,7 +48,7 @@ from .losses import (  # noqa: F401
 # --- linear and activations ----------------------------------------------------------------
 def linear(input, weight, bias=None):
     """``y = x @ weight.T + bias``: input (*, in_features), weight (out_features, in_features)."""
-    x, w, b = _data(input), _data(weight), _data(bias)
+    x, w, b = as_array(input), as_array(weight), as_array(bias)
     check_shape("linear", "weight", w, "(out_features, in_features)", ndim=2)
     if x.ndim < 1 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"linear: expected input of shape (*, {w.shape[1]}), got shape {tuple(x.shape)}")
@@ -76,14 +75,14 @@ def linear(input, weight, bias=None):
 def relu(input):
     """``max(x, 0)``; the gradient passes where the output is positive."""
     xp = get_array_module(input)
-    out = xp.maximum(_data(input), 0)  # propagates NaN, like torch
+    out = xp.maximum(as_array(input), 0)  # propagates NaN, like torch
     return apply(out, (input,), lambda g: (g * (out > 0),))
 
 
 def sigmoid(input):
     """``1 / (1 + exp(-x))``, evaluated without overflow for large ``|x|``."""
     xp = get_array_module(input)
-    x = _data(input)
+    x = as_array(input)
     e = xp.exp(-xp.abs(x))
     out = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
     return apply(out, (input,), lambda g: (g * out * (1 - out),))
@@ -92,7 +91,7 @@ def sigmoid(input):
 def softmax(input, dim: int):
     """``exp(x) / sum(exp(x))`` along ``dim`` (shifted by the max for stability)."""
     xp = get_array_module(input)
-    x = _data(input)
+    x = as_array(input)
     e = xp.exp(x - x.max(axis=dim, keepdims=True))
     out = e / e.sum(axis=dim, keepdims=True)
     return apply(out, (input,), lambda g: (out * (g - (g * out).sum(axis=dim, keepdims=True)),))
@@ -101,7 +100,7 @@ def softmax(input, dim: int):
 def log_softmax(input, dim: int):
     """``x - log(sum(exp(x)))`` along ``dim``."""
     xp = get_array_module(input)
-    x = _data(input)
+    x = as_array(input)
     shifted = x - x.max(axis=dim, keepdims=True)
     out = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
     return apply(out, (input,), lambda g: (g - xp.exp(out) * g.sum(axis=dim, keepdims=True),))
@@ -115,7 +114,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1):
     torch; windows that overlap add their gradients.
     """
     xp = get_array_module(input)
-    x = _data(input)
+    x = as_array(input)
     check_shape("max_pool2d", "input", x, "(N, C, H, W)", ndim=4)
     check_float("max_pool2d", "input", x)
     (kh, kw), (ph, pw), (dh, dw) = pair(kernel_size), pair(padding), pair(dilation)
@@ -156,15 +155,15 @@ def frozen_batch_norm2d(input, weight, bias, running_mean, running_var, eps: flo
     constants (buffers); only the input receives a gradient.
     """
     xp = get_array_module(input)
-    x = _data(input)
+    x = as_array(input)
     check_shape("frozen_batch_norm2d", "input", x, "(N, C, H, W)", ndim=4)
     C = x.shape[1]
     stats = {"weight": weight, "bias": bias, "running_mean": running_mean, "running_var": running_var}
     for name, value in stats.items():
         if needs_grad(value):
             raise ValueError(f"frozen_batch_norm2d: {name} is a frozen buffer and cannot require grad")
-        check_shape("frozen_batch_norm2d", name, _data(value), f"({C},)", ndim=1, dims={0: C})
-    w, b, rm, rv = (_data(v).reshape(1, C, 1, 1) for v in stats.values())  # (C,) -> (1, C, 1, 1)
+        check_shape("frozen_batch_norm2d", name, as_array(value), f"({C},)", ndim=1, dims={0: C})
+    w, b, rm, rv = (as_array(v).reshape(1, C, 1, 1) for v in stats.values())  # (C,) -> (1, C, 1, 1)
     scale = w * (1 / xp.sqrt(rv + eps))
     shift = b - rm * scale
     return apply(x * scale + shift, (input,), lambda g: (g * scale,))
@@ -179,15 +178,15 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     running statistics. ``running_mean`` / ``running_var`` may be None in training.
     """
     xp = get_array_module(input)
-    x = _data(input)
+    x = as_array(input)
     if x.ndim not in (2, 4):
         raise ValueError(f"batch_norm: expected input of shape (N, C) or (N, C, H, W), got {tuple(x.shape)}")
     C = x.shape[1]
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
     shape = (1, C) if x.ndim == 2 else (1, C, 1, 1)
-    w = _data(weight).reshape(shape) if weight is not None else 1.0  # (C,) -> shape
-    b = _data(bias).reshape(shape) if bias is not None else 0.0
-    rm, rv = _data(running_mean), _data(running_var)
+    w = as_array(weight).reshape(shape) if weight is not None else 1.0  # (C,) -> shape
+    b = as_array(bias).reshape(shape) if bias is not None else 0.0
+    rm, rv = as_array(running_mean), as_array(running_var)
     if training:
         count = x.size // C
         if count < 2:
@@ -315,7 +314,7 @@ def interpolate(input, size=None, scale_factor=None, mode: str = "nearest",
     one (nearest) or two (bilinear) input pixels given by :func:`source_taps` -- the same
     terms, in the same order, as torch's CPU kernel. The backward scatters the gradient back.
     """
-    x = _data(input)
+    x = as_array(input)
     check_shape("interpolate", "input", x, "(N, C, H, W)", ndim=4)
     check_float("interpolate", "input", x)
     if mode not in ("nearest", "bilinear"):

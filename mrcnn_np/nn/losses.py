@@ -7,9 +7,9 @@ and records the backward, which is just ``grad * dl/dinput`` scaled by the reduc
 
 from __future__ import annotations
 
-from ..autograd import _data, apply, needs_grad
-from ..backend import get_array_module
-from .checks import check_float
+from ..autograd import apply, needs_grad
+from ..backend import as_array, get_array_module
+from ..checks import check_float
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -53,7 +53,7 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
     """Huber-like loss: ``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta``
     (``d = input - target``; ``beta = 0`` is the L1 loss)."""
     xp = get_array_module(input, target)
-    x, t = _data(input), _data(target)
+    x, t = as_array(input), as_array(target)
     _check_pair("smooth_l1_loss", x, t)
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta}")
@@ -69,7 +69,7 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
 def l1_loss(input, target, reduction: str = "mean"):
     """``|input - target|``; the gradient is ``sign(input - target)`` (0 at 0, as torch)."""
     xp = get_array_module(input, target)
-    x, t = _data(input), _data(target)
+    x, t = as_array(input), as_array(target)
     _check_pair("l1_loss", x, t)
     d = x - t
     grad = xp.sign(d)
@@ -83,14 +83,14 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
     dl/dx = ``sigmoid(x) - t``; dl/dt = ``-x`` (both times ``weight``).
     """
     xp = get_array_module(input, target)
-    x, t = _data(input), _data(target)
+    x, t = as_array(input), as_array(target)
     _check_pair("binary_cross_entropy_with_logits", x, t)
     e = xp.exp(-xp.abs(x))
     loss = xp.maximum(x, 0) - x * t + xp.log1p(e)
     d_input = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)) - t
     d_target = -x
     if weight is not None:
-        w = _data(weight)
+        w = as_array(weight)
         loss, d_input, d_target = loss * w, d_input * w, d_target * w
     return _reduced("binary_cross_entropy_with_logits", loss, d_input, (input, target), reduction,
                     d_other=d_target)
@@ -103,7 +103,7 @@ def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -1
     dl/dlogits = ``softmax(x) - onehot(t)`` on the rows that count.
     """
     xp = get_array_module(input)
-    x, t = _data(input), _data(target)
+    x, t = as_array(input), as_array(target)
     check_float("cross_entropy", "input", x)
     if x.ndim != 2:
         raise ValueError(f"cross_entropy: expected input of shape (N, C), got {tuple(x.shape)}")

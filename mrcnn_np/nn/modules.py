@@ -16,8 +16,8 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend import get_array_module, to_device
+from ..checks import pair
 from . import functional as F
-from .checks import pair
 from .init import default_weight_and_bias_, make_rng
 
 

@@ -8,39 +8,17 @@ Torchvision: ``ops/boxes.py`` (``box_area``, ``box_iou``, ``clip_boxes_to_image`
 coordinates raise a ValueError instead of producing silent nonsense, and the IoU of two
 zero-area boxes is 0 (torchvision gives NaN).
 
-``box_iou`` has three implementations (``impl=``): the NumPy reference below, a parallel
-Numba kernel and a numba.cuda kernel (:mod:`mrcnn_np.kernels.box_iou`).
+``box_iou`` has three implementations (``impl=``, resolved against the table ``BOX_IOU``): the
+NumPy reference below, a parallel Numba kernel and a numba.cuda kernel
+(:mod:`mrcnn_np.kernels.box_iou`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_array_module, resolve_impl
-
-
-def check_boxes(boxes, name: str = "boxes", allow_empty: bool = True):
-    """Validate an (R, 4) float array of xyxy boxes; returns it unchanged.
-
-    Raises TypeError for a non-float dtype and ValueError for a wrong shape, NaN or
-    infinite coordinates, or ``x2 < x1`` / ``y2 < y1`` (naming the first bad box).
-    """
-    xp = get_array_module(boxes)
-    if not hasattr(boxes, "dtype") or boxes.dtype.kind != "f":
-        raise TypeError(f"{name} must be a float32 or float64 array, got {getattr(boxes, 'dtype', type(boxes))}")
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name} must have shape (R, 4) as x1, y1, x2, y2; got shape {tuple(boxes.shape)}")
-    if not allow_empty and boxes.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    finite = xp.isfinite(boxes).all(axis=1)
-    if not bool(finite.all()):
-        i = int(xp.argmin(finite))
-        raise ValueError(f"{name}[{i}] = {boxes[i].tolist()} has NaN or infinite coordinates")
-    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    if bool(inverted.any()):
-        i = int(xp.argmax(inverted))
-        raise ValueError(f"{name}[{i}] = {boxes[i].tolist()} has x2 < x1 or y2 < y1 (expected x1, y1, x2, y2)")
-    return boxes
+from ..backend import KernelTable, get_array_module
+from ..checks import check_boxes, check_same_dtype
 
 
 def box_area(boxes):
@@ -65,18 +43,25 @@ def box_iou_numpy(boxes1, boxes2):
     return out
 
 
+def _kernels():
+    from ..kernels import box_iou  # imports numba: on first use only
+
+    return box_iou
+
+
+BOX_IOU = KernelTable("box_iou", numpy=box_iou_numpy,
+                      numba=lambda: _kernels().box_iou_numba, cuda=lambda: _kernels().box_iou_cuda)
+
+
 def box_iou(boxes1, boxes2, impl: str = "auto"):
     """Pairwise IoU: (R1, 4), (R2, 4) -> (R1, R2), same dtype. ``impl``: see module doc."""
     check_boxes(boxes1, "boxes1")
     check_boxes(boxes2, "boxes2")
-    if boxes1.dtype != boxes2.dtype:
-        raise TypeError(f"box_iou: dtypes must match, got {boxes1.dtype} and {boxes2.dtype}")
-    impl = resolve_impl(impl, boxes1, boxes2)
-    if impl == "numpy" or min(len(boxes1), len(boxes2)) == 0:
+    check_same_dtype("box_iou", ("boxes1", boxes1), ("boxes2", boxes2))
+    run = BOX_IOU.select(impl, boxes1, boxes2)
+    if min(len(boxes1), len(boxes2)) == 0:  # nothing to launch a kernel on
         return box_iou_numpy(boxes1, boxes2)
-    from ..kernels import box_iou as kernels
-
-    return kernels.box_iou_numba(boxes1, boxes2) if impl == "numba" else kernels.box_iou_cuda(boxes1, boxes2)
+    return run(boxes1, boxes2)
 
 
 def clip_boxes_to_image(boxes, size: tuple[int, int]):

@@ -51,3 +51,14 @@ class Matcher:
             _, preds = xp.nonzero(match_quality_matrix == best_for_each_gt[:, None])
             matches[preds] = all_matches[preds]
         return matches
+
+
+def labels_of_matches(matches, gt_labels):
+    """(N,) matches and the ground truths' labels (G,) -> (N,) labels: the matched box's label,
+    0 for background, -1 for ignored (the convention the samplers read). The RPN passes ones
+    (object / not object), the RoI heads the class labels."""
+    xp = get_array_module(matches)
+    labels = gt_labels[xp.maximum(matches, 0)]  # a copy: written below
+    labels[matches == Matcher.BELOW_LOW_THRESHOLD] = 0
+    labels[matches == Matcher.BETWEEN_THRESHOLDS] = -1
+    return labels

@@ -9,8 +9,8 @@ The algorithm: visit boxes from the highest score down; keep a box unless an alr
 box overlaps it with IoU **>** the threshold. The overlap arithmetic is torchvision's CPU
 kernel's, operation for operation, so the same boxes are kept even in float32.
 
-``nms`` has three implementations (``impl=``): the NumPy reference here, a Numba kernel
-and a numba.cuda kernel (:mod:`mrcnn_np.kernels.nms`).
+``nms`` has three implementations (``impl=``, resolved against the table ``NMS``): the NumPy
+reference here, a Numba kernel and a numba.cuda kernel (:mod:`mrcnn_np.kernels.nms`).
 
 ``batched_nms`` never suppresses across categories. Like torchvision it uses the
 "coordinate trick" (shift each category's boxes far apart, one NMS) up to 1,000 boxes and
@@ -24,30 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_array_module, resolve_impl
-from .boxes import check_boxes
+from ..backend import KernelTable, get_array_module
+from ..checks import check_boxes, check_scores
+from ..kernels.order import score_order
 
 # torchvision switches batched_nms strategy above this many coordinates (boxes.numel()) on CPU
 _VANILLA_ABOVE_NUMEL = 4000
-
-
-def check_scores(scores, n: int):
-    """Validate (R,) float scores: ValueError for a wrong shape or NaN (naming the index)."""
-    xp = get_array_module(scores)
-    if scores.shape != (n,):
-        raise ValueError(f"scores must have shape ({n},) (one per box), got {tuple(scores.shape)}")
-    if scores.dtype.kind != "f":
-        raise TypeError(f"scores must be float32 or float64, got {scores.dtype}")
-    nan = xp.isnan(scores)
-    if bool(nan.any()):
-        raise ValueError(f"scores[{int(xp.argmax(nan))}] is NaN; NMS needs comparable scores")
-    return scores
-
-
-def score_order(scores):
-    """Indices by decreasing score; equal scores keep their index order (stable)."""
-    xp = get_array_module(scores)
-    return xp.argsort(-scores, kind="stable")
 
 
 def nms_numpy(boxes, scores, iou_threshold: float):
@@ -73,20 +55,23 @@ def nms_numpy(boxes, scores, iou_threshold: float):
     return order[xp.asarray(keep, dtype=np.int64)].astype(np.int64)
 
 
+def _kernels():
+    from ..kernels import nms  # imports numba: on first use only
+
+    return nms
+
+
+NMS = KernelTable("nms", numpy=nms_numpy, numba=lambda: _kernels().nms_numba, cuda=lambda: _kernels().nms_cuda)
+
+
 def nms(boxes, scores, iou_threshold: float, impl: str = "auto"):
     """Indices (K,) int64 of the boxes kept by greedy NMS, by decreasing score."""
     check_boxes(boxes)
     check_scores(scores, len(boxes))
-    xp = get_array_module(boxes)
-    if len(boxes) == 0:
-        return xp.zeros(0, dtype=np.int64)
-    impl = resolve_impl(impl, boxes, scores)
-    if impl == "numpy":
-        return nms_numpy(boxes, scores, iou_threshold)
-    from ..kernels import nms as kernels
-
-    run = kernels.nms_numba if impl == "numba" else kernels.nms_cuda
-    return run(boxes, scores.astype(boxes.dtype, copy=False), iou_threshold)
+    run = NMS.select(impl, boxes, scores)
+    if len(boxes) == 0:  # nothing to launch a kernel on
+        return get_array_module(boxes).zeros(0, dtype=np.int64)
+    return run(boxes, scores, iou_threshold)
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold: float, impl: str = "auto"):

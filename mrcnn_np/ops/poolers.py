@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import _data, concat
-from ..backend import get_array_module
-from ..nn.checks import pair
+from ..autograd import concat
+from ..backend import as_array, get_array_module
+from ..checks import pair
 from .boxes import box_area
 from .roi_align import convert_boxes_to_roi_format, roi_align
 
@@ -49,8 +49,8 @@ class MultiScaleRoIAlign:
     """``MultiScaleRoIAlign(featmap_names, output_size, sampling_ratio)``; callable as
     ``pooler(features, boxes, image_shapes)``. No parameters."""
 
-    def __init__(self, featmap_names=("0", "1", "2", "3"), output_size=7, sampling_ratio: int = 2,
-                 canonical_scale: int = 224, canonical_level: int = 4, impl: str = "auto"):
+    def __init__(self, featmap_names, output_size, sampling_ratio: int, canonical_scale: int = 224,
+                 canonical_level: int = 4, impl: str = "auto"):
         self.featmap_names = list(featmap_names)
         self.output_size = pair(output_size)
         self.sampling_ratio = sampling_ratio
@@ -62,7 +62,7 @@ class MultiScaleRoIAlign:
         if not image_shapes:
             raise ValueError("image_shapes is empty: give the (h, w) of every image")
         max_h = max(s[0] for s in image_shapes)
-        scales = [infer_scale(_data(f).shape[-2], max_h) for f in features]
+        scales = [infer_scale(as_array(f).shape[-2], max_h) for f in features]
         k_min = int(-np.log2(np.float32(scales[0])))
         k_max = int(-np.log2(np.float32(scales[-1])))
         return scales, LevelMapper(k_min, k_max, self.canonical_scale, self.canonical_level)
@@ -72,13 +72,11 @@ class MultiScaleRoIAlign:
         if missing:
             raise ValueError(f"features lack the levels {missing}; have {list(features)}")
         maps = [features[k] for k in self.featmap_names]
-        first = _data(maps[0])
+        first = as_array(maps[0])
         xp = get_array_module(first)
         scales, mapper = self.setup_scales(maps, image_shapes)
         rois = convert_boxes_to_roi_format(list(boxes), first.dtype)
-        if len(maps) == 1:
-            return roi_align(maps[0], rois, self.output_size, scales[0], self.sampling_ratio, impl=self.impl)
-        if len(rois) == 0:  # nothing to pool; keep the graph connected to every level
+        if len(maps) == 1 or len(rois) == 0:  # one level, or nothing to pool: no level mapping
             return roi_align(maps[0], rois, self.output_size, scales[0], self.sampling_ratio, impl=self.impl)
         levels = mapper(list(boxes))
         outputs, order = [], []

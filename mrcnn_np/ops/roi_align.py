@@ -19,8 +19,9 @@ x), and a point is dropped when y *or* x is out of range -- so for one box
 with W_y (ph, H) and W_x (pw, W) holding, per bin, the summed interpolation weights of its
 sample rows / columns. :func:`sampling_plan` computes those taps for all boxes (exactly as
 torchvision's ``roi_align_kernel.cpp`` computes its ``pre_calc``, in the input's dtype);
-:func:`roi_align_numpy` is the readable specification built on it; the Numba and numba.cuda
-kernels in :mod:`mrcnn_np.kernels.roi_align` consume the same plan.
+:func:`roi_align_numpy` is the readable specification built on it (on NumPy or CuPy arrays);
+the Numba and numba.cuda kernels in :mod:`mrcnn_np.kernels.roi_align` consume the same plan.
+``impl=`` is resolved against the table ``ROI_ALIGN`` of (forward, backward) pairs.
 
 He et al., "Mask R-CNN" (2017), sec. 3 "RoIAlign"; torchvision ``ops/roi_align.py``.
 """
@@ -31,10 +32,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..autograd import _data, apply
-from ..backend import get_array_module, resolve_impl
-from ..nn.checks import pair
-from .boxes import check_boxes
+from ..autograd import apply
+from ..backend import KernelTable, as_array, get_array_module
+from ..checks import check_batch_indices, check_boxes, check_float, check_output_size, check_shape, pair
 
 
 class AxisTaps(NamedTuple):
@@ -123,25 +123,27 @@ def sampling_plan(rois, spatial_scale, output_size, sampling_ratio, aligned, hei
 
 def axis_matrix(taps: AxisTaps, r: int, size: int):
     """The (bins, size) interpolation matrix of box ``r`` along one axis (taps summed per bin)."""
+    xp = get_array_module(taps.low)
     bins, g = taps.low.shape[1:]
-    M = np.zeros((bins, size), dtype=taps.w_low.dtype)
-    rows = np.repeat(np.arange(bins), g)
-    np.add.at(M, (rows, taps.low[r].reshape(-1)), taps.w_low[r].reshape(-1))
-    np.add.at(M, (rows, taps.high[r].reshape(-1)), taps.w_high[r].reshape(-1))
+    M = xp.zeros((bins, size), dtype=taps.w_low.dtype)
+    rows = xp.repeat(xp.arange(bins), g)
+    xp.add.at(M, (rows, taps.low[r].reshape(-1)), taps.w_low[r].reshape(-1))
+    xp.add.at(M, (rows, taps.high[r].reshape(-1)), taps.w_high[r].reshape(-1))
     return M
 
 
 def _band(M):
     """The column range [a, b) where the interpolation matrix is non-zero."""
-    cols = np.flatnonzero(M.any(axis=0))
+    cols = get_array_module(M).flatnonzero(M.any(axis=0))
     return (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 0)
 
 
 def roi_align_numpy(features, plan: SamplingPlan, output_size):
     """The specification: per box, ``W_y @ features[b] @ W_x.T / count`` (on the band of the
-    map the box reads)."""
+    map the box reads). Runs on NumPy or CuPy arrays; ``output_size`` is a (ph, pw) pair."""
+    xp = get_array_module(features)
     R, (_, C, H, W) = len(plan.batch), features.shape
-    out = np.zeros((R, C, *pair(output_size)), dtype=features.dtype)
+    out = xp.zeros((R, C, *output_size), dtype=features.dtype)
     for r in range(R):
         Wy, Wx = axis_matrix(plan.y, r, H), axis_matrix(plan.x, r, W)
         (y0, y1), (x0, x1) = _band(Wy), _band(Wx)
@@ -152,8 +154,9 @@ def roi_align_numpy(features, plan: SamplingPlan, output_size):
 
 def roi_align_backward_numpy(grad_out, plan: SamplingPlan, input_shape):
     """The adjoint: per box, ``features_grad[b] += W_y.T @ grad @ W_x / count``."""
+    xp = get_array_module(grad_out)
     N, C, H, W = input_shape
-    grad_in = np.zeros(input_shape, dtype=grad_out.dtype)
+    grad_in = xp.zeros(input_shape, dtype=grad_out.dtype)
     for r in range(len(plan.batch)):
         Wy, Wx = axis_matrix(plan.y, r, H), axis_matrix(plan.x, r, W)
         (y0, y1), (x0, x1) = _band(Wy), _band(Wx)
@@ -161,43 +164,33 @@ def roi_align_backward_numpy(grad_out, plan: SamplingPlan, input_shape):
     return grad_in
 
 
+def _kernels():
+    from ..kernels import roi_align  # imports numba: on first use only
+
+    return roi_align
+
+
+# implementations are (forward, backward) pairs
+ROI_ALIGN = KernelTable("roi_align", numpy=(roi_align_numpy, roi_align_backward_numpy),
+                        numba=lambda: _kernels().IMPLS["numba"], cuda=lambda: _kernels().IMPLS["cuda"])
+
+
 def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
               aligned: bool = False, impl: str = "auto"):
     """``torchvision.ops.roi_align``: (N, C, H, W) features, boxes (R, 5) or [(R_i, 4)] ->
     (R, C, ph, pw), differentiable with respect to the features. ``impl``: numpy | numba |
     cuda | auto."""
-    x = _data(input)
-    if x.ndim != 4:
-        raise ValueError(f"roi_align: expected input of shape (N, C, H, W), got {tuple(x.shape)}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"roi_align: input must be float32 or float64, got {x.dtype}")
+    x = as_array(input)
+    check_shape("roi_align", "input", x, "(N, C, H, W)", ndim=4)
+    check_float("roi_align", "input", x)
     xp = get_array_module(x)
     rois = convert_boxes_to_roi_format(boxes, x.dtype)
-    if len(rois):
-        bad = (rois[:, 0] < 0) | (rois[:, 0] >= x.shape[0]) | (rois[:, 0] != xp.floor(rois[:, 0]))
-        if bool(bad.any()):
-            i = int(xp.argmax(bad))
-            raise ValueError(f"roi_align: box {i} has batch index {rois[i, 0]}, but the input holds "
-                             f"{x.shape[0]} image(s) (valid: 0..{x.shape[0] - 1})")
-    ph, pw = output_size_check(output_size)
+    check_batch_indices("roi_align", rois, x.shape[0])
+    ph, pw = check_output_size(output_size)
+    forward, backward = ROI_ALIGN.select(impl, x)
     N, C, H, W = x.shape
     if len(rois) == 0:
         return apply(xp.zeros((0, C, ph, pw), dtype=x.dtype), (input,), lambda g: (xp.zeros_like(x),))
     plan = sampling_plan(rois, spatial_scale, (ph, pw), sampling_ratio, aligned, H, W, x.dtype)
-    impl = resolve_impl(impl, x)
-    if impl == "numpy":
-        out = roi_align_numpy(x, plan, (ph, pw))
-        return apply(out, (input,), lambda g: (roi_align_backward_numpy(g, plan, x.shape),))
-    from ..kernels import roi_align as kernels
-
-    forward, backward = kernels.IMPLS[impl]
     out = forward(x, plan, (ph, pw))
     return apply(out, (input,), lambda g: (backward(g, plan, x.shape),))
-
-
-def output_size_check(output_size) -> tuple[int, int]:
-    """(ph, pw) from an int or pair; ValueError unless both are positive."""
-    ph, pw = pair(output_size)
-    if ph < 1 or pw < 1:
-        raise ValueError(f"output_size must be positive, got {output_size}")
-    return ph, pw

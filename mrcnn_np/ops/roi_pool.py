@@ -16,8 +16,10 @@ import math
 
 import numpy as np
 
-from ..autograd import _data, apply
-from .roi_align import convert_boxes_to_roi_format, output_size_check
+from ..autograd import apply
+from ..backend import as_array, get_array_module
+from ..checks import check_batch_indices, check_float, check_output_size, check_shape
+from .roi_align import convert_boxes_to_roi_format
 
 
 def _round_half_away(v: float) -> int:
@@ -25,13 +27,17 @@ def _round_half_away(v: float) -> int:
 
 
 def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0):
-    """NumPy implementation (host arrays): max over each bin of the rounded box."""
-    x = _data(input)
+    """The NumPy implementation (on NumPy or CuPy arrays): max over each bin of the rounded box."""
+    x = as_array(input)
+    check_shape("roi_pool", "input", x, "(N, C, H, W)", ndim=4)
+    check_float("roi_pool", "input", x)
+    xp = get_array_module(x)
     rois = convert_boxes_to_roi_format(boxes, x.dtype)
-    ph, pw = output_size_check(output_size)
+    check_batch_indices("roi_pool", rois, x.shape[0])
+    ph, pw = check_output_size(output_size)
     N, C, H, W = x.shape
-    out = np.zeros((len(rois), C, ph, pw), dtype=x.dtype)
-    argmax = np.full((len(rois), C, ph, pw), -1, dtype=np.int64)  # flat index into (H, W)
+    out = xp.zeros((len(rois), C, ph, pw), dtype=x.dtype)
+    argmax = xp.full((len(rois), C, ph, pw), -1, dtype=np.int64)  # flat index into (H, W)
     dt = x.dtype.type
     for r, (b, *corners) in enumerate(rois.tolist()):
         x1, y1, x2, y2 = (_round_half_away(float(dt(c) * dt(spatial_scale))) for c in corners)
@@ -47,14 +53,14 @@ def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0):
                     continue  # empty bin: 0, no gradient
                 window = x[int(b), :, h0:h1, w0:w1].reshape(C, -1)  # (C, h, w) -> (C, h*w)
                 k = window.argmax(axis=1)
-                out[r, :, p, q] = window[np.arange(C), k]
+                out[r, :, p, q] = window[xp.arange(C), k]
                 argmax[r, :, p, q] = (h0 + k // (w1 - w0)) * W + (w0 + k % (w1 - w0))
 
     def backward(g):
-        grad = np.zeros((N, C, H * W), dtype=g.dtype)
+        grad = xp.zeros((N, C, H * W), dtype=g.dtype)
         valid = argmax >= 0
-        r_idx, c_idx, _, _ = np.nonzero(valid)
-        np.add.at(grad, (rois[r_idx, 0].astype(np.int64), c_idx, argmax[valid]), g[valid])
+        r_idx, c_idx, _, _ = xp.nonzero(valid)
+        xp.add.at(grad, (rois[r_idx, 0].astype(np.int64), c_idx, argmax[valid]), g[valid])
         return (grad.reshape(N, C, H, W),)
 
     return apply(out, (input,), backward)

@@ -1,8 +1,9 @@
 """The exercise graders are sound both ways, and ``mrcnn-np check`` reports them.
 
 For every chapter under exercises/: the reference solution passes every task and the
-untouched stub passes none. Deliberately broken copies of the solution prove that the
-chapter-01 grader fails the task the bug belongs to, with a readable message.
+untouched stub passes none. Each mistake of chapter 01's table (mistakes.py) proves that its
+grader fails the task the mistake belongs to, with its hint; the machinery that recognises
+mistakes is tested on its own.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import ast
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mrcnn_np import cli, exercises
 from mrcnn_np.exercises import FAIL, PASS, TODO, ExerciseError, Task, TaskResult
+from tests.exercises import support
 
 EXERCISES = Path(__file__).resolve().parents[2] / "exercises"
 CHAPTERS = sorted(p.parent.name for p in EXERCISES.glob("[0-9][0-9]_*/grader.py"))
@@ -76,54 +79,27 @@ def test_untouched_stub_fails_every_task(chapter):
     assert all(r.status == TODO and "not implemented yet" in r.message for r in results)
 
 
-# --- chapter 01: broken copies fail the task they break ---------------------------------------------
-BUGS = {
-    # name: (text in the solution, replacement, the task that must fail, text in its message)
-    "taps transposed in im2col": (
-        "x_pad[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride]\n",
-        "x_pad[:, :, j : j + stride * Ho : stride, i : i + stride * Wo : stride]\n",
-        "im2col", "vs mrcnn_np.nn.conv.im2col",
-    ),
-    "output size off by one": (
-        "return (size + 2 * padding - kernel) // stride + 1",
-        "return (size + 2 * padding - kernel) // stride",
-        "im2col", "expected shape (2, 27, 35), got (2, 27, 24)",
-    ),
-    "kernel transposed in conv2d_forward": (
-        "out = weight.reshape(C_out, C_in * kh * kw) @ cols",
-        "out = weight.transpose(0, 1, 3, 2).reshape(C_out, C_in * kh * kw) @ cols",
-        "conv2d_forward", "values differ",
-    ),
-    "col2im overwrites overlaps instead of adding": (
-        "x_pad[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride] += cols[:, :, i, j]",
-        "x_pad[:, :, i : i + stride * Ho : stride, j : j + stride * Wo : stride] = cols[:, :, i, j]",
-        "conv2d_backward", "d_x of conv2d_backward",
-    ),
-    "no ReLU after the residual sum": (
-        "return relu(out + identity)", "return out + identity", "bottleneck_forward", "values differ",
-    ),
-    "batch norm without eps": (
-        "def frozen_batch_norm(x, params, prefix, eps=1e-5):",
-        "def frozen_batch_norm(x, params, prefix, eps=0.0):",
-        "bottleneck_forward", "allowed",
-    ),
-    "im2col imported from the library": (
-        "# --- task (b)", "from mrcnn_np.nn.conv import im2col  # noqa: E402\n\n\n# --- task (b)",
-        "im2col", "imported from elsewhere",
-    ),
+# --- chapter 01: each tabled mistake fails its task, with its hint ----------------------------------
+GRADER_01 = support.grader("01_backbone")
+SHOWS_01 = {  # texts the message holds besides the hint
+    "taps transposed in im2col": ["vs mrcnn_np.nn.conv.im2col"],
+    "output size off by one": ["expected shape (2, 27, 35), got (2, 27, 24)"],
+    "kernel transposed in conv2d_forward": ["values differ"],
+    "col2im overwrites overlaps instead of adding": ["d_x of conv2d_backward"],
+    "no ReLU after the residual sum": ["values differ"],
+    "batch norm without eps": ["allowed"],
 }
 
 
-@pytest.mark.parametrize("bug", BUGS)
-def test_a_broken_solution_fails_its_task(bug, tmp_path):
-    old, new, task, expected_text = BUGS[bug]
-    source = SOLUTION_01.read_text()
-    assert old in source, "the solution changed: update this test's bug"
-    path = tmp_path / "broken.py"
-    path.write_text(source.replace(old, new))
-    result = by_name(exercises.grade("01", path, exercises_dir=EXERCISES))[task]
-    assert result.status == FAIL, exercises.format_report([result])
-    assert expected_text in result.message, result.message
+@pytest.mark.parametrize("mistake", list(GRADER_01.MISTAKES), ids=lambda m: m.name)
+def test_a_chapter_01_mistake_is_recognised_with_its_hint(mistake, tmp_path):
+    support.assert_recognised("01_backbone", mistake, SHOWS_01[mistake.name], tmp_path)
+
+
+def test_a_solution_importing_the_library_fails(tmp_path):
+    support.assert_fails("01_backbone", [("# --- task (b)", "from mrcnn_np.nn.conv import im2col  # noqa: E402\n\n\n"
+                                                            "# --- task (b)")], "im2col", ["imported from elsewhere"],
+                         tmp_path)
 
 
 def test_a_crash_in_the_learners_code_names_the_line(tmp_path):
@@ -249,6 +225,36 @@ def test_assert_close_messages():
         exercises.assert_close(None, [1.0], "x")
     with pytest.raises(AssertionError, match="values differ"):
         exercises.assert_close([float("nan")], [1.0], "x")
+
+
+def test_apply_changes_needs_each_old_text_once():
+    assert exercises.apply_changes("a = 1\nb = 2\n", [("1", "3"), ("b", "c")]) == "a = 3\nc = 2\n"
+    for source in ("a = 1\n", "a = 2 + 2\n"):
+        with pytest.raises(ValueError, match="not once"):
+            exercises.apply_changes(source, [("2", "3")])
+
+
+def test_matches_compares_results_as_a_learner_returns_them():
+    assert exercises.matches((np.ones(2), 1.0), [np.ones(2) + 1e-12, np.float64(1.0)])
+    assert exercises.matches(np.array([np.nan, 1.0]), [np.nan, 1.0])
+    assert not exercises.matches(np.ones((2, 1)), np.ones(2)) and not exercises.matches((1.0,), 1.0)
+    assert not exercises.matches(np.ones(2), np.ones(2) * (1 + 1e-6)) and not exercises.matches("a", 1.0)
+
+
+def test_a_mistake_is_recognised_by_its_result_and_skipped_where_it_crashes():
+    mistakes = support.grader("01_backbone").MISTAKES
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 4))
+    right = exercises.load_module(solution("01_backbone")).im2col(x, (3, 3), 1, 1)
+    (off_by_one,) = [m for m in mistakes if m.name == "output size off by one"]
+    wrong = exercises.broken_solution(solution("01_backbone"), off_by_one.changes).im2col(x, (3, 3), 1, 1)
+    call = exercises.caller(x, (3, 3), 1, 1)
+    assert mistakes.hint("im2col", wrong, right, call) == off_by_one.hint
+    assert mistakes.hint("im2col", 2 * right, right, call) is None
+
+    def crashing(im2col):
+        raise IndexError("a case the mistakes cannot run")
+
+    assert mistakes.hint("im2col", wrong, right, crashing) is None
 
 
 # --- the command line -----------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ def test_anchors_identical(image, features, sizes, ratios, dtype, tdtype):
     tv = TVAnchorGenerator(sizes, ratios)
     maps = [torch.zeros(2, 1, h, w, dtype=tdtype) for h, w in features]
     ref = tv(ImageList(torch.zeros(2, 3, *image, dtype=tdtype), [image, image]), maps)
-    ours = AnchorGenerator(sizes, ratios)(image, [m.numpy() for m in maps])
+    ours = AnchorGenerator(sizes=sizes, aspect_ratios=ratios)(image, [m.numpy() for m in maps])
     assert len(ours) == 2 and ours[0].dtype == dtype
     np.testing.assert_array_equal(ours[0], ref[0].numpy())
-    assert AnchorGenerator(sizes, ratios).num_anchors_per_location() == tv.num_anchors_per_location()
+    assert AnchorGenerator(sizes=sizes, aspect_ratios=ratios).num_anchors_per_location() == tv.num_anchors_per_location()

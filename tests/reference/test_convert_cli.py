@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-from mrcnn_np import cli, no_grad
+from mrcnn_np import cli
 from mrcnn_np.convert import load_model
-from mrcnn_np.verify import sample_image, to_torch
+from mrcnn_np.reference.twins import sample_image, to_torch
 
 
 def test_convert_a_torchvision_file(tmp_path, capsys):
@@ -31,8 +31,7 @@ def test_convert_a_torchvision_file(tmp_path, capsys):
     image = sample_image()
     with torch.no_grad():
         ref = tv(to_torch([image], np.float32))[0]
-    with no_grad():
-        out = ours([image.astype(np.float32)])[0]
+    out = ours([image.astype(np.float32)])[0]
     assert len(ref["scores"]) > 5
     np.testing.assert_allclose(out["scores"][:5], ref["scores"][:5].numpy(), atol=1e-4)
 

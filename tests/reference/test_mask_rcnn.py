@@ -26,13 +26,14 @@ from torchvision.models.detection import MaskRCNN as TVMaskRCNN
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as tv_resnet_fpn_backbone
 
-from mrcnn_np import Tensor, no_grad
+from mrcnn_np import Tensor
 from mrcnn_np.config import MaskRCNNConfig
 from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.data.shapes import random_image
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.ops import box_iou
-from mrcnn_np.verify import replay_sampling, to_torch
+from mrcnn_np.reference.sampling import replay_sampling
+from mrcnn_np.reference.twins import to_torch
 from tests.helpers import assert_rel
 from tests.reference.torch_models import calibrate_frozen_bn
 
@@ -74,8 +75,7 @@ def run_inference(tv, ours, images, dtype):
     ours.eval()
     with torch.no_grad():
         ref = tv(to_torch(images, dtype))
-    with no_grad():
-        out = ours([im.astype(dtype) for im in images])
+    out = ours([im.astype(dtype) for im in images])
     return out, [{k: v.numpy() for k, v in r.items()} for r in ref]
 
 
@@ -154,8 +154,8 @@ def test_training_losses_and_gradients(float64_pair, empty_second_image):
     ours.train()
     tv.train()
     ours.zero_grad()
-    losses = ours(images, targets, rng=0)
-    replay_sampling(tv, ours)
+    losses, sampled = ours(images, targets, rng=0, return_sampled=True)
+    replay_sampling(tv, sampled)
     tv.zero_grad()
     tv_losses = tv(to_torch(images, np.float64),
                    [{k: torch.from_numpy(v) for k, v in t.items()} for t in targets])

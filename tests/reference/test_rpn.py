@@ -10,11 +10,12 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 
-from mrcnn_np import Tensor, no_grad
+from mrcnn_np import Tensor
+from mrcnn_np.config import MaskRCNNConfig
 from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.model.anchors import AnchorGenerator
 from mrcnn_np.model.rpn import RegionProposalNetwork, RPNHead
-from mrcnn_np.verify import float64_labels
+from mrcnn_np.reference.sampling import float64_labels
 from tests.helpers import assert_rel
 from tests.reference.torch_models import backbone_pair
 
@@ -32,7 +33,8 @@ def rpn_pair(channels=256, dtype=np.float64, seed=0, weight_std=0.01):
             p.normal_(0, weight_std)
     tv = TVRPN(TVAnchorGenerator(SIZES, RATIOS), head, 0.7, 0.3, 256, 0.5, TOP_N, TOP_N, 0.7)
     tv = tv.to(torch.float64 if dtype == np.float64 else torch.float32)
-    ours = RegionProposalNetwork(AnchorGenerator(SIZES, RATIOS), RPNHead(channels, 3, dtype=dtype))
+    ours = RegionProposalNetwork.from_config(MaskRCNNConfig(), anchor_generator=AnchorGenerator(sizes=SIZES, aspect_ratios=RATIOS),
+                                             head=RPNHead(channels, 3, dtype=dtype))
     load_torchvision_state_dict(ours, tv)
     return tv, ours
 
@@ -64,8 +66,7 @@ def test_proposals_float64_identical(fpn_features, padded):
     tv.eval()
     with torch.no_grad():
         ref, _ = run_tv(tv, padded, sizes, {k: torch.from_numpy(v) for k, v in feats.items()})
-    with no_grad():
-        boxes, scores = ours.predict(padded, sizes, feats)
+    boxes, scores = ours.predict(padded, sizes, feats)
     for b, r in zip(boxes, ref, strict=True):
         assert b.shape == tuple(r.shape) and len(b) > 100
         assert np.abs(b - r.numpy()).max() <= 1e-8
@@ -79,8 +80,7 @@ def test_proposals_float32_same_set(fpn_features, padded):
     tv.eval()
     with torch.no_grad():
         ref, _ = run_tv(tv, padded, sizes, {k: torch.from_numpy(v) for k, v in feats.items()})
-    with no_grad():
-        boxes, _ = ours.predict(padded, sizes, feats)
+    boxes, _ = ours.predict(padded, sizes, feats)
     for b, r in zip(boxes, ref, strict=True):
         r = r.numpy()
         assert len(b) == len(r)
@@ -109,7 +109,7 @@ def test_training_losses_and_gradients(fpn_features):
     assert sampled[0][0].sum() > 0 and sampled[1][0].sum() > 0
 
     ours_feats = {k: Tensor(v, requires_grad=True) for k, v in feats.items()}
-    _, _, losses = ours.train_step(padded, sizes, ours_feats, gt, sampled=sampled)
+    _, _, losses, _ = ours.loss(padded, sizes, ours_feats, gt, sampled=sampled)
     tv_feats = {k: torch.tensor(v, requires_grad=True) for k, v in feats.items()}
     _, tv_losses = run_tv(tv, padded, sizes, tv_feats, [{"boxes": torch.from_numpy(g)} for g in gt])
 
@@ -134,7 +134,7 @@ def test_image_without_boxes_trains_on_negatives_only(fpn_features):
     gt = [np.zeros((0, 4)), np.zeros((0, 4))]
     pos, neg = inject_sampling(tv, ours, feats, padded, gt)
     assert all(p.sum() == 0 for p in pos) and all(n.sum() == 256 for n in neg)
-    _, _, losses = ours.train_step(padded, sizes, feats_as_tensors(feats), gt, sampled=(pos, neg))
+    _, _, losses, _ = ours.loss(padded, sizes, feats_as_tensors(feats), gt, sampled=(pos, neg))
     _, tv_losses = run_tv(tv, padded, sizes, {k: torch.from_numpy(v) for k, v in feats.items()},
                           [{"boxes": torch.zeros(0, 4, dtype=torch.float64)}] * 2)
     assert losses["loss_rpn_box_reg"].item() == 0.0
@@ -158,7 +158,7 @@ def test_tiny_box_and_one_pixel_feature_maps():
     gt = [np.array([[30.0, 30.0, 34.0, 33.0]]), np.array([[0.0, 0.0, 64.0, 64.0]])]
     pos, neg = inject_sampling(tv, ours, feats, padded, gt)
     assert pos[0].sum() >= 1  # the 4x3 box is matched to its best anchors despite IoU < 0.3
-    boxes, _, losses = ours.train_step(padded, sizes, feats_as_tensors(feats), gt, sampled=(pos, neg))
+    boxes, _, losses, _ = ours.loss(padded, sizes, feats_as_tensors(feats), gt, sampled=(pos, neg))
     tv_boxes, tv_losses = run_tv(tv, padded, sizes, {k: torch.from_numpy(v) for k, v in feats.items()},
                                  [{"boxes": torch.from_numpy(g)} for g in gt])
     for name in losses:
@@ -179,6 +179,6 @@ def test_torchvision_float32_labels_quirk(fpn_features):
     tv.assign_targets_to_anchors = type(tv).assign_targets_to_anchors.__get__(tv)  # undo the patch
     _, tv_losses = run_tv(tv, padded, sizes, {k: torch.from_numpy(v) for k, v in feats.items()},
                           [{"boxes": torch.from_numpy(g)} for g in gt])
-    _, _, losses = ours.train_step(padded, sizes, feats_as_tensors(feats), gt, sampled=(pos, neg))
+    _, _, losses, _ = ours.loss(padded, sizes, feats_as_tensors(feats), gt, sampled=(pos, neg))
     assert tv_losses["loss_objectness"].dtype == torch.float32
     assert abs(losses["loss_objectness"].item() - tv_losses["loss_objectness"].item()) <= 1e-6

@@ -8,7 +8,7 @@ both schedules' warm-up and decay within the 3 steps.
 
 Configurations: ``tiny`` (trainable BatchNorm2d, all layers trainable), ``tiny`` with
 FrozenBatchNorm2d and 3 trainable layers, and the default ResNet-50-FPN (slow). The twins come
-from :func:`mrcnn_np.verify.twin_pair`; the tests below it check that the twin has exactly our
+from :func:`mrcnn_np.reference.twins.twin_pair`; the tests below it check that the twin has exactly our
 state-dict keys, shapes and frozen parameters, and predicts what we predict.
 """
 
@@ -19,16 +19,10 @@ import pytest
 
 from mrcnn_np.config import MaskRCNNConfig, tiny
 from mrcnn_np.model.mask_rcnn import MaskRCNN
+from mrcnn_np.reference.sampling import replay_sampling
+from mrcnn_np.reference.training import torchvision_optimizer, torchvision_train_step
+from mrcnn_np.reference.twins import targets_to_torch, to_torch, torchvision_model, twin_pair
 from mrcnn_np.train import TrainRecipe, make_optimizer, train_step
-from mrcnn_np.verify import (
-    replay_sampling,
-    targets_to_torch,
-    to_torch,
-    torchvision_model,
-    torchvision_optimizer,
-    torchvision_train_step,
-    twin_pair,
-)
 from tests.helpers import assert_rel, rel_err
 from tests.reference.test_mask_rcnn import (
     NUM_CLASSES,
@@ -81,8 +75,8 @@ def test_three_sgd_steps_equal_torch_optim(config):
     for step in range(STEPS):
         lrs.append(optimizer.param_groups[0]["lr"])
         tv_lrs.append(tv_optimizer.param_groups[0]["lr"])
-        losses = train_step(ours, optimizer, images, targets, rng=step)
-        replay_sampling(tv, ours)
+        losses, sampled = train_step(ours, optimizer, images, targets, rng=step, return_sampled=True)
+        replay_sampling(tv, sampled)
         tv_losses = torchvision_train_step(tv, tv_optimizer, tv_images, tv_targets)
         scheduler.step()
         tv_scheduler.step()
@@ -120,5 +114,17 @@ def test_twin_has_our_state_dict_and_frozen_layers(config):
 
 def test_twin_inference_float64_identical():
     tv, ours = twin_pair(tiny(num_classes=NUM_CLASSES, dtype=np.float64))
+    images, _ = shapes_targets(np.random.default_rng(5))
+    assert_float64_detections_identical(*run_inference(tv, ours, images, np.float64), images)
+
+
+def test_twin_takes_the_poolers_settings():
+    config = tiny(num_classes=NUM_CLASSES, dtype=np.float64, roi_featmap_names=("0", "1", "2"), box_roi_output_size=5,
+                  mask_roi_output_size=10, roi_sampling_ratio=1)
+    tv, ours = twin_pair(config)
+    for pool in (tv.roi_heads.box_roi_pool, tv.roi_heads.mask_roi_pool):
+        assert pool.featmap_names == ["0", "1", "2"] and pool.sampling_ratio == 1
+    assert tv.roi_heads.box_roi_pool.output_size == (5, 5) and tv.roi_heads.mask_roi_pool.output_size == (10, 10)
+    assert tv.roi_heads.box_head.fc6.in_features == config.fpn_channels * 5 * 5
     images, _ = shapes_targets(np.random.default_rng(5))
     assert_float64_detections_identical(*run_inference(tv, ours, images, np.float64), images)

@@ -1,11 +1,15 @@
 """``mrcnn-np verify``: the table it prints shows agreement at every stage, and it says clearly
-what to install when torchvision is missing."""
+what to install when torchvision is missing; so does the chapters' check."""
 
 from __future__ import annotations
 
-import numpy as np
+import sys
 
-from mrcnn_np import cli, verify
+import numpy as np
+import pytest
+import torch
+
+from mrcnn_np import cli, reference, verify
 
 
 def test_verify_table_float64_agrees_at_every_stage():
@@ -21,13 +25,19 @@ def test_verify_table_float64_agrees_at_every_stage():
 
 
 def test_verify_without_torchvision_says_what_to_install(monkeypatch, capsys):
-    def missing():
-        raise ImportError("mrcnn-np verify compares with torchvision, which is not installed; install the "
-                          "reference extra:  pip install 'mrcnn-np[reference]'")
-
-    monkeypatch.setattr(verify, "_torch", missing)
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # ``import torchvision`` raises ImportError
     assert cli.main(["verify"]) == 2
-    assert "pip install 'mrcnn-np[reference]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "mrcnn-np verify compares with torchvision" in err and "pip install 'mrcnn-np[reference]'" in err
+
+
+def test_chapters_torch_check(monkeypatch, capsys):
+    assert reference.import_torch() is torch and capsys.readouterr().out == ""
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    assert reference.import_torch() is None
+    assert capsys.readouterr().out == reference.NOTEBOOK_HINT + "\n"
+    with pytest.raises(ImportError, match="pip install 'mrcnn-np\\[reference\\]'"):
+        reference.require_torch()
 
 
 def test_pair_rows_finds_swapped_rows():

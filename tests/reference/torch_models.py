@@ -8,7 +8,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as t
 
 from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.model.backbone import resnet_fpn_backbone
-from mrcnn_np.verify import calibrate_norms
+from mrcnn_np.reference.twins import calibrate_norms
 
 
 def randomize_frozen_bn(module: torch.nn.Module, seed: int = 1) -> None:

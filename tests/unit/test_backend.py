@@ -17,15 +17,76 @@ def test_numpy_arrays_and_tensors_use_numpy():
     assert backend.to_device(a, "cpu") is a
 
 
-def test_auto_impl_on_host_is_numba():
-    assert backend.resolve_impl("auto", np.zeros(2)) == "numba"
-    assert backend.resolve_impl("numpy", np.zeros(2)) == "numpy"
-    assert backend.resolve_impl("cuda", np.zeros(2)) == "cuda"  # numba.cuda copies to the device
+class FakeCupyArray:
+    """Only what ``is_cupy_array`` looks at: a type defined in a module named ``cupy``."""
 
 
-def test_bad_impl_and_device_are_named():
-    with pytest.raises(ValueError, match="impl must be one of"):
-        backend.resolve_impl("fortran")
+FakeCupyArray.__module__ = "cupy._core.core"
+
+
+def reference(x):
+    return "numpy"
+
+
+def table(**loaders):
+    """A KernelTable whose loaders count how often they run."""
+    calls = []
+
+    def loader(name):
+        return lambda: calls.append(name) or (lambda x: name)
+
+    return backend.KernelTable("op", numpy=reference, **{n: loader(n) for n in loaders}), calls
+
+
+def test_auto_is_numba_on_host_and_cuda_on_cupy():
+    kernels, calls = table(numba=True, cuda=True)
+    assert kernels.names == ("numpy", "numba", "cuda")
+    assert kernels.resolve("auto", np.zeros(2)) == "numba"
+    assert kernels.resolve("auto", Tensor(np.zeros(2))) == "numba"
+    assert kernels.resolve("auto", np.zeros(2), FakeCupyArray()) == "cuda"
+    assert calls == []  # resolving loads nothing
+    assert kernels.select("numpy", np.zeros(2)) is reference
+    assert kernels.select("cuda", np.zeros(2))(None) == "cuda"  # numba.cuda copies host arrays to the device
+    assert kernels.select("auto", np.zeros(2))(None) == "numba"
+    assert calls == ["cuda", "numba"]
+
+
+def test_auto_falls_back_to_the_numpy_reference_where_an_op_has_no_kernel():
+    kernels, _ = table(numba=True)
+    assert kernels.resolve("auto", FakeCupyArray()) == "numpy"
+    assert table()[0].resolve("auto", np.zeros(2)) == "numpy"
+
+
+def test_bad_choices_name_the_op_and_its_implementations():
+    kernels, calls = table(numba=True)
+    with pytest.raises(ValueError, match=r"op: impl must be one of \('auto', 'numpy', 'numba', 'cuda'\)"):
+        kernels.resolve("fortran")
+    with pytest.raises(ValueError, match=r"op has no impl='cuda'; it has \('numpy', 'numba'\)"):
+        kernels.select("cuda", np.zeros(2))
+    with pytest.raises(ValueError, match="op: impl='numba' runs on host arrays; got CuPy arrays"):
+        kernels.select("numba", FakeCupyArray())
+    assert calls == []
+
+
+def test_numba_missing_is_a_runtime_error(monkeypatch):
+    kernels, _ = table(numba=True, cuda=True)
+    monkeypatch.setattr(backend, "numba_available", lambda: False)
+    assert kernels.resolve("auto", np.zeros(2)) == kernels.resolve("auto", FakeCupyArray()) == "numpy"
+    for impl in ("numba", "cuda"):
+        with pytest.raises(RuntimeError, match=f"op: impl='{impl}' needs numba installed"):
+            kernels.resolve(impl, np.zeros(2))
+
+
+def test_every_op_with_kernels_has_a_table_of_all_three():
+    from mrcnn_np.ops.boxes import BOX_IOU
+    from mrcnn_np.ops.nms import NMS
+    from mrcnn_np.ops.roi_align import ROI_ALIGN
+
+    for kernels in (BOX_IOU, NMS, ROI_ALIGN):
+        assert kernels.names == ("numpy", "numba", "cuda"), kernels.op
+
+
+def test_bad_device_is_named():
     with pytest.raises(ValueError, match="unknown device"):
         backend.to_device(np.zeros(1), "tpu")
 
@@ -36,10 +97,11 @@ def test_cuda_without_cupy_says_how_to_get_it():
         backend.to_device(np.zeros(1), "cuda")
 
 
-def test_importing_the_package_does_not_import_cupy():
+def test_importing_the_package_and_its_ops_imports_neither_cupy_nor_numba():
     import subprocess
     import sys
 
-    code = "import sys, mrcnn_np, mrcnn_np.nn; print('cupy' in sys.modules)"
+    code = ("import sys, mrcnn_np, mrcnn_np.nn, mrcnn_np.ops, mrcnn_np.ops.roi_align, mrcnn_np.ops.roi_pool; "
+            "print('cupy' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"

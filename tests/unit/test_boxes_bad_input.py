@@ -91,3 +91,23 @@ def test_decode_and_postprocess_with_no_proposals():
     heads = MaskRCNN(tiny(num_classes=5), rng=0).roi_heads
     out = heads.postprocess_detections(np.zeros((0, 5)), np.zeros((0, 20)), [np.zeros((0, 4))], [(50, 60)])
     assert out[0]["boxes"].shape == (0, 4) and out[0]["scores"].shape == (0,) and out[0]["labels"].shape == (0,)
+
+
+def test_a_bad_impl_is_named_with_its_op():
+    from mrcnn_np.ops.roi_align import roi_align
+
+    with pytest.raises(ValueError, match=r"nms: impl must be one of \('auto', 'numpy', 'numba', 'cuda'\)"):
+        nms(np.ones((2, 4)), np.ones(2), 0.5, impl="fortran")
+    with pytest.raises(ValueError, match="box_iou: impl must be one of"):
+        box_iou(np.ones((2, 4)), np.ones((2, 4)), impl="fortran")
+    with pytest.raises(ValueError, match="roi_align: impl must be one of"):
+        roi_align(np.zeros((1, 1, 4, 4)), np.array([[0.0, 0, 0, 2, 2]]), 2, impl="fortran")
+
+
+def test_roi_pool_checks_its_input_like_roi_align():
+    from mrcnn_np.ops.roi_pool import roi_pool
+
+    with pytest.raises(ValueError, match=r"roi_pool: box 0 has batch index -1.0, but the input holds 1 image"):
+        roi_pool(np.zeros((1, 1, 4, 4)), np.array([[-1.0, 0, 0, 2, 2]]), 2)
+    with pytest.raises(ValueError, match=r"roi_pool: expected input of shape \(N, C, H, W\), got shape \(4, 4\)"):
+        roi_pool(np.zeros((4, 4)), np.array([[0.0, 0, 0, 2, 2]]), 2)

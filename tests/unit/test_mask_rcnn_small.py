@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrcnn_np import Tensor, no_grad
+from mrcnn_np import Tensor
 from mrcnn_np.config import tiny
 from mrcnn_np.data.shapes import random_image
 from mrcnn_np.model.mask_rcnn import MaskRCNN
@@ -30,19 +30,21 @@ def batch(rng, n=2):
 def test_inference_output_shapes_on_both_layouts():
     model = MaskRCNN(tiny(), rng=0).eval()
     image = random_image(np.random.default_rng(1), 90, 130)[0]
-    with no_grad():
-        hwc, chw = model([image, image.transpose(2, 0, 1)])
-    for out in (hwc, chw):
+    both = model([image, image.transpose(2, 0, 1)])  # one batch of both layouts
+    for out in both:
         D = len(out["boxes"])
         assert out["boxes"].shape == (D, 4) and out["scores"].shape == (D,) and out["labels"].dtype == np.int64
         assert out["masks"].shape == (D, 1, 90, 130)
-    np.testing.assert_array_equal(hwc["boxes"], chw["boxes"])
+    # each layout on its own gives the same result bit for bit (inside one batch the two images sit at
+    # different offsets of the convolutions' matrix products, whose float32 rounding may then differ)
+    (hwc,), (chw,) = model([image]), model([image.transpose(2, 0, 1)])
+    for key in hwc:
+        np.testing.assert_array_equal(hwc[key], chw[key])
 
 
 def test_no_detections_is_empty_not_an_error():
     model = MaskRCNN(tiny(box_score_thresh=1.0), rng=0).eval()
-    with no_grad():
-        out = model([random_image(np.random.default_rng(2), 80, 100)[0]])[0]
+    out = model([random_image(np.random.default_rng(2), 80, 100)[0]])[0]
     assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 1, 80, 100)
 
 
