@@ -23,13 +23,15 @@ def is_number(x) -> bool:
 
 
 def pair(v) -> tuple[int, int]:
-    """``3 -> (3, 3)``; ``(3, 5)`` stays; anything else is a ValueError."""
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) != 2:
+    """``3 -> (3, 3)``; ``(3, 5)`` stays (NumPy integers too); a pair of another length is a
+    ValueError, anything that is not an int or a pair of ints a TypeError."""
+    if is_int(v):
+        return (int(v), int(v))
+    if not isinstance(v, (tuple, list)) or not all(is_int(i) for i in v):
+        raise TypeError(f"expected an int or a pair of ints, got {v!r}")
+    if len(v) != 2:
         raise ValueError(f"expected an int or a pair of ints, got {v!r}")
-    return t
+    return (int(v[0]), int(v[1]))
 
 
 def check_output_size(output_size) -> tuple[int, int]:
@@ -56,9 +58,51 @@ def check_shape(op: str, name: str, arr, expected: str, ndim: int | None = None,
         raise ValueError(f"{op}: expected {name} of shape {expected}, got shape {tuple(shape)}")
 
 
+def is_float32_or_64(arr) -> bool:
+    """True for an array of float32 or float64 (float16 has no kernels and too little range)."""
+    dtype = getattr(arr, "dtype", None)
+    return dtype is not None and dtype.kind == "f" and dtype.itemsize in (4, 8)
+
+
+def as_array_arg(x, name: str, dtype=None):
+    """A Python list or tuple (of numbers) as a NumPy array (``dtype`` if given, else NumPy's
+    choice); arrays pass unchanged; anything else is a TypeError naming ``name``."""
+    if isinstance(x, (list, tuple)):
+        try:
+            arr = np.asarray(x, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be an array or a (nested) list of numbers; converting it "
+                            f"failed: {exc}") from None
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold numbers, got a list converted to dtype {arr.dtype}")
+        return arr
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    return x
+
+
+def as_boxes_arg(x, name: str = "boxes", dtype=np.float64):
+    """Like :func:`as_array_arg` for (R, 4) boxes: a list becomes a ``dtype`` array, and the empty
+    list ``[]`` the (0, 4) array."""
+    was_list = isinstance(x, (list, tuple))
+    x = as_array_arg(x, name, dtype if was_list else None)
+    return x.reshape(0, 4) if was_list and x.size == 0 else x
+
+
+def check_iou_threshold(op: str, value) -> float:
+    """An IoU threshold as a float: TypeError for a non-number, ValueError for NaN (a NaN
+    threshold compares false with every IoU, so NMS would keep every box)."""
+    if not is_number(value) and not (getattr(value, "shape", None) == () and value.dtype.kind in "iuf"):
+        raise TypeError(f"{op}: iou_threshold must be a number, got {type(value).__name__}")
+    value = float(value)
+    if value != value:
+        raise ValueError(f"{op}: iou_threshold is NaN; expected a number, usually in [0, 1]")
+    return value
+
+
 def check_float(op: str, name: str, arr) -> None:
-    """Raise TypeError unless ``arr`` holds floating-point numbers."""
-    if arr.dtype.kind != "f":
+    """Raise TypeError unless ``arr`` holds float32 or float64 numbers."""
+    if not is_float32_or_64(arr):
         raise TypeError(f"{op}: {name} must be float32 or float64, got dtype {arr.dtype}")
 
 
@@ -76,7 +120,7 @@ def check_boxes(boxes, name: str = "boxes", allow_empty: bool = True):
     Raises TypeError for a non-float dtype and ValueError for a wrong shape, NaN or
     infinite coordinates, or ``x2 < x1`` / ``y2 < y1`` (naming the first bad box).
     """
-    if not hasattr(boxes, "dtype") or boxes.dtype.kind != "f":
+    if not is_float32_or_64(boxes):
         raise TypeError(f"{name} must be a float32 or float64 array, got {getattr(boxes, 'dtype', type(boxes))}")
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{name} must have shape (R, 4) as x1, y1, x2, y2; got shape {tuple(boxes.shape)}")
@@ -98,7 +142,7 @@ def check_scores(scores, n: int):
     index), TypeError for a non-float dtype; returns them unchanged."""
     if scores.shape != (n,):
         raise ValueError(f"scores must have shape ({n},) (one per box), got {tuple(scores.shape)}")
-    if scores.dtype.kind != "f":
+    if not is_float32_or_64(scores):
         raise TypeError(f"scores must be float32 or float64, got {scores.dtype}")
     nan = scores != scores  # NaN is the one value unequal to itself
     if bool(nan.any()):
@@ -117,3 +161,117 @@ def check_batch_indices(op: str, rois, num_images: int) -> None:
         i = int(bad.argmax())
         raise ValueError(f"{op}: box {i} has batch index {rois[i, 0]}, but the input holds "
                          f"{num_images} image(s) (valid: 0..{num_images - 1})")
+
+
+def check_label_list(matched_idxs) -> list:
+    """A list of (N_i,) label arrays (lists converted); TypeError / ValueError naming the index."""
+    if hasattr(matched_idxs, "shape") or not isinstance(matched_idxs, (list, tuple)):
+        raise TypeError(f"matched_idxs must be a list of (N_i,) label arrays, one per image; got "
+                        f"{type(matched_idxs).__name__}")
+    out = [as_array_arg(labels, f"matched_idxs[{i}]") for i, labels in enumerate(matched_idxs)]
+    for i, labels in enumerate(out):
+        if labels.ndim != 1:
+            raise ValueError(f"matched_idxs[{i}] must have shape (N,), got {tuple(labels.shape)}")
+    return out
+
+
+# --- model inputs: images and training targets ----------------------------------------------
+IMAGE_RANGE_TOLERANCE = 1e-3  # a float image may exceed [0, 1] by this much (rounding), no more
+
+
+def _from_torch(x, name: str):
+    """A CPU torch tensor as a NumPy array (torch is never imported); other tensors refused."""
+    if type(x).__module__.split(".")[0] != "torch" or not hasattr(x, "detach"):
+        return x
+    device = getattr(getattr(x, "device", None), "type", "cpu")
+    if device != "cpu":
+        raise TypeError(f"{name} is a torch tensor on {device}; move it to the host first (.cpu())")
+    return x.detach().numpy()
+
+
+def check_image_list(images) -> list:
+    """``images`` as a list of arrays (CPU torch tensors converted with ``.numpy()``).
+
+    TypeError for ``None``, a single array (``pass [image]``), or an element that is not an
+    array; ValueError for an empty list."""
+    if hasattr(images, "shape"):
+        raise TypeError(f"images must be a list of arrays; got one array of shape {tuple(images.shape)}: "
+                        f"pass [image]")
+    if not isinstance(images, (list, tuple)):
+        raise TypeError(f"images must be a list of arrays, got {type(images).__name__}")
+    if not len(images):
+        raise ValueError("got an empty list of images")
+    out = []
+    for i, image in enumerate(images):
+        image = _from_torch(image, f"images[{i}]")
+        if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+            raise TypeError(f"images[{i}] must be an array of shape (H, W, 3) or (3, H, W), got "
+                            f"{type(image).__name__}")
+        out.append(image)
+    return out
+
+
+def check_unit_range(name: str, image) -> None:
+    """ValueError unless the float ``image`` is finite and within [0, 1] (give or take
+    :data:`IMAGE_RANGE_TOLERANCE`); one pass over the pixels, one sync."""
+    lo, hi = image.min(), image.max()
+    lo, hi = float(lo), float(hi)  # NaN propagates into both
+    if lo != lo or hi != hi or abs(lo) == float("inf") or abs(hi) == float("inf"):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if hi > 1 + IMAGE_RANGE_TOLERANCE or lo < -IMAGE_RANGE_TOLERANCE:
+        hint = "divide it by 255 or pass it as uint8" if hi > 1 + IMAGE_RANGE_TOLERANCE else "clip it to [0, 1]"
+        raise ValueError(f"{name} is a float image with values in [{lo:g}, {hi:g}], expected [0, 1]: {hint}")
+
+
+def check_targets(targets, num_images: int) -> list:
+    """TypeError unless ``targets`` is a list of dicts; ValueError unless one per image."""
+    if not isinstance(targets, (list, tuple)):
+        raise TypeError(f"targets must be a list of dicts (one per image), got {type(targets).__name__}")
+    if len(targets) != num_images:
+        raise ValueError(f"got {num_images} image(s) but {len(targets)} target(s); expected one target per image")
+    return list(targets)
+
+
+def check_target(i: int, target, image_size, dtype, num_classes: int | None = None) -> dict:
+    """One training target checked against its image of ``image_size`` (H, W) and normalised:
+    lists become arrays (boxes in ``dtype``, labels int64). Expected: ``boxes`` (G, 4) float
+    xyxy with positive width and height, ``labels`` (G,) ints in 1..num_classes - 1 (0 is the
+    background), ``masks`` (G, H, W). Raises TypeError / ValueError naming the key and index."""
+    name = f"targets[{i}]"
+    if not isinstance(target, dict):
+        raise TypeError(f"{name} must be a dict with boxes, labels and masks, got {type(target).__name__}")
+    missing = [k for k in ("boxes", "labels", "masks") if k not in target]
+    if missing:
+        raise ValueError(f"{name} has no {', '.join(repr(k) for k in missing)}; expected keys 'boxes' (G, 4), "
+                         f"'labels' (G,) and 'masks' (G, H, W)")
+    target = dict(target)
+    boxes = as_boxes_arg(target["boxes"], f"{name}['boxes']", dtype)
+    check_boxes(boxes, f"{name}['boxes']")
+    empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bool(empty.any()):
+        j = int(empty.argmax())
+        raise ValueError(f"{name}['boxes'][{j}] = {boxes[j].tolist()} has zero width or height; ground-truth "
+                         f"boxes need x2 > x1 and y2 > y1 (remove the box, or its object, from the target)")
+    G = boxes.shape[0]
+    labels = as_array_arg(target["labels"], f"{name}['labels']")
+    if labels.size == 0:
+        labels = labels.astype(np.int64)  # [] is float64 to NumPy
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name}['labels'] must be integer class indices, got dtype {labels.dtype}")
+    if tuple(labels.shape) != (G,):
+        raise ValueError(f"{name}['labels'] must have shape ({G},) (one per box), got {tuple(labels.shape)}")
+    if G:
+        top = num_classes - 1 if num_classes is not None else None
+        bad = labels < 1 if top is None else (labels < 1) | (labels > top)
+        if bool(bad.any()):
+            j = int(bad.argmax())
+            valid = "1 or more" if top is None else f"1..{top}"
+            raise ValueError(f"{name}['labels'][{j}] = {int(labels[j])}; expected a class in {valid} "
+                             f"(0 is the background)")
+    masks = as_array_arg(target["masks"], f"{name}['masks']", np.uint8)
+    H, W = image_size
+    if tuple(masks.shape) != (G, H, W):
+        raise ValueError(f"{name}['masks'] must have shape ({G}, {H}, {W}) (one mask per box, the image's "
+                         f"size), got {tuple(masks.shape)}")
+    target.update(boxes=boxes, labels=labels.astype(np.int64, copy=False), masks=masks)
+    return target

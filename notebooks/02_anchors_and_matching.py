@@ -96,7 +96,9 @@ def label_box(ax, box, text, colour, where="tl", fontsize=8):
 #
 # Mask R-CNN with an FPN uses **one size per level** (32 on P2, 64, 128, 256, 512 on P6) and
 # three ratios (0.5, 1, 2), so there are `A = 3` *cell anchors* per level. A ratio of 0.5 is a
-# wide box, 2 a tall one.
+# wide box, 2 a tall one. The generator takes them as keywords; in the model they are the
+# `anchor_sizes` and `aspect_ratios` of `MaskRCNNConfig`, and
+# `AnchorGenerator.from_config(MaskRCNNConfig())` builds the same generator as below.
 
 # %%
 generator = AnchorGenerator(sizes=((32,), (64,), (128,), (256,), (512,)),  # maskrcnn_resnet50_fpn's

@@ -108,6 +108,12 @@ for name, f in zip(level_names, maps, strict=True):
 # `A = 3` because every level has one anchor size and three aspect ratios (chapter 2). The
 # weights are drawn from N(0, 0.01^2) and the biases are zero, as torchvision does; the
 # parameter names are torchvision's state-dict keys.
+#
+# The settings of every stage come from one `MaskRCNNConfig`, whose defaults are torchvision's
+# `maskrcnn_resnet50_fpn`: each stage's `from_config(config, **overrides)` builds it with them,
+# and a keyword replaces a setting or a part. Here the anchors are the config's, and section 3.4
+# builds the RPN with the config's settings around these anchors and this head
+# (`RegionProposalNetwork.from_config(config, anchor_generator=..., head=...)`).
 
 # %%
 config = MaskRCNNConfig()  # torchvision's maskrcnn_resnet50_fpn settings

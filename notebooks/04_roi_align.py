@@ -663,7 +663,9 @@ plt.show()
 # for P2), maps every box to its level, runs `roi_align` (sampling_ratio 2, aligned=False) per
 # level, and returns the outputs in the boxes' order. Mask R-CNN uses one with a 7x7 output
 # for the box head and one with 14x14 for the mask head, both on P2 ... P5 (keys "0" ... "3";
-# "pool", P6, is ignored).
+# "pool", P6, is ignored). The pooler has no defaults of its own: in the model these settings are
+# `MaskRCNNConfig`'s `roi_featmap_names`, `box_roi_output_size` (7), `mask_roi_output_size` (14)
+# and `roi_sampling_ratio` (2), from which `RoIHeads.from_config` builds both poolers.
 
 # %%
 pooler = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)

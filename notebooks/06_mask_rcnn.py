@@ -80,8 +80,10 @@ from mrcnn_np.viz import draw_instances
 # `MaskRCNNConfig()` holds torchvision's defaults for `maskrcnn_resnet50_fpn` (91 classes,
 # ResNet-50-FPN, every threshold); only the image size is made smaller here, to keep the chapter
 # fast on a CPU: the shorter side is resized to 320 pixels instead of 800. `MaskRCNN(config,
-# rng=0)` builds the whole network with torchvision's initialisation, seeded. Its parameters,
-# by component (their names are torchvision's `state_dict` keys):
+# rng=0)` builds the whole network with torchvision's initialisation, seeded: the backbone from
+# the config's backbone settings, the transform, the RPN and the RoI heads with their
+# `from_config(config)`, so every setting is read from this one config. Its parameters, by
+# component (their names are torchvision's `state_dict` keys):
 
 # %%
 config = MaskRCNNConfig(min_size=320, max_size=512)  # everything else: torchvision's defaults
@@ -121,13 +123,14 @@ print(inspect.getsource(MaskRCNN.predict))
 # `model.transform` normalises the image with the ImageNet mean and standard deviation, resizes
 # it by `scale = min(min_size / shorter side, max_size / longer side)` (bilinear), and pads it
 # with zeros at the bottom and right to a multiple of 32, so that every level of the pyramid is
-# exactly half the one below. It returns an `ImageList`: the padded batch and every image's size
-# before padding, which later stages use to clip boxes.
+# exactly half the one below. It returns an `ImageList`: the padded batch, every image's size
+# before padding (`image_sizes`), which later stages use to clip boxes, and every image's own
+# size (`original_sizes`), to which the detections are mapped back at the end (section 6.7).
 
 # %%
 image = sample_image().astype(np.float32)  # (600, 512, 3) in [0, 1]
-original_size = image.shape[:2]  # (600, 512)
 batch, _ = model.transform([image], dtype=np.float32)
+original_size = batch.original_sizes[0]  # (600, 512): the photograph's own (H, W)
 image_size = batch.image_sizes[0]  # (h, w) before padding
 scale = min(config.min_size / min(original_size), config.max_size / max(original_size))
 print("original", original_size, f"-> scale {scale:.3f} -> resized", image_size,

@@ -797,7 +797,8 @@ plt.show()
 #   returns the sample our step drew, and `mrcnn_np.reference.sampling.replay_sampling` replaces
 #   torchvision's two samplers by functions that return it;
 # - torchvision builds the RPN's labels in float32 whatever the model's dtype, so its objectness
-#   loss has float32 precision; they are given the model's dtype here.
+#   loss has float32 precision; `replay_sampling` also gives them the model's dtype (with
+#   `float64_labels`, of the same module).
 #
 # The images get a little noise: on a perfectly flat background, many anchors have exactly equal
 # scores, and `torch.topk` orders exact ties in its own way.

@@ -91,7 +91,7 @@ class MaskRCNN(nn.Module):
         the result is ``(losses, sampled)``, the draws in that form."""
         rng = self.generator if rng is None else nn.init.make_rng(rng)
         sampled = sampled or {}
-        batch, targets = self.transform(images, targets, dtype=self.dtype)
+        batch, targets = self.transform(images, targets, dtype=self.dtype, num_classes=self.config.num_classes)
         features = self.backbone(batch.tensors)
         gt_boxes = [t["boxes"] for t in targets]
         proposals, _, rpn_losses, rpn_sampled = self.rpn.loss(batch.tensors.shape[-2:], batch.image_sizes, features,

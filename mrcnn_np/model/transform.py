@@ -1,7 +1,9 @@
 """The image transform: normalise, resize, pad into a batch; and map results back.
 
-In:  images as (H, W, 3) or (3, H, W) arrays, float in [0, 1] or uint8; optional targets
-     ``{"boxes": (G, 4) xyxy, "labels": (G,) int64, "masks": (G, H, W) uint8}``.
+In:  images as (H, W, 3) or (3, H, W) arrays, float in [0, 1] or uint8 (a float image outside
+     [0, 1] by more than 1e-3 is refused, see :func:`as_chw_float`); optional targets
+     ``{"boxes": (G, 4) xyxy, "labels": (G,) int64, "masks": (G, H, W) uint8}``, checked by
+     :func:`mrcnn_np.checks.check_target`.
 Out: an :class:`ImageList` (the padded batch (N, 3, H', W') and every image's size before
      padding) and the targets resized with their images.
 
@@ -27,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import get_array_module
+from ..checks import check_image_list, check_target, check_targets, check_unit_range
 from ..nn import functional as F
 
 
@@ -36,22 +39,25 @@ class ImageList(NamedTuple):
     original_sizes: list | None = None  # [(H_i, W_i)] as given, before resizing
 
 
-def as_chw_float(image, dtype=np.float32):
+def as_chw_float(image, dtype=np.float32, name: str = "image"):
     """An image as (3, H, W) float in [0, 1]. (H, W, 3) is recognised when the last axis is 3
-    and the first is not; uint8 is divided by 255."""
-    xp = get_array_module(image)
+    and the first is not; uint8 is divided by 255.
+
+    A float image must already be in [0, 1]: values above ``1 + 1e-3`` or below ``-1e-3``
+    (:data:`mrcnn_np.checks.IMAGE_RANGE_TOLERANCE`, room for rounding) are a ValueError -- a
+    float image in 0..255 is refused, not clipped; divide it by 255 or pass it as uint8.
+    Values within the tolerance pass unchanged. NaN and infinite values are a ValueError."""
     if image.ndim != 3 or 3 not in (image.shape[0], image.shape[-1]):
-        raise ValueError(f"expected an image of shape (H, W, 3) or (3, H, W), got {tuple(image.shape)}")
+        raise ValueError(f"expected {name} of shape (H, W, 3) or (3, H, W), got {tuple(image.shape)}")
     if image.shape[0] != 3:
         image = image.transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
     if min(image.shape[1:]) == 0:
-        raise ValueError(f"empty image of shape {tuple(image.shape)}")
+        raise ValueError(f"empty image: {name} has shape {tuple(image.shape)}")
     if image.dtype == np.uint8:
         return image.astype(dtype) / np.dtype(dtype).type(255)
     if image.dtype.kind != "f":
-        raise TypeError(f"images must be float in [0, 1] or uint8, got {image.dtype}")
-    if not bool(xp.isfinite(image).all()):
-        raise ValueError("the image contains NaN or infinite values")
+        raise TypeError(f"{name} must be float in [0, 1] or uint8, got {image.dtype}")
+    check_unit_range(name, image)
     return image.astype(dtype, copy=False)
 
 
@@ -115,14 +121,32 @@ class GeneralizedRCNNTransform:
             batch[i, :, : img.shape[1], : img.shape[2]] = img
         return batch
 
-    def __call__(self, images: list, targets: list | None = None, dtype=np.float32):
-        if not len(images):
-            raise ValueError("got an empty list of images")
+    def check_size(self, name: str, size) -> None:
+        """ValueError when resizing would leave a side of the image (H, W) with no pixel."""
+        h, w = size
+        scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
+        if math.floor(min(h, w) * scale) < 1:
+            raise ValueError(f"{name} of {h}x{w} pixels is too thin: resizing its longer side to max_size "
+                             f"{self.max_size} scales it by {scale:.3g} and leaves its shorter side "
+                             f"{min(h, w)} with 0 pixels; the shorter side must be at least "
+                             f"{math.ceil(max(h, w) / self.max_size)} pixels (crop or pad the image)")
+
+    def __call__(self, images: list, targets: list | None = None, dtype=np.float32, num_classes: int | None = None):
+        """Images (see :func:`as_chw_float`) and optional targets (checked by
+        :func:`mrcnn_np.checks.check_target`, labels below ``num_classes`` when it is given) ->
+        (ImageList, targets resized with their images)."""
+        images = check_image_list(images)
+        if targets is not None:
+            targets = check_targets(targets, len(images))
         processed, new_targets, original_sizes = [], [], []
         for i, image in enumerate(images):
-            image = as_chw_float(image, dtype)
+            image = as_chw_float(image, dtype, f"images[{i}]")
             original_sizes.append(tuple(int(s) for s in image.shape[-2:]))
-            image, target = self.resize(self.normalize(image), None if targets is None else targets[i])
+            self.check_size(f"images[{i}]", original_sizes[-1])
+            target = None
+            if targets is not None:
+                target = check_target(i, targets[i], original_sizes[-1], dtype, num_classes)
+            image, target = self.resize(self.normalize(image), target)
             processed.append(image)
             new_targets.append(target)
         sizes = [tuple(int(s) for s in img.shape[-2:]) for img in processed]

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..backend import get_array_module
+from ..checks import as_array_arg, as_boxes_arg
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
@@ -31,7 +34,10 @@ class BoxCoder:
 
     def encode(self, reference_boxes, proposals):
         """Deltas (R, 4) that take each ``proposals`` box onto its ``reference_boxes`` box
-        (torchvision's argument names: the reference is the ground truth)."""
+        (torchvision's argument names: the reference is the ground truth). Lists are taken as
+        float64 arrays."""
+        reference_boxes = as_boxes_arg(reference_boxes, "reference_boxes")
+        proposals = as_boxes_arg(proposals, "proposals")
         xp = get_array_module(reference_boxes, proposals)
         if reference_boxes.shape != proposals.shape or proposals.ndim != 2 or proposals.shape[1] != 4:
             raise ValueError(f"encode: expected two (R, 4) arrays, got {tuple(reference_boxes.shape)} "
@@ -53,7 +59,9 @@ class BoxCoder:
         ], axis=1)
 
     def decode(self, rel_codes, boxes):
-        """Deltas (R, 4K) applied to reference ``boxes`` (R, 4) -> predicted boxes (R, K, 4)."""
+        """Deltas (R, 4K) applied to reference ``boxes`` (R, 4) -> predicted boxes (R, K, 4).
+        Lists are taken as float64 arrays."""
+        rel_codes, boxes = as_array_arg(rel_codes, "rel_codes", np.float64), as_boxes_arg(boxes)
         xp = get_array_module(rel_codes, boxes)
         R = boxes.shape[0]
         if rel_codes.shape[0] != R or (R and rel_codes.size % (4 * R)):

@@ -18,11 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import KernelTable, get_array_module
-from ..checks import check_boxes, check_same_dtype
+from ..checks import as_boxes_arg, check_boxes, check_same_dtype, check_shape, is_number
 
 
 def box_area(boxes):
     """(R, 4) -> (R,): ``(x2 - x1) * (y2 - y1)``."""
+    boxes = as_boxes_arg(boxes)
+    check_shape("box_area", "boxes", boxes, "(R, 4)", ndim=2, dims={1: 4})
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
@@ -54,7 +56,10 @@ BOX_IOU = KernelTable("box_iou", numpy=box_iou_numpy,
 
 
 def box_iou(boxes1, boxes2, impl: str = "auto"):
-    """Pairwise IoU: (R1, 4), (R2, 4) -> (R1, R2), same dtype. ``impl``: see module doc."""
+    """Pairwise IoU: (R1, 4), (R2, 4) -> (R1, R2), same dtype. ``impl``: see module doc. A list
+    is taken as an array of the other argument's dtype (float64 when both are lists)."""
+    dtype = next((b.dtype for b in (boxes1, boxes2) if hasattr(b, "dtype")), np.float64)
+    boxes1, boxes2 = as_boxes_arg(boxes1, "boxes1", dtype), as_boxes_arg(boxes2, "boxes2", dtype)
     check_boxes(boxes1, "boxes1")
     check_boxes(boxes2, "boxes2")
     check_same_dtype("box_iou", ("boxes1", boxes1), ("boxes2", boxes2))
@@ -66,6 +71,10 @@ def box_iou(boxes1, boxes2, impl: str = "auto"):
 
 def clip_boxes_to_image(boxes, size: tuple[int, int]):
     """Clamp x to [0, width] and y to [0, height]; ``size`` is (height, width)."""
+    boxes = as_boxes_arg(boxes)
+    check_shape("clip_boxes_to_image", "boxes", boxes, "(..., 4)", dims={-1: 4})
+    if not hasattr(size, "__len__") or len(size) != 2 or not all(is_number(v) for v in size):
+        raise TypeError(f"clip_boxes_to_image: size must be (height, width), got {size!r}")
     xp = get_array_module(boxes)
     height, width = size
     out = boxes.copy()
@@ -76,6 +85,10 @@ def clip_boxes_to_image(boxes, size: tuple[int, int]):
 
 def remove_small_boxes(boxes, min_size: float):
     """Indices (int64) of the boxes whose width and height are both >= ``min_size``."""
+    boxes = as_boxes_arg(boxes)
+    check_shape("remove_small_boxes", "boxes", boxes, "(R, 4)", ndim=2, dims={1: 4})
+    if not is_number(min_size):
+        raise TypeError(f"remove_small_boxes: min_size must be a number, got {type(min_size).__name__}")
     xp = get_array_module(boxes)
     ws, hs = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     return xp.nonzero((ws >= min_size) & (hs >= min_size))[0].astype(np.int64)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
+from ..checks import as_array_arg
 
 
 class Matcher:
@@ -33,6 +34,7 @@ class Matcher:
 
     def __call__(self, match_quality_matrix):
         """(M, N) -> (N,) int64 matches; M = 0 or N = 0 raise ValueError, as torchvision does."""
+        match_quality_matrix = as_array_arg(match_quality_matrix, "match_quality_matrix")
         xp = get_array_module(match_quality_matrix)
         if match_quality_matrix.ndim != 2:
             raise ValueError(f"expected an (M, N) IoU matrix, got shape {tuple(match_quality_matrix.shape)}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import KernelTable, get_array_module
-from ..checks import check_boxes, check_scores
+from ..checks import as_array_arg, as_boxes_arg, check_boxes, check_iou_threshold, check_scores
 from ..kernels.order import score_order
 
 # torchvision switches batched_nms strategy above this many coordinates (boxes.numel()) on CPU
@@ -65,9 +65,12 @@ NMS = KernelTable("nms", numpy=nms_numpy, numba=lambda: _kernels().nms_numba, cu
 
 
 def nms(boxes, scores, iou_threshold: float, impl: str = "auto"):
-    """Indices (K,) int64 of the boxes kept by greedy NMS, by decreasing score."""
+    """Indices (K,) int64 of the boxes kept by greedy NMS, by decreasing score. Lists are taken
+    as float64 arrays; a NaN ``iou_threshold`` is a ValueError."""
+    boxes, scores = as_boxes_arg(boxes), as_array_arg(scores, "scores", np.float64)
     check_boxes(boxes)
     check_scores(scores, len(boxes))
+    iou_threshold = check_iou_threshold("nms", iou_threshold)
     run = NMS.select(impl, boxes, scores)
     if len(boxes) == 0:  # nothing to launch a kernel on
         return get_array_module(boxes).zeros(0, dtype=np.int64)
@@ -75,12 +78,18 @@ def nms(boxes, scores, iou_threshold: float, impl: str = "auto"):
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold: float, impl: str = "auto"):
-    """NMS within each category ``idxs`` (R,) int; kept indices (K,) int64 by decreasing score."""
+    """NMS within each category ``idxs`` (R,) int; kept indices (K,) int64 by decreasing score.
+    Lists are taken as arrays (boxes and scores float64)."""
+    boxes, scores = as_boxes_arg(boxes), as_array_arg(scores, "scores", np.float64)
+    idxs = as_array_arg(idxs, "idxs", np.int64 if isinstance(idxs, (list, tuple)) and not idxs else None)
     check_boxes(boxes)
     check_scores(scores, len(boxes))
+    iou_threshold = check_iou_threshold("batched_nms", iou_threshold)
     xp = get_array_module(boxes)
     if idxs.shape != (len(boxes),):
         raise ValueError(f"idxs must have shape ({len(boxes)},) (one category per box), got {tuple(idxs.shape)}")
+    if idxs.dtype.kind not in "iu":
+        raise TypeError(f"batched_nms: idxs must be integer category ids, got dtype {idxs.dtype}")
     if len(boxes) == 0:
         return xp.zeros(0, dtype=np.int64)
     if boxes.size > _VANILLA_ABOVE_NUMEL:  # one NMS per category

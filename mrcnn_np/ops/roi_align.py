@@ -34,7 +34,20 @@ import numpy as np
 
 from ..autograd import apply
 from ..backend import KernelTable, as_array, get_array_module
-from ..checks import check_batch_indices, check_boxes, check_float, check_output_size, check_shape, pair
+from ..checks import (
+    as_array_arg,
+    as_boxes_arg,
+    check_batch_indices,
+    check_boxes,
+    check_float,
+    check_output_size,
+    check_shape,
+    pair,
+)
+
+# adaptive sampling (sampling_ratio <= 0) reads ceil(box size / bins) points per bin and axis; a
+# box larger than this many points (e.g. at 1e20) is an error rather than a loop without end
+MAX_ADAPTIVE_GRID = 1 << 16
 
 
 class AxisTaps(NamedTuple):
@@ -59,16 +72,17 @@ class SamplingPlan(NamedTuple):
 
 def convert_boxes_to_roi_format(boxes, dtype=None):
     """A list of (R_i, 4) arrays -> (R, 5) ``batch_index, x1, y1, x2, y2``; an (R, 5) array is
-    checked and returned."""
+    checked and returned. A nested list of numbers where an array is meant is converted."""
     if isinstance(boxes, (list, tuple)):
-        xp = get_array_module(*boxes) if boxes else np
         parts = []
+        boxes = [as_boxes_arg(b, f"boxes[{i}]", dtype or np.float32) for i, b in enumerate(boxes)]
+        xp = get_array_module(*boxes) if boxes else np
         for i, b in enumerate(boxes):
             check_boxes(b, f"boxes[{i}]")
             parts.append(xp.concatenate([xp.full((len(b), 1), i, dtype=b.dtype), b], axis=1))
         rois = xp.concatenate(parts, axis=0) if parts else np.zeros((0, 5), dtype=dtype or np.float32)
     else:
-        rois = boxes
+        rois = as_array_arg(boxes, "boxes")
         if rois.ndim != 2 or rois.shape[1] != 5:
             raise ValueError(f"boxes must be an (R, 5) array (batch index, x1, y1, x2, y2) or a list of (R_i, 4) "
                              f"arrays; got shape {tuple(rois.shape)}")
@@ -83,8 +97,8 @@ def _axis_taps(start, bin_size, grid, bins, size, g_max, xp, dt):
     grid_t = xp.maximum(grid, 1).astype(dt)[:, None, None]  # a zero-size box has no points (all masked below)
     pos = start[:, None, None] + p * bin_size[:, None, None] + i_half * bin_size[:, None, None] / grid_t
     inside = (xp.arange(g_max)[None, None, :] < grid[:, None, None]) & (pos >= -1) & (pos <= size)
-    pos = xp.maximum(pos, 0)
-    low = xp.minimum(pos.astype(np.int64), size - 1)
+    pos = xp.minimum(xp.maximum(pos, 0), size)  # the upper clamp only moves points already outside
+    low = xp.minimum(pos.astype(np.int64), size - 1)  # (so a box at 1e20 casts to a sane index)
     at_edge = low >= size - 1
     pos = xp.where(at_edge, low.astype(dt), pos)
     high = xp.where(at_edge, low, low + 1)
@@ -111,8 +125,14 @@ def sampling_plan(rois, spatial_scale, output_size, sampling_ratio, aligned, hei
         grid_h = xp.full(len(rois), sampling_ratio, dtype=np.int64)
         grid_w = grid_h
     else:
-        grid_h = xp.ceil(roi_h / dt.type(ph)).astype(np.int64)
-        grid_w = xp.ceil(roi_w / dt.type(pw)).astype(np.int64)
+        grid_h, grid_w = xp.ceil(roi_h / dt.type(ph)), xp.ceil(roi_w / dt.type(pw))
+        too_many = xp.maximum(grid_h, grid_w) > MAX_ADAPTIVE_GRID
+        if len(rois) and bool(too_many.any()):
+            r = int(too_many.argmax())
+            raise ValueError(f"roi_align: box {r} = {rois[r, 1:].tolist()} spans {float(roi_w[r]):g} x "
+                             f"{float(roi_h[r]):g} feature pixels; with sampling_ratio <= 0 that is more than "
+                             f"{MAX_ADAPTIVE_GRID} sample points per bin and axis: pass sampling_ratio > 0")
+        grid_h, grid_w = grid_h.astype(np.int64), grid_w.astype(np.int64)
     g_h = max(int(grid_h.max()), 1) if len(rois) else 1
     g_w = max(int(grid_w.max()), 1) if len(rois) else 1
     count = xp.maximum(grid_h * grid_w, 1).astype(dt)

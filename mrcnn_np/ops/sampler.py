@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
+from ..checks import check_label_list
 
 
 class BalancedPositiveNegativeSampler:
@@ -25,6 +26,11 @@ class BalancedPositiveNegativeSampler:
         self.positive_fraction = positive_fraction
 
     def __call__(self, matched_idxs: list, rng: np.random.Generator):
+        """Per image (N_i,) labels (>= 1 positive, 0 negative, -1 ignored) -> (pos_masks,
+        neg_masks), lists of (N_i,) uint8 masks drawn with ``rng``."""
+        matched_idxs = check_label_list(matched_idxs)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         pos_masks, neg_masks = [], []
         for labels in matched_idxs:
             xp = get_array_module(labels)

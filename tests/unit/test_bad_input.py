@@ -92,3 +92,63 @@ def test_other_layers_check_input():
         F.interpolate(np.zeros((1, 1, 4, 4)))
     with pytest.raises(ValueError, match="mode must be"):
         F.interpolate(np.zeros((1, 1, 4, 4)), size=8, mode="bicubic")
+
+
+# --- images given to the model ------------------------------------------------------------
+class FakeTorchTensor:
+    """Stands in for a torch tensor (torch is not needed): its module is ``torch``."""
+
+    __module__ = "torch"
+
+    def __init__(self, array, device="cpu"):
+        self.array, self.device = array, type("device", (), {"type": device})()
+        self.shape, self.dtype = array.shape, "torch.float32"
+
+    def detach(self):
+        return self
+
+    def numpy(self):
+        return self.array
+
+
+@pytest.fixture(scope="module")
+def model():
+    from mrcnn_np.config import tiny
+    from mrcnn_np.model.mask_rcnn import MaskRCNN
+
+    return MaskRCNN(tiny(), rng=0).eval()
+
+
+IMAGE = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("images", "exc", "match"), [
+    (None, TypeError, "images must be a list of arrays, got NoneType"),
+    (IMAGE, TypeError, r"images must be a list of arrays; got one array of shape \(40, 50, 3\): pass \[image\]"),
+    (FakeTorchTensor(IMAGE), TypeError, r"got one array of shape \(40, 50, 3\): pass \[image\]"),
+    ([IMAGE, None], TypeError, r"images\[1\] must be an array of shape \(H, W, 3\) or \(3, H, W\), got NoneType"),
+    ([IMAGE.tolist()], TypeError, r"images\[0\] must be an array .* got list"),
+    ([FakeTorchTensor(IMAGE, "cuda")], TypeError, r"images\[0\] is a torch tensor on cuda.*\.cpu\(\)"),
+    ([], ValueError, "empty list of images"),
+    ([IMAGE * 255], ValueError, r"images\[0\] is a float image with values in \[.*, 25\d.*\], expected \[0, 1\]: "
+                                r"divide it by 255 or pass it as uint8"),
+    ([IMAGE - 0.5], ValueError, r"images\[0\] is a float image .* clip it to \[0, 1\]"),
+    ([IMAGE, np.zeros((1, 5000, 3), np.uint8)], ValueError,
+     r"images\[1\] of 1x5000 pixels is too thin: .* at least 14 pixels"),
+    ([np.zeros((5000, 2, 3), np.float32)], ValueError, r"images\[0\] of 5000x2 pixels is too thin"),
+    ([IMAGE.astype(np.int32)], TypeError, r"images\[0\] must be float in \[0, 1\] or uint8, got int32"),
+    ([IMAGE[..., :2]], ValueError, r"expected images\[0\] of shape \(H, W, 3\) or \(3, H, W\), got \(40, 50, 2\)"),
+])
+def test_bad_images_are_named(model, images, exc, match):
+    with pytest.raises(exc, match=match):
+        model(images)
+
+
+def test_images_as_torch_tensors_and_within_the_rounding_tolerance_are_accepted(model):
+    (ref,) = model.predict([IMAGE])
+    (got,) = model.predict([FakeTorchTensor(IMAGE.transpose(2, 0, 1))])
+    for key in ref:
+        np.testing.assert_array_equal(got[key], ref[key])
+    nudged = IMAGE.copy()
+    nudged[0, 0] = (1 + 5e-4, -5e-4, 1.0)  # rounding noise, inside the 1e-3 tolerance
+    assert model.predict([nudged])[0]["boxes"].shape[1] == 4
