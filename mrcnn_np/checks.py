@@ -22,24 +22,136 @@ def is_number(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
-def pair(v) -> tuple[int, int]:
+def _prefix(op: str | None) -> str:
+    return f"{op}: " if op else ""
+
+
+def describe(x) -> str:
+    """A short description of a wrong value for an error message: its type, and for an array its
+    dtype and shape."""
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"{type(x).__name__} of dtype {dtype} and shape {tuple(shape)}"
+    return type(x).__name__ if x is None or isinstance(x, (dict, set, list, tuple)) else f"{type(x).__name__} {x!r}"
+
+
+def is_real_scalar(x) -> bool:
+    """A Python or NumPy int or float (not a bool), or a 0-d integer or float array."""
+    if is_number(x):
+        return True
+    dtype = getattr(x, "dtype", None)
+    return getattr(x, "shape", None) == () and dtype is not None and dtype.kind in "iuf"
+
+
+def check_number(op: str | None, name: str, value, lo: float | None = None, hi: float | None = None, *,
+                 lo_open: bool = False, finite: bool = True) -> float:
+    """``value`` as a float: TypeError unless it is a real number (a bool, a str or a list is not);
+    ValueError for NaN, for an infinite value unless ``finite=False``, and outside ``[lo, hi]``
+    (``(lo, hi]`` with ``lo_open``)."""
+    if not is_real_scalar(value):
+        raise TypeError(f"{_prefix(op)}{name} must be a number, got {describe(value)}")
+    v = float(value)
+    if v != v:
+        raise ValueError(f"{_prefix(op)}{name} is NaN; expected a number")
+    if finite and v in (float("inf"), float("-inf")):
+        raise ValueError(f"{_prefix(op)}{name} must be finite, got {v}")
+    below = lo is not None and (v <= lo if lo_open else v < lo)
+    if below or (hi is not None and v > hi):
+        if hi is None:
+            expected = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        elif lo is None:
+            expected = f"<= {hi:g}"
+        else:
+            expected = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise ValueError(f"{_prefix(op)}{name} must be {expected}, got {v:g}")
+    return v
+
+
+def check_int(op: str | None, name: str, value, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an int: TypeError unless it is a Python or NumPy integer (not a bool, not a
+    float, even a whole one); ValueError outside ``[lo, hi]``."""
+    if not is_int(value):
+        raise TypeError(f"{_prefix(op)}{name} must be an int, got {describe(value)}")
+    v = int(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        expected = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"in [{lo}, {hi}]")
+        raise ValueError(f"{_prefix(op)}{name} must be {expected}, got {v}")
+    return v
+
+
+def check_bool(op: str | None, name: str, value) -> bool:
+    """``value`` as a bool: TypeError unless it is a Python or NumPy bool (not 0, 1 or "yes")."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{_prefix(op)}{name} must be True or False, got {describe(value)}")
+    return bool(value)
+
+
+def check_numbers(op: str | None, name: str, values, n: int | None = None, lo: float | None = None, *,
+                  lo_open: bool = False) -> tuple[float, ...]:
+    """A tuple or list of ``n`` finite numbers (each ``>= lo``, or ``> lo`` with ``lo_open``) as a
+    tuple of floats; TypeError / ValueError naming ``name`` and the index."""
+    if getattr(values, "ndim", None) == 1 and getattr(values, "dtype", None) is not None:
+        values = values.tolist()  # a 1-d array of numbers
+    if not isinstance(values, (tuple, list)):
+        raise TypeError(f"{_prefix(op)}{name} must be a tuple of {n or 'some'} numbers, got {describe(values)}")
+    if n is not None and len(values) != n:
+        raise ValueError(f"{_prefix(op)}{name} must hold {n} numbers, got {len(values)}: {tuple(values)!r}")
+    return tuple(check_number(op, f"{name}[{i}]", v, lo, lo_open=lo_open) for i, v in enumerate(values))
+
+
+def check_real_array(op: str | None, name: str, arr, integers: bool = True) -> None:
+    """TypeError unless ``arr`` holds float32 or float64 numbers or (with ``integers``) integers:
+    not bool, complex, object, str or float16 (no kernels, too little range)."""
+    dtype = getattr(arr, "dtype", None)
+    if not (is_float32_or_64(arr) or (integers and getattr(dtype, "kind", None) in ("i", "u"))):
+        expected = "float32, float64 or integer" if integers else "float32 or float64"
+        raise TypeError(f"{_prefix(op)}{name} must hold {expected} numbers, got dtype {dtype}")
+
+
+def check_float_dtype(op: str | None, name: str, value):
+    """float32 or float64 given as a type, a name or an ``np.dtype`` -> the NumPy scalar type
+    (``np.float32`` / ``np.float64``); anything else (None, float16, an integer type, "foo") is
+    a TypeError naming ``name``."""
+    try:
+        dt = None if value is None else np.dtype(value)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.float32, np.float64):
+        raise TypeError(f"{_prefix(op)}{name} must be float32 or float64, got {value!r}")
+    return dt.type
+
+
+def pair(v, name: str | None = None) -> tuple[int, int]:
     """``3 -> (3, 3)``; ``(3, 5)`` stays (NumPy integers too); a pair of another length is a
-    ValueError, anything that is not an int or a pair of ints a TypeError."""
+    ValueError, anything that is not an int or a pair of ints a TypeError (naming ``name``)."""
     if is_int(v):
         return (int(v), int(v))
+    what = f"{name} must be" if name else "expected"
     if not isinstance(v, (tuple, list)) or not all(is_int(i) for i in v):
-        raise TypeError(f"expected an int or a pair of ints, got {v!r}")
+        raise TypeError(f"{what} an int or a pair of ints, got {v!r}")
     if len(v) != 2:
-        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
+        raise ValueError(f"{what} an int or a pair of ints, got {v!r}")
     return (int(v[0]), int(v[1]))
 
 
-def check_output_size(output_size) -> tuple[int, int]:
+def check_output_size(output_size, op: str | None = None) -> tuple[int, int]:
     """(ph, pw) from an int or pair; ValueError unless both are positive."""
-    ph, pw = pair(output_size)
+    ph, pw = pair(output_size, f"{_prefix(op)}output_size")
     if ph < 1 or pw < 1:
-        raise ValueError(f"output_size must be positive, got {output_size}")
+        raise ValueError(f"{_prefix(op)}output_size must be positive, got {output_size}")
     return ph, pw
+
+
+def check_size_hw(op: str | None, name: str, size, positive: bool = False) -> tuple[float, float]:
+    """An image size ``(height, width)``: two finite numbers >= 0 (> 0 with ``positive``), returned
+    as given (not converted)."""
+    if not isinstance(size, (tuple, list)) and not (getattr(size, "shape", None) == (2,)):
+        raise TypeError(f"{_prefix(op)}{name} must be (height, width), got {size!r}")
+    if len(size) != 2:
+        raise ValueError(f"{_prefix(op)}{name} must be (height, width), got {len(size)} values: {tuple(size)!r}")
+    for axis, v in zip(("height", "width"), size, strict=True):
+        check_number(op, f"{name} {axis}", v, 0, lo_open=positive)
+    return size[0], size[1]
 
 
 def check_shape(op: str, name: str, arr, expected: str, ndim: int | None = None,
@@ -53,7 +165,8 @@ def check_shape(op: str, name: str, arr, expected: str, ndim: int | None = None,
         raise TypeError(f"{op}: {name} must be an array or Tensor, got {type(arr).__name__}")
     bad = ndim is not None and len(shape) != ndim
     if not bad and dims:
-        bad = any(size is not None and shape[axis] != size for axis, size in dims.items())
+        bad = any(size is not None and (not -len(shape) <= axis < len(shape) or shape[axis] != size)
+                  for axis, size in dims.items())
     if bad:
         raise ValueError(f"{op}: expected {name} of shape {expected}, got shape {tuple(shape)}")
 
@@ -61,16 +174,21 @@ def check_shape(op: str, name: str, arr, expected: str, ndim: int | None = None,
 def is_float32_or_64(arr) -> bool:
     """True for an array of float32 or float64 (float16 has no kernels and too little range)."""
     dtype = getattr(arr, "dtype", None)
-    return dtype is not None and dtype.kind == "f" and dtype.itemsize in (4, 8)
+    return getattr(dtype, "kind", None) == "f" and dtype.itemsize in (4, 8)
 
 
 def as_array_arg(x, name: str, dtype=None):
     """A Python list or tuple (of numbers) as a NumPy array (``dtype`` if given, else NumPy's
-    choice); arrays pass unchanged; anything else is a TypeError naming ``name``."""
+    choice); a CPU torch tensor as its ``.numpy()``; arrays pass unchanged; anything else is a
+    TypeError naming ``name``."""
+    x = _from_torch(x, name)
     if isinstance(x, (list, tuple)):
         try:
             arr = np.asarray(x, dtype=dtype)
         except (TypeError, ValueError) as exc:
+            if "inhomogeneous" in str(exc):  # NumPy's words for a ragged list
+                raise ValueError(f"{name} must be an array or a (nested) list of numbers of one shape; got a ragged "
+                                 f"list (its rows differ in length)") from None
             raise TypeError(f"{name} must be an array or a (nested) list of numbers; converting it "
                             f"failed: {exc}") from None
         if arr.dtype.kind not in "biuf":
@@ -126,7 +244,7 @@ def check_boxes(boxes, name: str = "boxes", allow_empty: bool = True):
         raise ValueError(f"{name} must have shape (R, 4) as x1, y1, x2, y2; got shape {tuple(boxes.shape)}")
     if not allow_empty and boxes.shape[0] == 0:
         raise ValueError(f"{name} is empty")
-    finite = (boxes * 0 == 0).all(axis=1)  # x * 0 is 0 for a finite x, NaN for inf and NaN
+    finite = (abs(boxes) < float("inf")).all(axis=1)  # False for inf and NaN (and no warning)
     if not bool(finite.all()):
         i = int(finite.argmin())
         raise ValueError(f"{name}[{i}] = {boxes[i].tolist()} has NaN or infinite coordinates")
@@ -172,6 +290,7 @@ def check_label_list(matched_idxs) -> list:
     for i, labels in enumerate(out):
         if labels.ndim != 1:
             raise ValueError(f"matched_idxs[{i}] must have shape (N,), got {tuple(labels.shape)}")
+        check_real_array(None, f"matched_idxs[{i}]", labels)
     return out
 
 
@@ -269,6 +388,9 @@ def check_target(i: int, target, image_size, dtype, num_classes: int | None = No
             raise ValueError(f"{name}['labels'][{j}] = {int(labels[j])}; expected a class in {valid} "
                              f"(0 is the background)")
     masks = as_array_arg(target["masks"], f"{name}['masks']", np.uint8)
+    if getattr(masks.dtype, "kind", None) not in ("b", "u", "i", "f"):
+        raise TypeError(f"{name}['masks'] must be 0/1 masks of dtype uint8 (or bool, int, float), got dtype "
+                        f"{masks.dtype}")
     H, W = image_size
     if tuple(masks.shape) != (G, H, W):
         raise ValueError(f"{name}['masks'] must have shape ({G}, {H}, {W}) (one mask per box, the image's "

@@ -42,9 +42,10 @@ def _add_demo(subparsers) -> None:
                    help="generated held-out images (default: %(default)s)")
     p.add_argument("--image-size", type=_positive_int, default=d.image_size,
                    help="side of the square images, in pixels (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=_nonnegative_int, default=d.seed, help="random seed (default: %(default)s)")
     p.add_argument("--out", default="runs/demo", help="folder for data, weights, log and figures "
                    "(default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(run=run_demo)
 
@@ -57,7 +58,16 @@ def run_demo(args: argparse.Namespace) -> int:
 
     settings = replace(DemoSettings(), iterations=args.iterations, train_images=args.train_images,
                        test_images=args.test_images, image_size=args.image_size, seed=args.seed)
-    result = run_shapes_demo(settings, out_dir=args.out, progress=not args.no_progress)
+    from .train import RunExistsError, TrainingInterrupted
+
+    try:
+        _check_out_folder(args.out)
+        result = run_shapes_demo(settings, out_dir=args.out, progress=not args.no_progress,
+                                 overwrite=args.overwrite)
+    except (RunExistsError, NotADirectoryError) as e:
+        return _error(e, 2)
+    except TrainingInterrupted as e:
+        return _error(e, 130)
     ap50 = {k: result["metrics"][k]["AP50"] for k in ("bbox", "segm")}
     print(f"AP@0.5: bbox {ap50['bbox']:.3f}, segm {ap50['segm']:.3f}  "
           f"(training {result['train_seconds']:.0f} s, whole demo {result['seconds']:.0f} s)")
@@ -104,9 +114,11 @@ def _add_train(subparsers) -> None:
                    help="iterations where the lr drops 10x (default: 75%% and 92%% of --iterations)")
     p.add_argument("--checkpoint-every", type=int, default=r.checkpoint_every,
                    help="iterations between checkpoints; 0: at the end only (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=r.seed, help="(default: %(default)s)")
+    p.add_argument("--seed", type=_nonnegative_int, default=r.seed, help="(default: %(default)s)")
     p.add_argument("--out", default="runs/train", help="output folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="go on from the latest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run "
+                   "(deletes its log, checkpoints and weights)")
     p.add_argument("--strict", action="store_true", help="stop on any problem in the annotation file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run_train)
@@ -118,21 +130,37 @@ def run_train(args: argparse.Namespace) -> int:
     from . import config as configs
     from .data.coco import CocoDataset, DatasetError
     from .model.mask_rcnn import MaskRCNN
-    from .train import NonFiniteLossError, TrainRecipe, read_log, train
+    from .train import (
+        CheckpointMismatchError,
+        NonFiniteLossError,
+        RunExistsError,
+        TrainingInterrupted,
+        TrainRecipe,
+        read_log,
+        train,
+    )
     from .viz import plot_losses
 
+    if args.resume and args.overwrite:
+        return _error("--resume and --overwrite exclude each other", 2)
     try:
-        dataset = CocoDataset(args.annotations, args.images, strict=args.strict)
+        _check_out_folder(args.out)
+        dataset = _usable(CocoDataset(args.annotations, args.images, strict=args.strict), args.annotations)
         if not dataset.coco.getAnnIds():
             raise DatasetError(f"{args.annotations}: no usable annotation, nothing to learn from")
-        val = CocoDataset(args.val, args.val_images, strict=args.strict) if args.val else None
+        val = _usable(CocoDataset(args.val, args.val_images, strict=args.strict), args.val) if args.val else None
+        if val is not None and val.categories != dataset.categories:
+            raise DatasetError(f"{args.val} has the categories {val.categories[1:]}, but {args.annotations} "
+                               f"has {dataset.categories[1:]}: --val must name the same categories")
     except (DatasetError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
     if "min_size" in sizes and "max_size" not in sizes:
         sizes["max_size"] = max(sizes["min_size"], getattr(configs, args.config)().max_size)
-    config = getattr(configs, args.config)(num_classes=len(dataset.categories), **sizes)
+    try:
+        config = getattr(configs, args.config)(num_classes=len(dataset.categories), **sizes)
+    except (TypeError, ValueError) as e:
+        return _error(e, 2)
     milestones = args.milestones if args.milestones is not None else (
         int(0.75 * args.iterations), int(0.92 * args.iterations))
     try:
@@ -140,24 +168,29 @@ def run_train(args: argparse.Namespace) -> int:
                              warmup_iters=args.warmup_iters, milestones=tuple(milestones), seed=args.seed,
                              checkpoint_every=args.checkpoint_every)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     model = MaskRCNN(config, rng=args.seed)
     print(f"training on {len(dataset)} images, {len(dataset.categories) - 1} classes: "
           f"{', '.join(dataset.categories[1:])}")
     try:
         result = train(model, dataset, recipe, args.out, resume=args.out if args.resume else None,
-                       progress=not args.no_progress)
-    except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+                       overwrite=args.overwrite, progress=not args.no_progress)
+    except (RunExistsError, FileNotFoundError, CheckpointMismatchError) as e:  # the command line's mistake
+        return _error(e, 2)
+    except TrainingInterrupted as e:
+        return _error(f"{e}; go on with --resume", 130)
+    except (NonFiniteLossError, DatasetError, ValueError, OSError) as e:
+        return _error(e, 1)
     out = Path(args.out)
     print(f"weights: {result.weights}")
     print(f"loss curve: {plot_losses(read_log(out), out / 'loss_curve.png')}")
     if val is not None:
         from .evaluate import evaluate_model
 
-        evaluate_model(model, val, progress=not args.no_progress)
+        try:
+            evaluate_model(model, val, progress=not args.no_progress)
+        except DatasetError as e:
+            return _error(e, 1)
     return 0
 
 
@@ -185,12 +218,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_model
 
     try:
+        if args.out:
+            _check_out_file(args.out)
         model = load_model(args.weights)
-        dataset = CocoDataset(args.annotations, args.images)
+        dataset = _usable(CocoDataset(args.annotations, args.images), args.annotations)
+        _check_classes(args.weights, model, dataset.categories, args.annotations)
     except (DatasetError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    _, outputs = evaluate_model(model, dataset, progress=not args.no_progress)
+        return _error(e, 2)
+    try:
+        _, outputs = evaluate_model(model, dataset, progress=not args.no_progress)
+    except DatasetError as e:  # an image changed or vanished since the dataset was read
+        return _error(e, 1)
     if args.out:
         from .viz import plot_predictions
 
@@ -212,7 +250,7 @@ def _add_predict(subparsers) -> None:
     p.add_argument("image", help="an image file")
     p.add_argument("--weights", required=True, help="model .safetensors (with its configuration)")
     p.add_argument("--out", required=True, help="the figure to write (PNG)")
-    p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections at least this sure "
+    p.add_argument("--score-thresh", type=_probability, default=0.5, help="draw detections at least this sure "
                    "(default: %(default)s)")
     p.add_argument("--classes", nargs="*", default=None, help="class names, background first "
                    "(default: from the weights file, else numbers)")
@@ -230,13 +268,20 @@ def run_predict(args: argparse.Namespace) -> int:
     from .viz import draw_instances
 
     try:
+        _check_out_file(args.out)
         model = load_model(args.weights)
         image = read_image(args.image)
+        names = args.classes or json.loads(read_metadata(args.weights).get("classes", "null"))
+        if names is not None and len(names) != model.config.num_classes:
+            raise ValueError(f"{'--classes gives' if args.classes else args.weights + ' names'} {len(names)} "
+                             f"class name(s) but the model has {model.config.num_classes} classes "
+                             "(background first)")
     except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    names = args.classes or json.loads(read_metadata(args.weights).get("classes", "null"))
-    out = model([image])[0]
+        return _error(e, 2)
+    try:
+        out = model([image])[0]
+    except ValueError as e:  # e.g. an image too thin to resize
+        return _error(f"{args.image}: {e}", 2)
     keep = out["scores"] >= args.score_thresh
     for box, label, score in zip(out["boxes"][keep], out["labels"][keep], out["scores"][keep], strict=True):
         name = names[label] if names else str(label)
@@ -272,8 +317,7 @@ def run_convert(args: argparse.Namespace) -> int:
     try:
         config = convert_torchvision_file(args.source, args.target)
     except (ImportError, OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     print(f"wrote {args.target}: Mask R-CNN {config.backbone}-FPN, {config.num_classes} classes")
     return 0
 
@@ -337,7 +381,7 @@ def _add_verify(subparsers) -> None:
                    help="arithmetic of both models (default: %(default)s)")
     p.add_argument("--min-size", type=_positive_int, default=512,
                    help="shorter image side after resizing (torchvision's default is 800; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the random weights (default: %(default)s)")
     p.set_defaults(run=run_verify)
 
 
@@ -376,20 +420,92 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit status."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the subcommand, return its exit status.
+
+    Exit status: 0 done, 1 a runtime failure (a NaN loss, a full disk, AP below the bar), 2 a
+    mistake in the command line or its files, 130 Ctrl-C. Mistakes and faults of the
+    environment are one ``error:`` line, never a traceback."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: a positive integer, or a readable error."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+        return args.run(args)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    except MemoryError:
+        return _error("out of memory (try a smaller --batch-size or image size)", 1)
+    except OSError as e:  # the environment: a full disk, a folder that vanished, permissions
+        return _error(e, 1)
+
+
+# --- helpers ----------------------------------------------------------------------------
+def _error(message, status: int) -> int:
+    """Print ``error: message`` to stderr and return ``status``."""
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def _check_out_folder(path) -> None:
+    """``--out`` as a folder: it may not exist yet (it is created), but it may not be a file."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--out {path} is a file; give a folder")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise NotADirectoryError(f"--out {path}: {parent} is a file")
+
+
+def _check_out_file(path) -> None:
+    """``--out`` as a figure file: its folder is created when missing; a folder or a file in the way is an error."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--out {path} is a folder; give a file name such as {path / 'figure.png'}")
+    _check_out_folder(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _usable(dataset, file):
+    """``dataset`` if it holds at least one image, else a DatasetError naming ``file``."""
+    from .data.coco import DatasetError
+
+    if len(dataset) == 0:
+        raise DatasetError(f"{file}: no usable image (every image was skipped; see the problems listed above)")
+    return dataset
+
+
+def _check_classes(weights, model, categories: list, file) -> None:
+    """The model's classes must be the dataset's: the same number, and the same names when the weights
+    file records them (labels would otherwise map to the wrong category)."""
+    import json
+
+    from .convert import read_metadata
+
+    names = json.loads(read_metadata(weights).get("classes", "null"))
+    if names is not None and list(names) != list(categories):
+        raise ValueError(f"{weights} was trained on the classes {names[1:]}, but {file} has {categories[1:]}")
+    if model.config.num_classes != len(categories):
+        raise ValueError(f"{weights} has {model.config.num_classes} classes (background included), but {file} "
+                         f"has {len(categories)}")
+
+
+def _argument_type(convert, ok, expected: str):
+    """An argparse type: ``convert(text)`` when ``ok`` of it holds, else "must be <expected>, got 'text'"."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):  # a NaN fails every comparison, so ok() refuses it
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
+_nonnegative_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")  # a seed
+_probability = _argument_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")  # a score threshold
 
 
 if __name__ == "__main__":

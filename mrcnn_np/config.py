@@ -15,6 +15,10 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from .checks import check_bool, check_float_dtype, check_int, check_number, check_numbers, describe, is_int
+
+FPN_LEVELS = ("0", "1", "2", "3", "pool")  # the FPN's outputs, P2..P6, in order
+
 
 @dataclass
 class MaskRCNNConfig:
@@ -63,6 +67,126 @@ class MaskRCNNConfig:
     mask_layers: tuple = (256, 256, 256, 256)
     mask_dim_reduced: int = 256
 
+    def __post_init__(self):
+        """Every setting checked once, here (TypeError / ValueError naming it), and normalised:
+        NumPy integers become ints, lists tuples, ``dtype`` a NumPy scalar type ("float64" and
+        ``np.dtype("float64")`` are ``np.float64``)."""
+        _validate(self)
+
+
+OP = "MaskRCNNConfig"
+
+
+def _pos_int(config, name: str) -> None:
+    setattr(config, name, check_int(OP, name, getattr(config, name), 1))
+
+
+def _unit(config, name: str) -> None:
+    check_number(OP, name, getattr(config, name), 0, 1)
+
+
+def _int_tuple(name: str, value, n: int | None = None) -> tuple:
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple) or not value:
+        raise TypeError(f"{OP}: {name} must be a non-empty tuple of ints, got {describe(value)}")
+    if n is not None and len(value) != n:
+        raise ValueError(f"{OP}: {name} must hold {n} ints, got {len(value)}: {value!r}")
+    return tuple(check_int(OP, f"{name}[{i}]", v, 1) for i, v in enumerate(value))
+
+
+def _per_level(name: str, value) -> tuple:
+    """One non-empty tuple of positive numbers per FPN level (values kept as given)."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple) or not all(isinstance(v, (tuple, list)) for v in value):
+        raise TypeError(f"{OP}: {name} must be a tuple of tuples of numbers, one per FPN level, e.g. "
+                        f"((32,), (64,), (128,), (256,), (512,)); got {value!r}")
+    if len(value) != len(FPN_LEVELS):
+        raise ValueError(f"{OP}: {name} must have one tuple per FPN level ({len(FPN_LEVELS)}: P2..P6), "
+                         f"got {len(value)}")
+    for i, level in enumerate(value):
+        if not level:
+            raise ValueError(f"{OP}: {name}[{i}] is empty")
+        check_numbers(OP, f"{name}[{i}]", level, None, 0, lo_open=True)
+    return tuple(tuple(level) for level in value)
+
+
+def _top_n(config, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, dict):
+        raise TypeError(f"{OP}: {name} must be a dict {{'training': n, 'testing': n}}, got {describe(value)}")
+    if set(value) != {"training", "testing"}:
+        raise ValueError(f"{OP}: {name} must have the keys 'training' and 'testing', got {sorted(map(str, value))}")
+    setattr(config, name, {k: check_int(OP, f"{name}[{k!r}]", value[k], 1) for k in ("training", "testing")})
+
+
+def _validate(c: MaskRCNNConfig) -> None:
+    if not is_int(c.num_classes) or c.num_classes < 2:
+        raise (ValueError if is_int(c.num_classes) else TypeError)(
+            f"{OP}: num_classes counts the background too: expected an int >= 2, got {describe(c.num_classes)}")
+    c.num_classes = int(c.num_classes)
+    c.dtype = check_float_dtype(OP, "dtype", c.dtype)
+    for name in ("min_size", "max_size", "backbone_width", "fpn_channels", "rpn_batch_size_per_image",
+                 "box_roi_output_size", "mask_roi_output_size", "representation_size", "box_detections_per_img",
+                 "box_batch_size_per_image", "mask_dim_reduced"):
+        _pos_int(c, name)
+    c.image_mean = check_numbers(OP, "image_mean", c.image_mean, 3)
+    c.image_std = check_numbers(OP, "image_std", c.image_std, 3, 0, lo_open=True)
+    if not isinstance(c.backbone, str):
+        raise TypeError(f"{OP}: backbone must be a name such as 'resnet50', got {describe(c.backbone)}")
+    from .model.backbone import RESNET_LAYERS  # the names live with the networks
+
+    if c.backbone not in RESNET_LAYERS:
+        raise ValueError(f"{OP}: unknown backbone {c.backbone!r}; expected one of {sorted(RESNET_LAYERS)} (with "
+                         f"backbone_layers= for fewer blocks per stage)")
+    if c.backbone_layers is not None:
+        c.backbone_layers = _int_tuple("backbone_layers", c.backbone_layers, 4)
+    c.trainable_backbone_layers = check_int(OP, "trainable_backbone_layers", c.trainable_backbone_layers, 0, 5)
+    check_bool(OP, "frozen_batch_norm", c.frozen_batch_norm)
+    c.anchor_sizes = _per_level("anchor_sizes", c.anchor_sizes)
+    c.aspect_ratios = _per_level("aspect_ratios", c.aspect_ratios)
+    per_location = {len(s) * len(r) for s, r in zip(c.anchor_sizes, c.aspect_ratios, strict=True)}
+    if len(per_location) > 1:
+        raise ValueError(f"{OP}: anchor_sizes and aspect_ratios give {sorted(per_location)} anchors per location on "
+                         f"different levels; the RPN head is shared by all levels, so they must be equal")
+    _top_n(c, "rpn_pre_nms_top_n")
+    _top_n(c, "rpn_post_nms_top_n")
+    for name in ("rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_positive_fraction",
+                 "box_nms_thresh", "box_fg_iou_thresh", "box_bg_iou_thresh", "box_positive_fraction"):
+        _unit(c, name)
+    for stage in ("rpn", "box"):
+        fg, bg = getattr(c, f"{stage}_fg_iou_thresh"), getattr(c, f"{stage}_bg_iou_thresh")
+        if bg > fg:
+            raise ValueError(f"{OP}: {stage}_bg_iou_thresh {bg} must be <= {stage}_fg_iou_thresh {fg}")
+    check_number(OP, "rpn_score_thresh", c.rpn_score_thresh)
+    check_number(OP, "box_score_thresh", c.box_score_thresh)
+    names = tuple(c.roi_featmap_names) if isinstance(c.roi_featmap_names, (list, tuple)) else None
+    if names is None or not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{OP}: roi_featmap_names must be a non-empty tuple of FPN level names, e.g. ('0', '1', "
+                        f"'2', '3'), got {c.roi_featmap_names!r}")
+    first = FPN_LEVELS.index(names[0]) if names[0] in FPN_LEVELS else -1
+    if first < 0 or names != FPN_LEVELS[first : first + len(names)]:
+        raise ValueError(f"{OP}: roi_featmap_names must be consecutive FPN levels in order, from {FPN_LEVELS}; "
+                         f"got {names!r}")
+    c.roi_featmap_names = names
+    c.roi_sampling_ratio = check_int(OP, "roi_sampling_ratio", c.roi_sampling_ratio)
+    c.bbox_reg_weights = check_numbers(OP, "bbox_reg_weights", c.bbox_reg_weights, 4, 0, lo_open=True)
+    c.mask_layers = _int_tuple("mask_layers", c.mask_layers)
+
+
+def as_config(config, op: str):
+    """``config`` if it is a :class:`MaskRCNNConfig`; otherwise a TypeError that says how to make one."""
+    if isinstance(config, MaskRCNNConfig):
+        return config
+    if config is MaskRCNNConfig:
+        hint = ": call it, MaskRCNNConfig(), or use mrcnn_np.config.tiny()"
+    elif isinstance(config, dict):
+        hint = ": for a dict of settings use mrcnn_np.config.config_from_dict(d)"
+    else:
+        hint = " such as mrcnn_np.config.tiny() or MaskRCNNConfig()"
+    raise TypeError(f"{op}: config must be a MaskRCNNConfig, got {describe(config)}{hint}")
+
 
 def resnet50_fpn(num_classes: int = 91, **overrides) -> MaskRCNNConfig:
     """torchvision's ``maskrcnn_resnet50_fpn`` defaults."""
@@ -87,6 +211,7 @@ def tiny(num_classes: int = 4, **overrides) -> MaskRCNNConfig:
 # --- to and from JSON ----------------------------------------------------------------------
 def config_to_dict(config: MaskRCNNConfig) -> dict:
     """A JSON-serialisable dict of ``config`` (``dtype`` by name, tuples as lists)."""
+    as_config(config, "config_to_dict")
     out = {}
     for f in fields(config):
         value = getattr(config, f.name)
@@ -96,17 +221,15 @@ def config_to_dict(config: MaskRCNNConfig) -> dict:
 
 def config_from_dict(d: dict) -> MaskRCNNConfig:
     """Inverse of :func:`config_to_dict`; unknown keys are an error (a typo must not pass silently)."""
+    if not isinstance(d, dict):
+        raise TypeError(f"config_from_dict: expected a dict of settings (as config_to_dict writes), got {describe(d)}")
     known = {f.name for f in fields(MaskRCNNConfig)}
-    unknown = sorted(set(d) - known)
+    unknown = sorted(set(d) - known, key=repr)
     if unknown:
         raise ValueError(f"config_from_dict: unknown settings {unknown}")
     values = {}
     for name, value in d.items():
-        if name == "dtype":
-            value = np.dtype(value).type
-        elif isinstance(value, list):
-            value = _tuples(value)
-        values[name] = value
+        values[name] = _tuples(value) if isinstance(value, list) else value  # dtype by name: checked by the config
     return MaskRCNNConfig(**values)
 
 

@@ -14,6 +14,7 @@ loaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 
@@ -65,9 +66,40 @@ def export_to_torchvision(model, target, strict: bool = True):
     return target.load_state_dict(state_dict_to_torch(model), strict=strict)
 
 
+class WeightsFileError(ValueError):
+    """A weights file that is not a complete ``.safetensors`` file (truncated, a pickle, not weights)."""
+
+
+def _safetensors_error(path, error) -> WeightsFileError:
+    """A readable :class:`WeightsFileError` for a file safetensors could not parse: says what the file looks
+    like (a torch pickle or zip, or a truncated ``.safetensors``)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:1] == b"\x80" or head == b"PK\x03\x04":
+        what = ("a torch.save file (pickle), not .safetensors; mrcnn_np never unpickles: convert torchvision "
+                "weights with `mrcnn-np convert`")
+    else:
+        what = f"not a complete .safetensors file (truncated or damaged: {error})"
+    return WeightsFileError(f"{path}: {what}")
+
+
+def _open_weights(path, read):
+    """``read(path)`` with safetensors' parse errors and a missing file turned into named errors."""
+    from safetensors import SafetensorError
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        return read(path)
+    except SafetensorError as e:
+        raise _safetensors_error(path, e) from None
+
+
 def save_safetensors(model_or_state_dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write a model's state dict (or a ``{key: array}`` dict) to a ``.safetensors`` file,
-    atomically (a temporary file renamed into place)."""
+    atomically (a temporary file, flushed to disk, renamed into place: a crash leaves the old
+    file or the new one, never half of one)."""
     from safetensors.numpy import save_file
 
     sd = model_or_state_dict
@@ -75,18 +107,31 @@ def save_safetensors(model_or_state_dict, path: str | os.PathLike, metadata: dic
         sd = sd.state_dict()
     arrays = {k: np.array(to_numpy(v), order="C") for k, v in sd.items()}  # (ascontiguousarray makes 0-d 1-d)
     tmp = f"{os.fspath(path)}.tmp"
-    save_file(arrays, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    try:
+        save_file(arrays, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    except BaseException:  # e.g. the disk is full: leave no partial file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; give it the usual permissions
-    os.replace(tmp, path)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; give it the usual permissions
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def load_safetensors(path: str | os.PathLike) -> OrderedDict:
-    """Read a ``.safetensors`` file -> ``{key: np.ndarray}`` in the file's order."""
+    """Read a ``.safetensors`` file -> ``{key: np.ndarray}`` in the file's order. A missing file is a
+    FileNotFoundError, a truncated one or a pickle a :class:`WeightsFileError`, both naming the file."""
     from safetensors.numpy import load_file
 
-    return OrderedDict(load_file(os.fspath(path)))
+    return OrderedDict(_open_weights(path, load_file))
 
 
 def load_weights(model, path: str | os.PathLike, strict: bool = True):
@@ -118,7 +163,11 @@ def load_model(path: str | os.PathLike):
     if CONFIG_KEY not in metadata:
         raise ValueError(f"{path}: no model configuration in this file (was it written by mrcnn_np.convert.save_model? "
                          "otherwise build the model yourself and call load_weights)")
-    model = MaskRCNN(config_from_dict(json.loads(metadata[CONFIG_KEY])))
+    try:
+        config = config_from_dict(json.loads(metadata[CONFIG_KEY]))
+    except (ValueError, TypeError) as e:
+        raise WeightsFileError(f"{path}: the model configuration stored in this file is unusable: {e}") from None
+    model = MaskRCNN(config)
     load_weights(model, path)
     return model.eval()
 
@@ -127,8 +176,11 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The string metadata of a ``.safetensors`` file (``{}`` when it has none)."""
     from safetensors import safe_open
 
-    with safe_open(os.fspath(path), framework="numpy") as f:
-        return dict(f.metadata() or {})
+    def read(p):
+        with safe_open(p, framework="numpy") as f:
+            return dict(f.metadata() or {})
+
+    return _open_weights(path, read)
 
 
 def convert_torchvision_file(source: str | os.PathLike, target: str | os.PathLike):
@@ -140,7 +192,14 @@ def convert_torchvision_file(source: str | os.PathLike, target: str | os.PathLik
     from .config import resnet50_fpn
     from .model.mask_rcnn import MaskRCNN
 
-    sd = torch.load(os.fspath(source), map_location="cpu", weights_only=True)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"{source}: no such file")
+    try:
+        sd = torch.load(os.fspath(source), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError ... for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsFileError(f"{source}: not a torch state dict that loads with weights_only=True "
+                               f"(truncated, or a pickle of arbitrary objects): {first}") from None
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):  # torchvision references' checkpoints
         sd = sd["model"]
     key = "roi_heads.box_predictor.cls_score.weight"

@@ -74,20 +74,23 @@ class DemoSettings:
                            checkpoint_every=max(1, n // 3))
 
 
-def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", progress: bool = True) -> dict:
+def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", progress: bool = True,
+                    overwrite: bool = False) -> dict:
     """Run the demo; returns ``{"metrics": {"bbox": {...}, "segm": {...}}, "seconds", "train_seconds",
-    "files": {name: path}}``."""
+    "files": {name: path}}``. An ``out_dir`` that holds an earlier run is a
+    :class:`~mrcnn_np.train.RunExistsError` unless ``overwrite`` (checked before anything is written)."""
     import json
 
     from .data.coco import CocoDataset
     from .data.shapes import SHAPES, write_shapes_dataset
     from .evaluate import evaluate_model
     from .model.mask_rcnn import MaskRCNN
-    from .train import read_log, train
+    from .train import prepare_run_folder, read_log, train
     from .viz import plot_losses, plot_predictions
 
     s = settings or DemoSettings()
     out = Path(out_dir)
+    prepare_run_folder(out, resuming=False, overwrite=overwrite)  # refuse (or clear) an earlier run first
     start = time.perf_counter()
     data = out / "data"
     train_json = write_shapes_dataset(data / "train", s.train_images, seed=s.seed, progress=progress, **s.data())

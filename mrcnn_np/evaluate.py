@@ -120,6 +120,10 @@ def evaluate_model(model, dataset, iou_types=("bbox", "segm"), batch_size: int =
     outputs per image, in the dataset's order."""
     from .progress import progress_bar
 
+    classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if classes is not None and classes != len(dataset.categories):
+        raise ValueError(f"evaluate_model: the model has {classes} classes (background included) but the dataset "
+                         f"{len(dataset.categories)} ({', '.join(dataset.categories[1:])})")
     model.eval()
     outputs = []
     with progress_bar(progress, total=len(dataset), desc="evaluate") as bar:

@@ -34,6 +34,14 @@ iteration ``N`` reproduces an uninterrupted run bit for bit.
   scheduler state). Written into a temporary folder that is then renamed, so an interrupted
   run never leaves half a checkpoint;
 - ``model.safetensors``: the final weights (what ``mrcnn-np predict --weights`` reads).
+
+**Faults.** A folder that holds a run is never trained into again unless you ``resume`` it or
+pass ``overwrite=True`` (:class:`RunExistsError`). Resuming checks the checkpoint's model
+configuration and recipe against this run's (a different one is refused by name), skips a
+damaged checkpoint for the newest intact one (with a :class:`CheckpointWarning`), and drops a
+partial last line of ``log.jsonl`` (what a kill mid-write leaves). Ctrl-C raises
+:class:`TrainingInterrupted`, and a failed write (a full disk) an ``OSError``, both naming the
+last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -45,13 +53,16 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .autograd import Tensor
-from .convert import load_safetensors, load_weights, save_model, save_safetensors
+from .checks import is_int
+from .config import config_to_dict
+from .convert import CONFIG_KEY, load_safetensors, load_weights, read_metadata, save_model, save_safetensors
 from .nn.optim import SGD, WarmupMultiStepLR
 from .progress import progress_bar
 
@@ -86,6 +97,8 @@ class TrainRecipe:
             raise ValueError("TrainRecipe: warmup_iters and checkpoint_every must be >= 0")
         if not 0 <= self.flip_prob <= 1:
             raise ValueError(f"TrainRecipe: flip_prob must lie in [0, 1], got {self.flip_prob}")
+        if not is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"TrainRecipe: seed must be an integer >= 0, got {self.seed!r}")
         self.milestones = tuple(int(m) for m in self.milestones)
 
 
@@ -103,6 +116,28 @@ class NonFiniteLossError(RuntimeError):
             "training stopped before this update. Try a lower learning rate or a longer warm-up, "
             "and resume from the last checkpoint."
         )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: ``iteration`` (completed iterations) and ``checkpoint`` (the last
+    complete one, or None) say where ``resume`` will go on from."""
+
+    def __init__(self, iteration: int, checkpoint):
+        self.iteration, self.checkpoint = iteration, checkpoint
+        where = f"the last checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+        super().__init__(f"training interrupted after iteration {iteration}; {where}")
+
+
+class RunExistsError(FileExistsError):
+    """``out_dir`` already holds a run and neither ``resume`` nor ``overwrite`` was given."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint of another model configuration or recipe than the run resuming it."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped for an older intact one."""
 
 
 @dataclass
@@ -154,30 +189,36 @@ def train_step(model, optimizer: SGD, images: list, targets: list, rng=None, sam
 
 
 # --- the loop --------------------------------------------------------------------------------
-def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, progress: bool = True,
-          callback=None) -> TrainResult:
+def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, overwrite: bool = False,
+          progress: bool = True, callback=None) -> TrainResult:
     """Train ``model`` on ``dataset`` (a :class:`mrcnn_np.data.coco.CocoDataset`, or anything
     with ``len`` and ``[i] -> (image, target)``) for ``recipe.iterations`` iterations.
 
     ``out_dir`` receives the log and checkpoints (nothing is written when it is None).
-    ``resume``: a checkpoint folder, or a run's ``out_dir`` (its latest checkpoint); the
+    ``resume``: a checkpoint folder, or a run's ``out_dir`` (its latest intact checkpoint); the
     model's weights and the optimiser are restored and training goes on from there.
+    ``overwrite``: start again in an ``out_dir`` that holds a run (its log, checkpoints and
+    weights are deleted first); without it, or ``resume``, such a folder is a :class:`RunExistsError`.
     ``callback(record)`` is called after every iteration with its log record.
     """
     from .data.loader import DataLoader
 
+    if not isinstance(recipe, TrainRecipe):
+        raise TypeError(f"train: recipe must be a TrainRecipe, got {type(recipe).__name__}")
+    out_dir = prepare_run_folder(out_dir, resume is not None, overwrite)
     loader = DataLoader(dataset, recipe.batch_size, shuffle=True, flip_prob=recipe.flip_prob, seed=recipe.seed)
     metadata = {"classes": json.dumps(list(dataset.categories))} if hasattr(dataset, "categories") else {}
     optimizer, scheduler = make_optimizer(model, recipe)
-    start = 0
+    start, checkpoint = 0, None
     if resume is not None:
-        start = load_checkpoint(resume, model, optimizer, scheduler, recipe)
-    out_dir = Path(out_dir) if out_dir is not None else None
+        checkpoint = latest_checkpoint(resume)
+        start = load_checkpoint(checkpoint, model, optimizer, scheduler, recipe)
     log = _open_log(out_dir, start)
     model.train()
-    history, checkpoint, smoothed = [], None, {}
+    history, smoothed = [], {}
     t_run = time.perf_counter()
     bar = progress_bar(progress, total=recipe.iterations, initial=start, desc="train")
+    t = start
     try:
         for t in range(start, recipe.iterations):
             t0 = time.perf_counter()
@@ -187,8 +228,8 @@ def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, pro
                 losses = train_step(model, optimizer, images, targets, rng=np.random.default_rng([recipe.seed, t]),
                                     iteration=t + 1)
             except NonFiniteLossError as e:
-                if checkpoint is not None or start:
-                    e.args = (e.args[0] + f" Last checkpoint: {checkpoint or resume}.",)
+                if checkpoint is not None:
+                    e.args = (e.args[0] + f" Last checkpoint: {checkpoint}.",)
                 raise
             scheduler.step()
             record = {"iteration": t + 1, "lr": lr, **losses, "seconds": time.perf_counter() - t0}
@@ -204,7 +245,11 @@ def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, pro
                 callback(record)
             due = recipe.checkpoint_every and (t + 1) % recipe.checkpoint_every == 0
             if out_dir is not None and (due or t + 1 == recipe.iterations):
-                checkpoint = save_checkpoint(out_dir, model, optimizer, scheduler, recipe, t + 1, metadata)
+                checkpoint = _written(checkpoint, save_checkpoint, out_dir, model, optimizer, scheduler, recipe,
+                                      t + 1, metadata)
+    except KeyboardInterrupt:
+        done = history[-1]["iteration"] if history else start
+        raise TrainingInterrupted(done, checkpoint) from None
     finally:
         bar.close()
         if log is not None:
@@ -212,31 +257,90 @@ def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, pro
     weights = None
     if out_dir is not None:
         weights = out_dir / "model.safetensors"
-        save_model(model, weights, {**metadata, "iteration": recipe.iterations})
+        _written(checkpoint, save_model, model, weights, {**metadata, "iteration": recipe.iterations})
     model.eval()
     return TrainResult(recipe.iterations, history, time.perf_counter() - t_run, checkpoint, weights)
 
 
-def read_log(path) -> list[dict]:
-    """The records of a ``log.jsonl`` (a file, or a run folder holding one)."""
+def _written(checkpoint, write, *args):
+    """``write(*args)``; an OSError (a full disk, a removed folder) is re-raised naming the last
+    complete checkpoint."""
+    try:
+        return write(*args)
+    except OSError as e:
+        where = f"the last complete checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+        raise OSError(e.errno, f"cannot write the run's files ({e.strerror or e}); {where}", e.filename) from e
+
+
+RUN_FILES = ("log.jsonl", "checkpoints", "model.safetensors")  # what a run leaves in its folder
+
+
+def prepare_run_folder(out_dir, resuming: bool, overwrite: bool) -> Path | None:
+    """``out_dir`` as a Path, created; refuses a file, and a folder holding a run unless resuming or
+    overwriting (then the run's files are deleted). Leftovers of an interrupted write are removed."""
+    if out_dir is None:
+        return None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} is a file, not a folder for the run")
+    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if held and not resuming:
+        if not overwrite:
+            raise RunExistsError(f"{out_dir} already holds a run ({', '.join(held)}): resume it (--resume) or "
+                                 "start again with --overwrite, or choose another --out")
+        for name in held:
+            path = out_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    leftovers = [out_dir / "log.jsonl.tmp", out_dir / "model.safetensors.tmp",
+                 *(out_dir / "checkpoints").glob(".iter_*")]
+    for tmp in (p for p in leftovers if p.exists()):  # what a kill mid-write leaves
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    return out_dir
+
+
+def read_log(path, *, partial_last_line: str = "error") -> list[dict]:
+    """The records of a ``log.jsonl`` (a file, or a run folder holding one).
+
+    A last line cut short (no newline, not JSON: what a kill mid-write leaves) is an error,
+    or, with ``partial_last_line="drop"``, left out. Any other line that is not a JSON object
+    is a ValueError naming the file and line."""
     path = Path(path)
     path = path / "log.jsonl" if path.is_dir() else path
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = path.read_text()
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and is_int(record.get("iteration")):
+            records.append(record)
+            continue
+        if number == len(lines) and not text.endswith("\n") and partial_last_line == "drop":
+            continue  # cut short by a kill: that iteration is run again
+        raise ValueError(f"{path}, line {number}: not a log record ({line[:60]!r})")
+    return records
 
 
 def _open_log(out_dir: Path | None, start: int):
     """``out_dir/log.jsonl`` opened for appending, holding only the records of iterations <= ``start``
-    (a resumed run drops what the interrupted one logged after its checkpoint)."""
+    (a resumed run drops what the interrupted one logged after its checkpoint, and a line cut short).
+    The kept records are written to a new file renamed into place, so a crash here loses nothing."""
     if out_dir is None:
         return None
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "log.jsonl"
-    kept = [r for r in read_log(path) if r["iteration"] <= start] if start and path.exists() else []
-    f = open(path, "w")  # noqa: SIM115 - closed by train()
-    for r in kept:
-        f.write(json.dumps(r) + "\n")
-    return f
+    if start and path.exists():
+        kept = [r for r in read_log(path, partial_last_line="drop") if r["iteration"] <= start]
+        tmp = path.with_name("log.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
+    else:
+        path.write_text("")
+    return open(path, "a")  # noqa: SIM115 - closed by train()
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -256,7 +360,10 @@ def save_checkpoint(out_dir, model, optimizer: SGD, scheduler, recipe: TrainReci
         groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         state = {"format": CHECKPOINT_FORMAT, "iteration": iteration, "recipe": dataclasses.asdict(recipe),
                  "optimizer": {"param_groups": groups}, "scheduler": scheduler.state_dict()}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        with open(tmp / "state.json", "w") as f:  # written last: a checkpoint with a state.json is complete
+            f.write(json.dumps(state, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -267,35 +374,78 @@ def save_checkpoint(out_dir, model, optimizer: SGD, scheduler, recipe: TrainReci
 
 
 def latest_checkpoint(path) -> Path:
-    """``path`` itself when it is a checkpoint folder, else the newest under ``path/checkpoints``."""
+    """``path`` itself when it is a checkpoint folder, else the newest intact one under
+    ``path/checkpoints``; damaged ones (a truncated file, an unreadable ``state.json``) are skipped
+    with a :class:`CheckpointWarning` naming them."""
     path = Path(path)
     if (path / "state.json").is_file():
+        _read_state(path)  # a damaged checkpoint asked for by name is an error, not skipped
         return path
-    found = sorted((path / "checkpoints").glob("iter_*/state.json"))
+    found = sorted((path / "checkpoints").glob("iter_*/state.json"), reverse=True)
     if not found:
         raise FileNotFoundError(f"no checkpoint in {path} (looked for {path}/checkpoints/iter_*/state.json)")
-    return found[-1].parent
+    for state in found:
+        try:
+            _read_state(state.parent)
+        except ValueError as e:
+            warnings.warn(CheckpointWarning(f"skipping a damaged checkpoint: {e}"), stacklevel=2)
+            continue
+        return state.parent
+    raise ValueError(f"{path}: every checkpoint is damaged ({', '.join(s.parent.name for s in found)})")
+
+
+def _read_state(ckpt: Path) -> dict:
+    """The ``state.json`` of checkpoint ``ckpt``, after checking that its files are complete; a ValueError
+    naming the file otherwise."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{ckpt / 'state.json'}: unreadable ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else state
+        raise ValueError(f"{ckpt / 'state.json'}: unknown checkpoint format {found!r}")
+    if not is_int(state.get("iteration")) or not {"recipe", "optimizer", "scheduler"} <= set(state):
+        raise ValueError(f"{ckpt / 'state.json'}: incomplete (needs iteration, recipe, optimizer, scheduler)")
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        try:
+            read_metadata(ckpt / name)  # parses the header and checks the file is as long as it says
+        except (OSError, ValueError) as e:
+            raise ValueError(str(e)) from None
+    return state
 
 
 def load_checkpoint(path, model, optimizer: SGD | None = None, scheduler=None,
                     recipe: TrainRecipe | None = None) -> int:
     """Restore ``model`` (and the optimiser and scheduler, when given) from a checkpoint; returns
-    its iteration. With ``recipe``, a checkpoint made with a different recipe (other than a
-    different number of iterations or checkpoint interval) is refused."""
+    its iteration. A checkpoint of a different model configuration is refused, naming the
+    settings that differ; with ``recipe``, so is one made with a different recipe (other than a
+    different number of iterations or checkpoint interval)."""
     ckpt = latest_checkpoint(path)
-    state = json.loads((ckpt / "state.json").read_text())
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{ckpt}: unknown checkpoint format {state.get('format')!r}")
+    state = _read_state(ckpt)
+    saved_config = json.loads(read_metadata(ckpt / "model.safetensors").get(CONFIG_KEY, "null"))
+    if saved_config is not None:
+        ours = json.loads(json.dumps(config_to_dict(model.config)))
+        diff = [f"{k} {saved_config.get(k)!r} (this model: {ours.get(k)!r})"
+                for k in sorted(set(ours) | set(saved_config)) if saved_config.get(k) != ours.get(k)]
+        if diff:
+            raise CheckpointMismatchError(
+                f"{ckpt}: the checkpoint is of a different model configuration: {'; '.join(diff)}. "
+                "Resume with the same configuration, or train into a new folder")
     if recipe is not None:
-        saved = TrainRecipe(**state["recipe"])
+        try:
+            saved = TrainRecipe(**state["recipe"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{ckpt / 'state.json'}: unusable recipe ({e})") from None
         diff = [f.name for f in dataclasses.fields(recipe) if f.name not in ("iterations", "checkpoint_every")
                 and getattr(saved, f.name) != getattr(recipe, f.name)]
         if diff:
-            raise ValueError(f"{ckpt}: the checkpoint was made with a different recipe ({', '.join(diff)}); "
-                             "resume with the same settings")
+            raise CheckpointMismatchError(
+                f"{ckpt}: the checkpoint was made with a different recipe ({', '.join(diff)}); "
+                "resume with the same settings")
         if state["iteration"] > recipe.iterations:
-            raise ValueError(f"{ckpt}: the checkpoint is at iteration {state['iteration']}, past the recipe's "
-                             f"{recipe.iterations}")
+            raise CheckpointMismatchError(
+                f"{ckpt}: the checkpoint is at iteration {state['iteration']}, past the recipe's "
+                f"{recipe.iterations}")
     load_weights(model, ckpt / "model.safetensors")
     if optimizer is not None:
         groups = state["optimizer"]["param_groups"]

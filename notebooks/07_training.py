@@ -456,6 +456,14 @@ assert same_losses and same_state
 run_folder.cleanup()
 
 # %% [markdown]
+# What a crash can leave behind is handled too: a folder that holds a run is refused unless you
+# resume it or ask to `overwrite` it; resuming refuses a checkpoint of another model
+# configuration or recipe, skips a damaged checkpoint for the newest intact one, and drops a log
+# line cut short by a kill. `tests/unit/test_kill_resume.py` kills a run with SIGKILL at random
+# moments, resumes it each time, and checks the final weights against an uninterrupted run, bit
+# for bit.
+
+# %% [markdown]
 # ## 7.4 The trained model
 #
 # `mrcnn_np.pretrained.shapes_model()` loads the model the demo trained: `config.tiny()` for

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import as_array, get_array_module
+from ..config import as_config
 
 
 def cell_anchors(sizes, aspect_ratios) -> np.ndarray:
@@ -47,6 +48,7 @@ class AnchorGenerator:
     @classmethod
     def from_config(cls, config):
         """The anchors of ``config``: ``anchor_sizes`` and ``aspect_ratios``."""
+        config = as_config(config, "AnchorGenerator.from_config")
         return cls(sizes=config.anchor_sizes, aspect_ratios=config.aspect_ratios)
 
     def num_anchors_per_location(self) -> list[int]:

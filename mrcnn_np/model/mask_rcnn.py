@@ -39,7 +39,8 @@ import numpy as np
 
 from .. import nn
 from ..autograd import no_grad
-from ..config import MaskRCNNConfig
+from ..checks import check_bool, check_int, describe
+from ..config import MaskRCNNConfig, as_config
 from .backbone import resnet_fpn_backbone
 from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork
@@ -52,7 +53,7 @@ class MaskRCNN(nn.Module):
 
     def __init__(self, config: MaskRCNNConfig | None = None, rng=None):
         super().__init__()
-        c = self.config = config or MaskRCNNConfig()
+        c = self.config = MaskRCNNConfig() if config is None else as_config(config, "MaskRCNN")
         rng = nn.init.make_rng(rng)
         self.transform = GeneralizedRCNNTransform.from_config(c)
         self.backbone = resnet_fpn_backbone(
@@ -65,7 +66,7 @@ class MaskRCNN(nn.Module):
 
     def manual_seed(self, seed: int) -> MaskRCNN:
         """Reseed the Generator that training calls without an ``rng`` sample from."""
-        self.generator = np.random.default_rng(seed)
+        self.generator = np.random.default_rng(check_int("manual_seed", "seed", seed, 0))
         return self
 
     @property
@@ -89,8 +90,12 @@ class MaskRCNN(nn.Module):
         gives the same losses), by default with ``model.generator``; ``sampled = {"rpn": (pos,
         neg), "roi_heads": (pos, neg)}`` reproduces particular draws. With ``return_sampled``
         the result is ``(losses, sampled)``, the draws in that form."""
+        if targets is None:
+            raise TypeError("loss: targets must be a list of dicts (one per image) with boxes, labels and masks, "
+                            "got None")
         rng = self.generator if rng is None else nn.init.make_rng(rng)
-        sampled = sampled or {}
+        sampled = check_sampled(sampled, len(images) if isinstance(images, (list, tuple)) else None)
+        check_bool("loss", "return_sampled", return_sampled)
         batch, targets = self.transform(images, targets, dtype=self.dtype, num_classes=self.config.num_classes)
         features = self.backbone(batch.tensors)
         gt_boxes = [t["boxes"] for t in targets]
@@ -107,3 +112,26 @@ class MaskRCNN(nn.Module):
                 raise ValueError("in training mode the model needs targets; call model.eval() for inference")
             return self.loss(images, targets, **kwargs)
         return self.predict(images)
+
+
+def check_sampled(sampled, num_images: int | None) -> dict:
+    """``sampled`` of :meth:`MaskRCNN.loss`: None, or a dict with the keys ``"rpn"`` and/or
+    ``"roi_heads"``, each ``(pos_masks, neg_masks)``, lists of one mask per image."""
+    if sampled is None:
+        return {}
+    if not isinstance(sampled, dict):
+        raise TypeError(f"loss: sampled must be None or a dict {{'rpn': (pos, neg), 'roi_heads': (pos, neg)}} (as "
+                        f"return_sampled=True gives), got {describe(sampled)}")
+    unknown = sorted(set(sampled) - {"rpn", "roi_heads"}, key=repr)
+    if unknown:
+        raise ValueError(f"loss: sampled has unknown keys {unknown}; expected 'rpn' and/or 'roi_heads'")
+    for key, draw in sampled.items():
+        if draw is None:
+            continue
+        if not isinstance(draw, (tuple, list)) or len(draw) != 2 or not all(isinstance(m, (list, tuple)) for m in draw):
+            raise TypeError(f"loss: sampled[{key!r}] must be (pos_masks, neg_masks), two lists of one mask per "
+                            f"image, got {describe(draw)}")
+        for part, masks in zip(("pos_masks", "neg_masks"), draw, strict=True):
+            if num_images is not None and len(masks) != num_images:
+                raise ValueError(f"loss: sampled[{key!r}] {part} has {len(masks)} mask(s) for {num_images} image(s)")
+    return sampled

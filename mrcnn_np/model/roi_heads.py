@@ -28,6 +28,7 @@ import numpy as np
 from .. import nn
 from ..autograd import no_grad
 from ..backend import as_array, get_array_module
+from ..config import as_config
 from ..nn import functional as F
 from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from ..ops.box_coder import BoxCoder
@@ -157,7 +158,7 @@ class RoIHeads(nn.Module):
         """The RoI heads of ``config``. The poolers, heads and predictors are built from it unless
         given in ``overrides`` -- weights drawn from ``rng`` in torchvision's order (box head, box
         predictor, mask head, mask predictor); other keywords in ``overrides`` replace settings."""
-        c = config
+        c = as_config(config, "RoIHeads.from_config")
         rng = nn.init.make_rng(rng)  # one stream for all four
         parts = dict(
             box_roi_pool=lambda: MultiScaleRoIAlign(c.roi_featmap_names, c.box_roi_output_size, c.roi_sampling_ratio),

@@ -33,6 +33,7 @@ from .. import nn
 from ..autograd import concat, no_grad
 from ..backend import as_array, get_array_module
 from ..checks import check_boxes
+from ..config import as_config
 from ..nn import functional as F
 from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from ..ops.box_coder import BoxCoder
@@ -122,6 +123,7 @@ class RegionProposalNetwork(nn.Module):
     def from_config(cls, config, *, rng=None, **overrides):
         """The RPN of ``config``; ``anchor_generator`` and ``head`` are built from it (the head's
         weights drawn from ``rng``) unless given. Other keywords in ``overrides`` replace settings."""
+        config = as_config(config, "RegionProposalNetwork.from_config")
         if "anchor_generator" not in overrides:
             overrides["anchor_generator"] = AnchorGenerator.from_config(config)
         if "head" not in overrides:

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..checks import check_image_list, check_target, check_targets, check_unit_range
+from ..config import as_config
 from ..nn import functional as F
 
 
@@ -82,6 +83,7 @@ class GeneralizedRCNNTransform:
     @classmethod
     def from_config(cls, config, **overrides):
         """The transform of ``config`` (keywords in ``overrides`` replace its settings)."""
+        config = as_config(config, "GeneralizedRCNNTransform.from_config")
         settings = dict(min_size=config.min_size, max_size=config.max_size, image_mean=config.image_mean,
                         image_std=config.image_std)
         return cls(**{**settings, **overrides})

@@ -21,7 +21,9 @@ def make_rng(rng=None) -> np.random.Generator:
         return rng
     if rng is None:
         return np.random.default_rng(0)
-    if isinstance(rng, (int, np.integer)):
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"rng: a seed must be >= 0, got {rng}")
         return np.random.default_rng(int(rng))
     raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
 

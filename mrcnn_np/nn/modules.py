@@ -9,14 +9,14 @@ torchvision state dict load with no renaming table.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from ..autograd import Tensor
 from ..backend import get_array_module, to_device
-from ..checks import pair
+from ..checks import check_bool, check_float_dtype, describe, pair
 from . import functional as F
 from .init import default_weight_and_bias_, make_rng
 
@@ -127,6 +127,10 @@ class Module:
         ValueError naming the key and both shapes, a float/integer mismatch TypeError. With
         ``strict``, missing and unexpected keys raise ValueError naming them.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict: state_dict must be a dict {{name: array}} (e.g. from "
+                            f"mrcnn_np.convert.load_safetensors), got {describe(state_dict)}")
+        check_bool("load_state_dict", "strict", strict)
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -134,30 +138,32 @@ class Module:
             raise ValueError(
                 f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
             )
-        targets = {}
-        for path, module in self.named_modules():
-            for table in (module._parameters, module._buffers):
-                for name in table:
-                    targets[f"{path}.{name}" if path else name] = (table, name)
+        checked = []  # every value is checked before any is copied: a refused load changes nothing
         for key, value in state_dict.items():
             if key not in own:
                 continue
-            table, name = targets[key]
             current = own[key]
-            value = _as_array(value, current)
+            value = _as_array(value, current, key)
             if tuple(value.shape) != tuple(current.shape):
                 raise ValueError(
                     f"load_state_dict: {key}: expected shape {tuple(current.shape)}, got {tuple(value.shape)}"
                 )
-            if (value.dtype.kind == "f") != (current.dtype.kind == "f"):
+            kind = value.dtype.kind
+            if kind not in "biuf" or (kind == "f") != (current.dtype.kind == "f") or (kind == "b") != (
+                    current.dtype.kind == "b"):
                 raise TypeError(
                     f"load_state_dict: {key}: expected dtype {current.dtype}, got {value.dtype}"
                 )
+            if kind == "f" and value.size and not bool((abs(value) < float("inf")).all()):
+                raise ValueError(f"load_state_dict: {key} holds NaN or infinite values")
+            checked.append((current, value))
+        for current, value in checked:
             current[...] = value
         return LoadResult(missing, unexpected)
 
     # --- modes, gradients, dtype, device ------------------------------------------------
     def train(self, mode: bool = True) -> Module:
+        mode = check_bool(f"{type(self).__name__}.train", "mode", mode)
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
@@ -166,6 +172,7 @@ class Module:
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
+        requires_grad = check_bool(f"{type(self).__name__}.requires_grad_", "requires_grad", requires_grad)
         for p in self.parameters():
             p.requires_grad = requires_grad
         return self
@@ -175,7 +182,18 @@ class Module:
             p.grad = None
 
     def to(self, dtype=None, device: str | None = None) -> Module:
-        """Convert floating parameters and buffers to ``dtype`` and/or move them to ``device``."""
+        """Convert floating parameters and buffers to ``dtype`` (float32 or float64) and/or move them
+        to ``device`` ("cpu" or "cuda"; ``model.to("cuda")`` is read as a device, as in torch)."""
+        op = f"{type(self).__name__}.to"
+        if isinstance(dtype, str) and dtype in ("cpu", "cuda", "gpu") and device is None:
+            dtype, device = None, dtype  # model.to("cuda"), as in torch
+        if dtype is not None:
+            dtype = check_float_dtype(op, "dtype", dtype)
+        if device is not None and not isinstance(device, str):
+            raise TypeError(f"{op}: device must be 'cpu' or 'cuda', got {describe(device)}")
+        if device is not None and device not in ("cpu", "cuda", "gpu"):
+            raise ValueError(f"{op}: unknown device {device!r}; expected 'cpu' or 'cuda'")
+
         def convert(a):
             if device is not None:
                 a = to_device(a, device)
@@ -207,14 +225,21 @@ class Module:
         return "\n".join(lines) + (")" if len(lines) == 1 else "\n)")
 
 
-def _as_array(value, like):
-    """Turn a state-dict value into an array on ``like``'s device."""
+def _as_array(value, like, key: str = "value"):
+    """Turn a state-dict value into an array on ``like``'s device (TypeError naming ``key`` for
+    what is no array of numbers)."""
     if hasattr(value, "detach") and hasattr(value, "numpy") and not isinstance(value, Tensor):
         value = value.detach().cpu().numpy()  # a torch tensor
     elif isinstance(value, Tensor):
         value = value.data
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"load_state_dict: {key}: expected an array, got {describe(value)}")
     xp = get_array_module(like)
-    return xp.asarray(value)
+    try:
+        return xp.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"load_state_dict: {key}: expected an array of numbers; converting it failed: {exc}") \
+            from None
 
 
 # --- containers and layers -------------------------------------------------------------------

@@ -22,14 +22,17 @@ import math
 import numpy as np
 
 from ..backend import get_array_module
-from ..checks import as_array_arg, as_boxes_arg
+from ..checks import as_array_arg, as_boxes_arg, check_float, check_number, check_numbers, check_real_array, check_shape
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
 
 class BoxCoder:
     def __init__(self, weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip: float = BBOX_XFORM_CLIP):
-        self.weights = tuple(float(w) for w in weights)
+        """``weights`` (wx, wy, ww, wh): four positive numbers; ``bbox_xform_clip``: the clamp of
+        dw and dh, a positive number (``math.inf``: no clamp)."""
+        self.weights = check_numbers("BoxCoder", "weights", weights, 4, 0, lo_open=True)
+        check_number("BoxCoder", "bbox_xform_clip", bbox_xform_clip, 0, lo_open=True, finite=False)
         self.bbox_xform_clip = bbox_xform_clip
 
     def encode(self, reference_boxes, proposals):
@@ -38,10 +41,13 @@ class BoxCoder:
         float64 arrays."""
         reference_boxes = as_boxes_arg(reference_boxes, "reference_boxes")
         proposals = as_boxes_arg(proposals, "proposals")
+        for name, arr in (("reference_boxes", reference_boxes), ("proposals", proposals)):
+            check_shape("encode", name, arr, "(R, 4)", ndim=2, dims={1: 4})
+            check_real_array("encode", name, arr)
         xp = get_array_module(reference_boxes, proposals)
-        if reference_boxes.shape != proposals.shape or proposals.ndim != 2 or proposals.shape[1] != 4:
-            raise ValueError(f"encode: expected two (R, 4) arrays, got {tuple(reference_boxes.shape)} "
-                             f"and {tuple(proposals.shape)}")
+        if reference_boxes.shape != proposals.shape:
+            raise ValueError(f"encode: reference_boxes and proposals must pair up (one reference box per proposal), "
+                             f"got shapes {tuple(reference_boxes.shape)} and {tuple(proposals.shape)}")
         wx, wy, ww, wh = (proposals.dtype.type(w) for w in self.weights)
         ex_widths = proposals[:, 2] - proposals[:, 0]
         ex_heights = proposals[:, 3] - proposals[:, 1]
@@ -62,10 +68,16 @@ class BoxCoder:
         """Deltas (R, 4K) applied to reference ``boxes`` (R, 4) -> predicted boxes (R, K, 4).
         Lists are taken as float64 arrays."""
         rel_codes, boxes = as_array_arg(rel_codes, "rel_codes", np.float64), as_boxes_arg(boxes)
+        check_shape("decode", "boxes", boxes, "(R, 4)", ndim=2, dims={1: 4})
+        check_real_array("decode", "boxes", boxes)
+        if getattr(rel_codes, "ndim", 0) < 2:
+            raise ValueError(f"decode: expected rel_codes of shape (R, 4K), got shape {tuple(rel_codes.shape)}")
+        check_float("decode", "rel_codes", rel_codes)
         xp = get_array_module(rel_codes, boxes)
         R = boxes.shape[0]
         if rel_codes.shape[0] != R or (R and rel_codes.size % (4 * R)):
-            raise ValueError(f"decode: expected deltas of shape ({R}, 4K) for {R} boxes, got {tuple(rel_codes.shape)}")
+            raise ValueError(f"decode: expected deltas of shape ({R}, 4K) for {R} boxes, got rel_codes of shape "
+                             f"{tuple(rel_codes.shape)}")
         if R == 0:  # no boxes (e.g. an image without proposals): no predictions, of the right shape
             return xp.zeros((0, rel_codes.shape[-1] // 4, 4), dtype=rel_codes.dtype)
         rel_codes = rel_codes.reshape(R, -1)  # (R, ..., 4K) -> (R, 4K)

@@ -18,13 +18,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import KernelTable, get_array_module
-from ..checks import as_boxes_arg, check_boxes, check_same_dtype, check_shape, is_number
+from ..checks import (
+    as_boxes_arg,
+    check_boxes,
+    check_number,
+    check_real_array,
+    check_same_dtype,
+    check_shape,
+    check_size_hw,
+)
 
 
 def box_area(boxes):
     """(R, 4) -> (R,): ``(x2 - x1) * (y2 - y1)``."""
     boxes = as_boxes_arg(boxes)
     check_shape("box_area", "boxes", boxes, "(R, 4)", ndim=2, dims={1: 4})
+    check_real_array("box_area", "boxes", boxes)
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
@@ -73,8 +82,8 @@ def clip_boxes_to_image(boxes, size: tuple[int, int]):
     """Clamp x to [0, width] and y to [0, height]; ``size`` is (height, width)."""
     boxes = as_boxes_arg(boxes)
     check_shape("clip_boxes_to_image", "boxes", boxes, "(..., 4)", dims={-1: 4})
-    if not hasattr(size, "__len__") or len(size) != 2 or not all(is_number(v) for v in size):
-        raise TypeError(f"clip_boxes_to_image: size must be (height, width), got {size!r}")
+    check_real_array("clip_boxes_to_image", "boxes", boxes)
+    check_size_hw("clip_boxes_to_image", "size", size)
     xp = get_array_module(boxes)
     height, width = size
     out = boxes.copy()
@@ -87,8 +96,8 @@ def remove_small_boxes(boxes, min_size: float):
     """Indices (int64) of the boxes whose width and height are both >= ``min_size``."""
     boxes = as_boxes_arg(boxes)
     check_shape("remove_small_boxes", "boxes", boxes, "(R, 4)", ndim=2, dims={1: 4})
-    if not is_number(min_size):
-        raise TypeError(f"remove_small_boxes: min_size must be a number, got {type(min_size).__name__}")
+    check_real_array("remove_small_boxes", "boxes", boxes)
+    check_number("remove_small_boxes", "min_size", min_size)  # checked, used as given (its dtype counts)
     xp = get_array_module(boxes)
     ws, hs = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     return xp.nonzero((ws >= min_size) & (hs >= min_size))[0].astype(np.int64)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..checks import as_array_arg
+from ..checks import as_array_arg, check_bool, check_number, check_real_array
 
 
 class Matcher:
@@ -27,7 +27,10 @@ class Matcher:
     BETWEEN_THRESHOLDS = -2
 
     def __init__(self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False):
-        if low_threshold > high_threshold:
+        high = check_number("Matcher", "high_threshold", high_threshold, finite=False)
+        low = check_number("Matcher", "low_threshold", low_threshold, finite=False)
+        check_bool("Matcher", "allow_low_quality_matches", allow_low_quality_matches)
+        if low > high:
             raise ValueError(f"low_threshold {low_threshold} must be <= high_threshold {high_threshold}")
         self.high_threshold, self.low_threshold = high_threshold, low_threshold
         self.allow_low_quality_matches = allow_low_quality_matches
@@ -37,13 +40,18 @@ class Matcher:
         match_quality_matrix = as_array_arg(match_quality_matrix, "match_quality_matrix")
         xp = get_array_module(match_quality_matrix)
         if match_quality_matrix.ndim != 2:
-            raise ValueError(f"expected an (M, N) IoU matrix, got shape {tuple(match_quality_matrix.shape)}")
+            raise ValueError(f"expected an (M, N) IoU matrix, got match_quality_matrix of shape "
+                             f"{tuple(match_quality_matrix.shape)}")
+        check_real_array("Matcher", "match_quality_matrix", match_quality_matrix)
         if match_quality_matrix.shape[0] == 0:
             raise ValueError("No ground-truth boxes available for one of the images during training")
         if match_quality_matrix.shape[1] == 0:
             raise ValueError("No proposal boxes available for one of the images during training")
         matches = match_quality_matrix.argmax(axis=0).astype(np.int64)  # first maximum on ties
         matched_vals = match_quality_matrix.max(axis=0)
+        if bool((matched_vals != matched_vals).any()):  # NaN compares false with both thresholds: a "match"
+            n = int((matched_vals != matched_vals).argmax())
+            raise ValueError(f"match_quality_matrix[:, {n}] holds NaN; expected IoU values")
         all_matches = matches.copy()
         matches[matched_vals < self.low_threshold] = self.BELOW_LOW_THRESHOLD
         between = (matched_vals >= self.low_threshold) & (matched_vals < self.high_threshold)
@@ -59,6 +67,18 @@ def labels_of_matches(matches, gt_labels):
     """(N,) matches and the ground truths' labels (G,) -> (N,) labels: the matched box's label,
     0 for background, -1 for ignored (the convention the samplers read). The RPN passes ones
     (object / not object), the RoI heads the class labels."""
+    matches, gt_labels = as_array_arg(matches, "matches"), as_array_arg(gt_labels, "gt_labels")
+    if matches.ndim != 1 or getattr(matches.dtype, "kind", None) not in ("i", "u"):
+        raise TypeError(f"labels_of_matches: matches must be an (N,) integer array (a Matcher's output), got "
+                        f"dtype {matches.dtype} and shape {tuple(matches.shape)}")
+    if gt_labels.ndim != 1:
+        raise ValueError(f"labels_of_matches: gt_labels must have shape (G,), got {tuple(gt_labels.shape)}")
+    check_real_array("labels_of_matches", "gt_labels", gt_labels)
+    bad = (matches < Matcher.BETWEEN_THRESHOLDS) | (matches >= len(gt_labels))
+    if len(matches) and bool(bad.any()):
+        n = int(bad.argmax())
+        raise ValueError(f"labels_of_matches: matches[{n}] = {int(matches[n])}, but gt_labels holds {len(gt_labels)} "
+                         f"label(s); expected a ground-truth index in 0..{len(gt_labels) - 1}, -1 or -2")
     xp = get_array_module(matches)
     labels = gt_labels[xp.maximum(matches, 0)]  # a copy: written below
     labels[matches == Matcher.BELOW_LOW_THRESHOLD] = 0

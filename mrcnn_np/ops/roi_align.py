@@ -38,8 +38,11 @@ from ..checks import (
     as_array_arg,
     as_boxes_arg,
     check_batch_indices,
+    check_bool,
     check_boxes,
     check_float,
+    check_int,
+    check_number,
     check_output_size,
     check_shape,
     pair,
@@ -72,7 +75,16 @@ class SamplingPlan(NamedTuple):
 
 def convert_boxes_to_roi_format(boxes, dtype=None):
     """A list of (R_i, 4) arrays -> (R, 5) ``batch_index, x1, y1, x2, y2``; an (R, 5) array is
-    checked and returned. A nested list of numbers where an array is meant is converted."""
+    checked and returned. A nested list of numbers where an array is meant is converted.
+    ``dtype``: None (keep the boxes'), float32 or float64."""
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"convert_boxes_to_roi_format: dtype must be None, float32 or float64, got {dtype!r}") \
+                from None
+        if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+            raise TypeError(f"convert_boxes_to_roi_format: dtype must be None, float32 or float64, got {dtype}")
     if isinstance(boxes, (list, tuple)):
         parts = []
         boxes = [as_boxes_arg(b, f"boxes[{i}]", dtype or np.float32) for i, b in enumerate(boxes)]
@@ -206,7 +218,10 @@ def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ra
     xp = get_array_module(x)
     rois = convert_boxes_to_roi_format(boxes, x.dtype)
     check_batch_indices("roi_align", rois, x.shape[0])
-    ph, pw = check_output_size(output_size)
+    ph, pw = check_output_size(output_size, "roi_align")
+    check_number("roi_align", "spatial_scale", spatial_scale, 0, lo_open=True)  # checked, used as given
+    check_int("roi_align", "sampling_ratio", sampling_ratio)
+    check_bool("roi_align", "aligned", aligned)
     forward, backward = ROI_ALIGN.select(impl, x)
     N, C, H, W = x.shape
     if len(rois) == 0:

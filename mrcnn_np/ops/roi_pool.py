@@ -18,7 +18,7 @@ import numpy as np
 
 from ..autograd import apply
 from ..backend import as_array, get_array_module
-from ..checks import check_batch_indices, check_float, check_output_size, check_shape
+from ..checks import check_batch_indices, check_float, check_number, check_output_size, check_shape
 from .roi_align import convert_boxes_to_roi_format
 
 
@@ -34,7 +34,8 @@ def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0):
     xp = get_array_module(x)
     rois = convert_boxes_to_roi_format(boxes, x.dtype)
     check_batch_indices("roi_pool", rois, x.shape[0])
-    ph, pw = check_output_size(output_size)
+    ph, pw = check_output_size(output_size, "roi_pool")
+    check_number("roi_pool", "spatial_scale", spatial_scale, 0, lo_open=True)  # checked, used as given
     N, C, H, W = x.shape
     out = xp.zeros((len(rois), C, ph, pw), dtype=x.dtype)
     argmax = xp.full((len(rois), C, ph, pw), -1, dtype=np.int64)  # flat index into (H, W)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..checks import check_label_list
+from ..checks import check_int, check_label_list, check_number
 
 
 class BalancedPositiveNegativeSampler:
     def __init__(self, batch_size_per_image: int, positive_fraction: float):
-        if batch_size_per_image < 1 or not 0 <= positive_fraction <= 1:
-            raise ValueError(f"need batch_size_per_image >= 1 and 0 <= positive_fraction <= 1, "
-                             f"got {batch_size_per_image}, {positive_fraction}")
+        check_int("BalancedPositiveNegativeSampler", "batch_size_per_image", batch_size_per_image, 1)
+        check_number("BalancedPositiveNegativeSampler", "positive_fraction", positive_fraction, 0, 1)
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -17,6 +21,7 @@ from mrcnn_np.data.coco import (
     DatasetWarning,
     _compressed_rle_total,
     format_problems,
+    read_image,
 )
 from mrcnn_np.data.loader import DataLoader, hflip
 from mrcnn_np.data.shapes import shapes_coco, shapes_dataset
@@ -205,6 +210,36 @@ BAD_ANNOTATIONS = [  # (annotation 5 on image 1, message, action)
     (ann(5, segmentation=[rect_polygon(W + 5, 5, W + 20, 20)]), "the mask is empty", SKIPPED),
     (ann(5, segmentation=encode_mask(np.zeros((H, W)))), "the mask is empty", SKIPPED),
     (ann(1), "duplicate annotation id", SKIPPED),  # id 1 is taken by the good annotation
+    # untrusted values: checked before they reach pycocotools (which segfaults at 1e12)
+    (ann(5, segmentation=[[10, 5, 1e12, 5, 30, 25]]), "polygon point (1e+12, 5) more than the image's size", SKIPPED),
+    (ann(5, segmentation=[[10, 5, 30, -1e8, 30, 25]]), f"y in [-{H}, {2 * H}]", SKIPPED),
+    (ann(5, segmentation=[[10, 5, -W - 1, 5, 30, 25]]), f"x must lie in [-{W}, {2 * W}]", SKIPPED),
+    (ann(5, segmentation=[[10, 5, float("nan"), 5, 30, 25]]), "polygon with NaN or inf coordinates", SKIPPED),
+    (ann(5, segmentation=[[10, 5, 10**400, 5, 30, 25]]), "polygon with NaN or inf coordinates", SKIPPED),
+    (ann(5, segmentation=[[10, 5, "30", 5, 30, 25]]), "polygon that is not a list of numbers", SKIPPED),
+    (ann(5, segmentation=[[10, 5, True, 5, 30, 25]]), "polygon that is not a list of numbers", SKIPPED),
+    (ann(5, segmentation=[[[10, 5], [30, 5], [30, 25]]]), "polygon that is not a list of numbers", SKIPPED),
+    (ann(5, segmentation=[rect_polygon(10, 5, 30, 25), [1e12, 5, 30, 5, 30, 25]]), "polygon point (1e+12, 5)",
+     "1 polygon part dropped"),
+    (ann(5, segmentation=[rect_polygon(10, 5, 30, 25)] * 1001), "1001 polygon parts, more than 1000", SKIPPED),
+    (ann(5, segmentation=[[0, 0, W, H] * 200]), f"more than 4 (h + 1) (w + 1) = {4 * (H + 1) * (W + 1)}", SKIPPED),
+    (ann(5, iscrowd="0"), "'iscrowd' must be 0 or 1, got '0'", SKIPPED),
+    (ann(5, iscrowd=True), "'iscrowd' must be 0 or 1, got True", SKIPPED),
+    (ann(5, iscrowd=2), "'iscrowd' must be 0 or 1, got 2", SKIPPED),
+    (ann(5, category_id="1"), "'category_id' must be an integer, got '1'", SKIPPED),
+    (ann(5, category_id=True), "'category_id' must be an integer, got True", SKIPPED),
+    (ann(5, area="400"), "'area' must be a positive number, got '400'", "area computed from the mask"),
+    (ann(5, area=10**400), "'area' must be a positive number", "area computed from the mask"),
+    (ann(5, bbox=[10, 5, 10**400, 20]), "bbox with NaN or inf", SKIPPED),
+    (ann(5, bbox=[10, 5, "20", 20]), "bbox must be 4 numbers", SKIPPED),
+    (ann(5, bbox=[10, 5, True, 20]), "bbox must be 4 numbers", SKIPPED),
+    (ann(5, segmentation={"size": [H, W], "counts": [-1, H * W + 1]}), f"RLE counts must be integers from 0 to {H * W}",
+     SKIPPED),
+    (ann(5, segmentation={"size": [H, W], "counts": [10**30]}), "RLE counts must be integers from 0", SKIPPED),
+    (ann(5, segmentation={"size": [H, W], "counts": [0.5, H * W - 0.5]}), "RLE counts must be integers", SKIPPED),
+    (ann(5, segmentation={"size": [10**12, W], "counts": "0"}), f"RLE size 1000000000000x{W} differs", SKIPPED),
+    (ann(5, segmentation={"size": [True, W], "counts": "0"}), "RLE without a valid 'size'", SKIPPED),
+    (ann(5, segmentation={"size": [H, W], "counts": "P" * 12 + "0"}), "malformed RLE counts", SKIPPED),
 ]
 
 
@@ -230,6 +265,8 @@ def test_each_bad_annotation_is_one_problem_with_its_action(tmp_path, bad, messa
         np.testing.assert_array_equal(target["boxes"][1], [10, 5, 30, 25])
     if action.endswith("dropped"):
         np.testing.assert_array_equal(target["masks"][1], rect_mask(10, 5, 30, 25))
+    if action == "area computed from the mask":
+        assert ds.coco.anns[5]["area"] == 20 * 20
     with pytest.raises(DatasetError, match="strict") as error:
         CocoDataset(path, strict=True)
     assert message in str(error.value) and str(path) in str(error.value)
@@ -338,6 +375,294 @@ def test_compressed_rle_totals_match_pycocotools():
     assert _compressed_rle_total("") == 0 and _compressed_rle_total("é") is None
 
 
+def test_compressed_rle_runs_longer_than_pycocotools_writes_are_malformed():
+    assert _compressed_rle_total("P" * 6 + "0") == 0  # 7 characters: still a run (of 0)
+    assert _compressed_rle_total("P" * 7 + "0") is None  # 8: pycocotools' decoder would overflow
+
+
+# --- polygon limits: range, parts, outline ---------------------------------------------------------
+def problems_of(segmentation):
+    data = coco_dict([ann(1, segmentation=segmentation, bbox=None)])
+    ds = quiet(data, images=arrays(data))
+    return ds, [p.message for p in ds.problems if p.message != "no bbox"]
+
+
+def test_polygon_points_may_lie_up_to_one_image_size_outside_the_image():
+    ds, problems = problems_of([[-W, -H, 2 * W, -H, 2 * W, 2 * H, -W, 2 * H]])  # the widest allowed
+    assert problems == []
+    np.testing.assert_array_equal(ds[0][1]["masks"][0], np.ones((H, W)))
+    for x, y in ((-W - 0.5, 0), (2 * W + 0.5, 0), (0, -H - 0.5), (0, 2 * H + 0.5)):
+        _, problems = problems_of([[x, y, 30, 5, 30, 25]])
+        assert problems == [f"polygon point ({x:g}, {y:g}) more than the image's size outside it "
+                            f"(x must lie in [-{W}, {2 * W}], y in [-{H}, {2 * H}])"]
+
+
+def test_polygon_outline_limit_keeps_a_comb_over_the_whole_image():
+    comb = [0, H]  # teeth one pixel wide, one apart: an outline of about H * W pixels
+    for x in range(0, W, 2):
+        comb += [x, H, x, 0, x + 1, 0, x + 1, H]
+    ds, problems = problems_of([comb])
+    assert problems == [] and ds[0][1]["masks"][0].sum() == H * W // 2
+    _, problems = problems_of([[0, 0, W, H] * 200])  # 400 edges of 80 pixels
+    assert problems == [f"polygon outline 32000 pixels long, more than 4 (h + 1) (w + 1) = {4 * (H + 1) * (W + 1)}"]
+    ds, problems = problems_of([rect_polygon(10 + k % 20, 5, 11 + k % 20, 6) for k in range(1000)])  # most parts
+    assert problems == [] and ds[0][1]["masks"][0].sum() == 20
+
+
+# --- ids, sizes, names: JSON types -----------------------------------------------------------------
+def test_bools_are_not_ids():
+    images = [{"id": True, "file_name": "a.png", "height": H, "width": W},
+              {"id": 1, "file_name": "one.png", "height": H, "width": W}]
+    data = coco_dict([ann(True), ann(2, image_id=True), ann(3)], images=images)
+    ds = quiet(data, images={1: arrays(data)[1]})
+    assert ds.image_ids == [1] and [a["id"] for a in ds.coco.dataset["annotations"]] == [3]
+    first, *others = [p.message for p in ds.problems]
+    assert first.startswith("image entry 0 has no integer 'id': {") and "'id': True" in first
+    assert others == ["annotation entry 0 has no integer 'id' (True)", "no integer 'image_id' (True)"]
+    assert ds.problems[2].annotation_id == 2
+
+
+@pytest.mark.parametrize("value", [str(H), 0, -H, float(H), True, [H]])
+def test_image_height_must_be_a_positive_int_or_is_taken_from_the_image(tmp_path, value):
+    data = coco_dict([ann(1)])
+    path = write(tmp_path, data)
+    data["images"][0]["height"] = value
+    path.write_text(json.dumps(data))
+    ds = quiet(path)
+    assert ds.image_ids == [1, 2] and ds.coco.imgs[1]["height"] == H
+    [problem] = ds.problems
+    assert (problem.image_id, problem.annotation_id, problem.action) == (1, None, "size taken from the image")
+    assert problem.message.startswith("'height' must be a positive integer, got ")
+    with pytest.raises(DatasetError, match="'height' must be a positive integer"):
+        CocoDataset(path, strict=True)
+
+
+def test_a_size_given_as_one_number_is_checked_against_the_image(tmp_path):
+    data = coco_dict([ann(1)])
+    path = write(tmp_path, data)
+    del data["images"][0]["height"], data["images"][1]["height"]
+    data["images"][1]["width"] = W + 1
+    path.write_text(json.dumps(data))
+    ds = quiet(path)
+    assert ds.image_ids == [1] and ds.coco.imgs[1]["height"] == H
+    [problem] = ds.problems
+    assert problem.image_id == 2 and problem.message == f"the image is {H}x{W} but the file says ?x{W + 1}"
+
+
+@pytest.mark.parametrize(("file_name", "message"), [
+    (5, "'file_name' must be a non-empty string, got 5"),
+    ("", "'file_name' must be a non-empty string, got ''"),
+    (["one.png"], "'file_name' must be a non-empty string, got ['one.png']"),
+    ("one\0.png", "not found"),
+    ("x" * 5000, "not found"),  # longer than the OS allows
+])
+def test_file_names_must_be_strings_of_existing_files(tmp_path, file_name, message):
+    data = coco_dict([ann(1)])
+    path = write(tmp_path, data)
+    data["images"][0]["file_name"] = file_name
+    path.write_text(json.dumps(data))
+    ds = quiet(path)
+    assert ds.image_ids == [2]
+    [problem] = ds.problems
+    assert problem.image_id == 1 and message in problem.message and problem.action == "image skipped"
+
+
+def test_category_names_must_be_strings():
+    categories = [{"id": 1, "name": 7}, {"id": 2}, {"id": 3, "name": ""}]
+    data = coco_dict([ann(1)], categories=categories)
+    ds = quiet(data, images=arrays(data))
+    assert ds.categories == ["background", "1", "2", "3"]
+    assert [c["name"] for c in ds.coco.dataset["categories"]] == ["1", "2", "3"]  # the ground truth agrees
+    assert [str(p) for p in ds.problems] == [
+        "<memory>: category 1: 'name' must be a non-empty string, got 7; its id used as the name",
+        "<memory>: category 3: 'name' must be a non-empty string, got ''; its id used as the name"]
+
+
+# --- image files: modes, 16 bits, verified at build ------------------------------------------------
+def test_read_image_scales_16_bit_grey_and_refuses_32_bit(tmp_path):
+    values = np.array([[0, 128, 129, 257, 32896, 65535]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "sixteen.png")
+    with Image.open(tmp_path / "sixteen.png") as im:
+        assert im.mode == "I;16"
+    image = read_image(tmp_path / "sixteen.png")
+    assert image.dtype == np.uint8 and image.shape == (1, 6, 3)
+    np.testing.assert_array_equal(image[..., 0], [[0, 0, 1, 1, 128, 255]])  # round(v / 257)
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+    Image.fromarray(np.zeros((2, 3), np.int32)).save(tmp_path / "int32.tif")
+    Image.fromarray(np.zeros((2, 3), np.float32)).save(tmp_path / "float.tif")
+    for name, what in (("int32.tif", "32-bit integer image (PIL mode 'I')"), ("float.tif", "32-bit float image")):
+        with pytest.raises(ValueError, match=re.escape(what)) as error:
+            read_image(tmp_path / name)
+        assert str(tmp_path / name) in str(error.value)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "LA", "RGBA", "CMYK"])
+def test_read_image_turns_other_modes_into_rgb(tmp_path, mode):
+    rgb = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    im = Image.fromarray(rgb).convert(mode)
+    im.save(tmp_path / ("x.tif" if mode == "CMYK" else "x.png"))
+    image = read_image(tmp_path / ("x.tif" if mode == "CMYK" else "x.png"))
+    assert image.dtype == np.uint8 and image.shape == (5, 7, 3)
+    np.testing.assert_array_equal(image, np.asarray(im.convert("RGB")))
+
+
+def test_a_16_bit_image_in_a_dataset_is_scaled(tmp_path):
+    data = coco_dict([ann(1)], images=[{"id": 1, "file_name": "deep.png", "height": H, "width": W}])
+    Image.fromarray(np.full((H, W), 32896, np.uint16)).save(tmp_path / "deep.png")  # 128 * 257
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    image = CocoDataset(tmp_path / "ann.json")[0][0]
+    assert image.min() == image.max() == 128  # not clipped to 255
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header survives, the pixels do not
+
+
+def png_header(path, width, height):
+    """A PNG of a signature, an IHDR claiming ``width`` x ``height`` RGB, and nothing else."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+
+
+def test_images_are_decoded_at_build_so_a_truncated_file_is_skipped_then(tmp_path):
+    data = coco_dict([ann(1), ann(2, image_id=2)])
+    path = write(tmp_path, data)
+    truncate(tmp_path / "two.png")
+    with Image.open(tmp_path / "two.png") as im:
+        assert im.size == (W, H)  # the header alone looks fine
+    ds = quiet(path)
+    assert ds.image_ids == [1]
+    [problem] = ds.problems
+    assert problem.image_id == 2 and problem.action == "image skipped"
+    assert problem.message.startswith(f"cannot read image file {tmp_path / 'two.png'}: ") and "truncated" in problem.message
+    lazy = CocoDataset(path, verify_images=False)  # headers only: found when the sample is read
+    assert lazy.image_ids == [1, 2] and lazy.problems == []
+    with pytest.raises(DatasetError, match=f"image 2: cannot read image file {re.escape(str(tmp_path))}.*two.png"):
+        lazy[1]
+
+
+def test_a_file_that_changes_after_the_build_is_a_dataset_error_naming_it(tmp_path):
+    data = coco_dict([ann(1)])
+    path = write(tmp_path, data)
+    ds = CocoDataset(path)
+    truncate(tmp_path / "one.png")
+    with pytest.raises(DatasetError, match="one.png") as error:
+        ds.image(0)
+    assert "truncated" in str(error.value) and str(path) in str(error.value)
+    (tmp_path / "two.png").unlink()
+    with pytest.raises(DatasetError, match="image 2: image file not found: .*two.png"):
+        ds[1]
+    Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(tmp_path / "two.png")
+    with pytest.raises(DatasetError, match=f"two.png is {H + 1}x{W}, expected {H}x{W}"):
+        ds[1]
+
+
+def test_image_files_that_are_not_images_or_claim_billions_of_pixels_are_skipped(tmp_path):
+    data = coco_dict([ann(1)])
+    path = write(tmp_path, data)
+    (tmp_path / "two.png").write_text("not an image")
+    png_header(tmp_path / "one.png", 100_000, 100_000)  # PIL's decompression-bomb limit
+    with pytest.raises(DatasetError, match="no usable image") as error:
+        CocoDataset(path)
+    text = str(error.value)
+    assert "cannot identify image file" in text and "decompression bomb" in text
+    assert "image 1:" in text and "image 2:" in text
+
+
+# --- no usable image ---------------------------------------------------------------------------------
+def test_no_usable_image_is_a_dataset_error_listing_why(tmp_path):
+    data = coco_dict([ann(1)])
+    path = write(tmp_path, data)
+    (tmp_path / "one.png").unlink()
+    (tmp_path / "two.png").unlink()
+    with pytest.raises(DatasetError) as error:
+        CocoDataset(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: no usable image (all 2 skipped), nothing to train on or evaluate:\n")
+    assert "image 1: image file 'one.png' not found" in text and "image 2: image file 'two.png' not found" in text
+    with pytest.raises(DatasetError, match=r"no usable image \(the 'images' list is empty\)"):
+        CocoDataset(coco_dict([], images=[]), images={})
+    with pytest.raises(DatasetError, match="no usable image"):
+        CocoDataset(data, image_dir=tmp_path)  # the in-memory dict finds no files either
+    one = quiet(coco_dict([], images=data["images"][:1]), images=arrays(data), name="neg.json")
+    assert len(one) == 1 and len(one[0][1]["boxes"]) == 0  # a negative is a usable image
+
+
+# --- wrong argument types ----------------------------------------------------------------------------
+WRONG = [None, 3, 1.5, True, ["ann.json"], torch.zeros(2), np.float64(0)]
+
+
+def assert_named(error, *words):
+    assert isinstance(error.value, (TypeError, ValueError)), type(error.value)
+    assert not isinstance(error.value, (IndexError, KeyError, AttributeError))
+    text = str(error.value)
+    assert all(w in text for w in words), text
+
+
+@pytest.mark.parametrize("value", WRONG, ids=repr)
+def test_wrong_constructor_and_read_image_argument_types_are_named(tmp_path, value):
+    data = coco_dict([ann(1)])
+    path = write(tmp_path, data)
+    with pytest.raises(TypeError) as error:
+        CocoDataset(value)
+    assert_named(error, "CocoDataset", "annotations")
+    if value is not None:
+        with pytest.raises(TypeError) as error:
+            CocoDataset(path, image_dir=value)
+        assert_named(error, "CocoDataset", "image_dir")
+        with pytest.raises(TypeError) as error:
+            CocoDataset(path, name=value)
+        assert_named(error, "CocoDataset", "name")
+        with pytest.raises((TypeError, DatasetError)) as error:
+            CocoDataset(data, images=value)
+        assert_named(error, "images")
+    if not isinstance(value, bool):
+        for flag in ("strict", "verify_images"):
+            with pytest.raises(TypeError) as error:
+                CocoDataset(path, **{flag: value})
+            assert_named(error, "CocoDataset", flag, "True or False")
+    with pytest.raises(DatasetError) as error:
+        CocoDataset(data, images={1: value})
+    assert_named(error, "images[1] must be a uint8 array")
+    with pytest.raises(TypeError) as error:
+        read_image(value)
+    assert_named(error, "read_image", "path")
+
+
+@pytest.mark.parametrize("index", [None, 1.5, True, np.float64(0), np.bool_(True), "0", [0], slice(0, 1),
+                                   torch.tensor(0)], ids=repr)
+def test_wrong_index_types_are_type_errors_naming_the_index(index):
+    data = coco_dict([ann(1)])
+    ds = CocoDataset(data, images=arrays(data))
+    for get in (ds.__getitem__, ds.image):
+        with pytest.raises(TypeError) as error:
+            get(index)
+        assert_named(error, "CocoDataset: index must be an integer, got")
+    assert ds.image(np.int64(-1)).shape == (H, W, 3)
+    with pytest.raises(IndexError, match="index 2 out of range for 2 images"):
+        ds.image(2)
+
+
+def test_other_bad_arguments_are_named(tmp_path):
+    data = coco_dict([ann(1)])
+    path = write(tmp_path, data)
+    with pytest.raises(DatasetError, match="image_dir '.*nowhere' is not a folder"):
+        CocoDataset(path, image_dir=tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="the keys of `images` must be integer image ids, got True"):
+        CocoDataset(data, images={True: arrays(data)[1]})
+    with pytest.raises(DatasetError, match=r"images\[1\] is empty, shape \(0, 64, 3\)"):
+        CocoDataset(data, images={1: np.zeros((0, W, 3), np.uint8)})
+    assert len(CocoDataset(data, images={k: torch.from_numpy(v) for k, v in arrays(data).items()})) == 2
+    for target, message in ((tmp_path / "missing.png", "image file not found: "), (tmp_path, "cannot read image file"),
+                            (path, "cannot read image file")):
+        with pytest.raises(OSError, match=message) as error:
+            read_image(target)
+        assert str(target) in str(error.value)
+
+
 # --- hflip ------------------------------------------------------------------------------------------
 def box_of(mask):
     ys, xs = np.nonzero(mask)
@@ -410,9 +735,8 @@ def test_loader_flips_and_order(seven):
 
 
 def test_loader_rejects_bad_arguments(seven):
-    empty = quiet({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}, images={})
     with pytest.raises(DatasetError, match="no images to train on"):
-        DataLoader(empty)
+        DataLoader([])  # an empty CocoDataset cannot be built (test_no_usable_image_...)
     for kwargs, message in (({"batch_size": 0}, "batch_size"), ({"flip_prob": 1.5}, "flip_prob"),
                             ({"seed": -1}, "seed")):
         with pytest.raises(ValueError, match=message):

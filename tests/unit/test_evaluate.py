@@ -86,3 +86,15 @@ def test_results_are_not_mutated():
     before = json.dumps(results)
     coco_evaluate(coco_from_targets(targets, sizes), results, verbose=False)
     assert json.dumps(results) == before
+
+
+def test_evaluate_model_refuses_a_model_of_other_classes():
+    from mrcnn_np.config import tiny
+    from mrcnn_np.data.shapes import shapes_dataset
+    from mrcnn_np.evaluate import evaluate_model
+    from mrcnn_np.model.mask_rcnn import MaskRCNN
+
+    dataset = shapes_dataset(1, seed=0, height=64, width=64, max_instances=1)  # 3 shapes + background
+    model = MaskRCNN(tiny(num_classes=3, min_size=64, max_size=64), rng=0)
+    with pytest.raises(ValueError, match=r"the model has 3 classes .* but the dataset 4 \(square, circle, triangle\)"):
+        evaluate_model(model, dataset, progress=False)
