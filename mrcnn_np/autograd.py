@@ -82,8 +82,15 @@ class Tensor:
         return f"Tensor({self.data!r}{grad})"
 
     def __array__(self, dtype=None, copy=None):
-        """``np.asarray(tensor)`` and matplotlib see the data (host copy for CuPy)."""
-        data = self.numpy()
+        """``np.asarray(tensor)`` and matplotlib see the data of a host tensor. A device tensor is
+        refused, as CuPy refuses ``np.asarray`` of its arrays: call ``.numpy()`` to copy it to the
+        host explicitly."""
+        from .backend import is_cupy_array
+
+        if is_cupy_array(self.data):
+            raise TypeError("Implicit conversion of a device Tensor to a NumPy array is not allowed; "
+                            "use .numpy() to copy it to the host explicitly")
+        data = self.data if copy is not True else self.data.copy()
         return data if dtype is None else data.astype(dtype, copy=False)
 
     def numpy(self) -> np.ndarray:

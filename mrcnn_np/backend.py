@@ -12,12 +12,17 @@ Hot kernels (NMS, IoU, RoIAlign, ...) exist in several implementations selected 
 ``"numpy"``  the readable reference, the specification;
 ``"numba"``  a compiled CPU kernel (numba ``@njit``);
 ``"cuda"``   a numba.cuda GPU kernel (runs in the CUDA simulator where no GPU exists);
-``"auto"``   ``"cuda"`` for CuPy arrays, otherwise ``"numba"`` -- where the op has that
-             kernel and numba imports; otherwise ``"numpy"``.
+``"auto"``   ``"cuda"`` for CuPy arrays (when numba.cuda sees a GPU), otherwise ``"numba"``
+             -- where the op has that kernel and numba imports; otherwise ``"numpy"``,
+             which runs on either array module.
+
+``with default_impl("numpy"):`` makes ``"auto"`` mean the NumPy reference everywhere (the
+model then runs the readable specification of every kernel, on the host or the device).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import Callable
@@ -58,6 +63,37 @@ def numba_available() -> bool:
 def cuda_simulator_enabled() -> bool:
     """True when numba.cuda runs in its simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+
+@cache
+def cuda_kernels_usable() -> bool:
+    """True when numba.cuda kernels can run on CuPy arrays: numba imports, sees a real GPU, and
+    is not the simulator (which works on host arrays only). Checked once."""
+    if not numba_available() or cuda_simulator_enabled():
+        return False
+    try:
+        from numba import cuda
+
+        return bool(cuda.is_available())
+    except Exception:  # a broken CUDA install: no kernels, the NumPy reference still runs
+        return False
+
+
+_DEFAULT_IMPL = ["auto"]  # what "auto" means when not "auto": set by default_impl()
+
+
+@contextlib.contextmanager
+def default_impl(impl: str):
+    """Within the block, ``impl="auto"`` resolves to ``impl`` (e.g. ``"numpy"``: the reference
+    of every kernel) where the op has it."""
+    if impl not in IMPLS:
+        raise ValueError(f"default_impl: impl must be one of {IMPLS}, got {impl!r}")
+    before = _DEFAULT_IMPL[0]
+    _DEFAULT_IMPL[0] = impl
+    try:
+        yield
+    finally:
+        _DEFAULT_IMPL[0] = before
 
 
 def is_cupy_array(x) -> bool:
@@ -113,6 +149,20 @@ def device_of(x) -> str:
     return "cuda" if is_cupy_array(as_array(x)) else "cpu"
 
 
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(device, op: str = "device") -> str:
+    """``device`` as ``"cpu"`` or ``"cuda"`` (``"gpu"`` is read as ``"cuda"``); anything else is refused
+    by name. Does not check that a GPU is there (:func:`to_device` does, when something moves)."""
+    if not isinstance(device, str):
+        raise TypeError(f"{op}: device must be 'cpu' or 'cuda', got {type(device).__name__}")
+    device = "cuda" if device == "gpu" else device
+    if device not in DEVICES:
+        raise ValueError(f"{op}: unknown device {device!r}; expected 'cpu' or 'cuda'")
+    return device
+
+
 @dataclass(frozen=True)
 class KernelTable:
     """One op's table of implementations, and the one place an ``impl`` argument is resolved.
@@ -149,9 +199,14 @@ class KernelTable:
         if impl not in IMPLS:
             raise ValueError(f"{self.op}: impl must be one of {IMPLS}, got {impl!r}")
         on_gpu = any(is_cupy_array(as_array(a)) for a in arrays)
+        if impl == "auto" and _DEFAULT_IMPL[0] != "auto" and _DEFAULT_IMPL[0] in self.names:
+            impl = _DEFAULT_IMPL[0]
+            if impl == "numba" and on_gpu:
+                impl = "auto"  # a host kernel never runs on device arrays
         if impl == "auto":
-            best = "cuda" if on_gpu else "numba"
-            return best if best in self.names and numba_available() else "numpy"
+            if on_gpu:
+                return "cuda" if "cuda" in self.names and cuda_kernels_usable() else "numpy"
+            return "numba" if "numba" in self.names and numba_available() else "numpy"
         if impl not in self.names:
             raise ValueError(f"{self.op} has no impl={impl!r}; it has {self.names} (or 'auto')")
         if impl == "numba" and on_gpu:

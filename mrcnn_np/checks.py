@@ -9,6 +9,8 @@ they use array methods and operators only, never a ``numpy`` function on an arra
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
@@ -232,6 +234,28 @@ def check_same_dtype(op: str, *named) -> None:
         raise TypeError(f"{op}: dtypes must match, got {listing}")
 
 
+_TRUSTED = [False]  # inside the model's own forward pass: see trusted()
+
+
+@contextlib.contextmanager
+def trusted():
+    """Within the block, the checks of *values* (NaN, infinite, inverted boxes, batch indices)
+    are skipped; types and shapes are still checked. The model runs its stages inside it:
+    their inputs are its own intermediate results, whose sources (images, targets, weights)
+    were checked at the edge, and on a GPU every value check is a device-to-host sync."""
+    before = _TRUSTED[0]
+    _TRUSTED[0] = True
+    try:
+        yield
+    finally:
+        _TRUSTED[0] = before
+
+
+def is_trusted() -> bool:
+    """True inside :func:`trusted` (value checks skipped)."""
+    return _TRUSTED[0]
+
+
 def check_boxes(boxes, name: str = "boxes", allow_empty: bool = True):
     """Validate an (R, 4) float array of xyxy boxes; returns it unchanged.
 
@@ -244,6 +268,8 @@ def check_boxes(boxes, name: str = "boxes", allow_empty: bool = True):
         raise ValueError(f"{name} must have shape (R, 4) as x1, y1, x2, y2; got shape {tuple(boxes.shape)}")
     if not allow_empty and boxes.shape[0] == 0:
         raise ValueError(f"{name} is empty")
+    if _TRUSTED[0]:
+        return boxes
     finite = (abs(boxes) < float("inf")).all(axis=1)  # False for inf and NaN (and no warning)
     if not bool(finite.all()):
         i = int(finite.argmin())
@@ -262,6 +288,8 @@ def check_scores(scores, n: int):
         raise ValueError(f"scores must have shape ({n},) (one per box), got {tuple(scores.shape)}")
     if not is_float32_or_64(scores):
         raise TypeError(f"scores must be float32 or float64, got {scores.dtype}")
+    if _TRUSTED[0]:
+        return scores
     nan = scores != scores  # NaN is the one value unequal to itself
     if bool(nan.any()):
         raise ValueError(f"scores[{int(nan.argmax())}] is NaN; NMS needs comparable scores")
@@ -271,7 +299,7 @@ def check_scores(scores, n: int):
 def check_batch_indices(op: str, rois, num_images: int) -> None:
     """Raise ValueError unless column 0 of the (R, 5) ``rois`` holds whole numbers in
     ``0 .. num_images - 1`` (naming the first bad box)."""
-    if len(rois) == 0:
+    if len(rois) == 0 or _TRUSTED[0]:
         return
     b = rois[:, 0]
     bad = (b < 0) | (b >= num_images) | (b % 1 != 0)

@@ -47,6 +47,7 @@ def _add_demo(subparsers) -> None:
                    "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_device(p)
     p.set_defaults(run=run_demo)
 
 
@@ -62,9 +63,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     try:
         _check_out_folder(args.out)
+        _check_device_usable(args.device)
         result = run_shapes_demo(settings, out_dir=args.out, progress=not args.no_progress,
-                                 overwrite=args.overwrite)
-    except (RunExistsError, NotADirectoryError) as e:
+                                 overwrite=args.overwrite, device=args.device)
+    except (RunExistsError, NotADirectoryError, RuntimeError) as e:
         return _error(e, 2)
     except TrainingInterrupted as e:
         return _error(e, 130)
@@ -121,6 +123,7 @@ def _add_train(subparsers) -> None:
                    "(deletes its log, checkpoints and weights)")
     p.add_argument("--strict", action="store_true", help="stop on any problem in the annotation file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_device(p)
     p.set_defaults(run=run_train)
 
 
@@ -169,7 +172,10 @@ def run_train(args: argparse.Namespace) -> int:
                              checkpoint_every=args.checkpoint_every)
     except ValueError as e:
         return _error(e, 2)
-    model = MaskRCNN(config, rng=args.seed)
+    try:
+        model = MaskRCNN(config, rng=args.seed).to(_check_device_usable(args.device))
+    except RuntimeError as e:
+        return _error(e, 2)
     print(f"training on {len(dataset)} images, {len(dataset.categories) - 1} classes: "
           f"{', '.join(dataset.categories[1:])}")
     try:
@@ -209,6 +215,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--images", default=None, help="image folder (default: next to the JSON, or its images/)")
     p.add_argument("--out", default=None, help="also draw the first images' predictions into this PNG")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_device(p)
     p.set_defaults(run=run_evaluate)
 
 
@@ -220,10 +227,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         if args.out:
             _check_out_file(args.out)
-        model = load_model(args.weights)
+        model = load_model(args.weights).to(_check_device_usable(args.device))
         dataset = _usable(CocoDataset(args.annotations, args.images), args.annotations)
         _check_classes(args.weights, model, dataset.categories, args.annotations)
-    except (DatasetError, OSError, ValueError) as e:
+    except (DatasetError, OSError, ValueError, RuntimeError) as e:
         return _error(e, 2)
     try:
         _, outputs = evaluate_model(model, dataset, progress=not args.no_progress)
@@ -254,6 +261,7 @@ def _add_predict(subparsers) -> None:
                    "(default: %(default)s)")
     p.add_argument("--classes", nargs="*", default=None, help="class names, background first "
                    "(default: from the weights file, else numbers)")
+    _add_device(p)
     p.set_defaults(run=run_predict)
 
 
@@ -269,14 +277,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
     try:
         _check_out_file(args.out)
-        model = load_model(args.weights)
+        model = load_model(args.weights).to(_check_device_usable(args.device))
         image = read_image(args.image)
         names = args.classes or json.loads(read_metadata(args.weights).get("classes", "null"))
         if names is not None and len(names) != model.config.num_classes:
             raise ValueError(f"{'--classes gives' if args.classes else args.weights + ' names'} {len(names)} "
                              f"class name(s) but the model has {model.config.num_classes} classes "
                              "(background first)")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:
         return _error(e, 2)
     try:
         out = model([image])[0]
@@ -437,6 +445,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # --- helpers ----------------------------------------------------------------------------
+def _add_device(p) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the model runs: cpu, or cuda (an NVIDIA GPU, with pip install "
+                        "'mrcnn-np[gpu]'; default: %(default)s)")
+
+
+def _check_device_usable(device: str) -> str:
+    """``device``, or a RuntimeError saying what is missing for ``"cuda"``."""
+    from .backend import cupy_available
+
+    if device == "cuda" and not cupy_available():
+        raise RuntimeError("--device cuda needs CuPy and an NVIDIA GPU with its driver: pip install "
+                           "'mrcnn-np[gpu]' on such a machine (or use --device cpu)")
+    return device
+
+
 def _error(message, status: int) -> int:
     """Print ``error: message`` to stderr and return ``status``."""
     print(f"error: {message}", file=sys.stderr)

@@ -75,9 +75,9 @@ class DemoSettings:
 
 
 def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", progress: bool = True,
-                    overwrite: bool = False) -> dict:
+                    overwrite: bool = False, device: str = "cpu") -> dict:
     """Run the demo; returns ``{"metrics": {"bbox": {...}, "segm": {...}}, "seconds", "train_seconds",
-    "files": {name: path}}``. An ``out_dir`` that holds an earlier run is a
+    "files": {name: path}}``. ``device``: ``"cpu"`` or ``"cuda"``. An ``out_dir`` that holds an earlier run is a
     :class:`~mrcnn_np.train.RunExistsError` unless ``overwrite`` (checked before anything is written)."""
     import json
 
@@ -98,7 +98,7 @@ def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", p
     train_set, test_set = CocoDataset(train_json, strict=True), CocoDataset(test_json, strict=True)
 
     model = MaskRCNN(s.config(), rng=s.seed)
-    result = train(model, train_set, s.recipe(), out, progress=progress)
+    result = train(model, train_set, s.recipe(), out, device=device, progress=progress)
     metrics, outputs = evaluate_model(model, test_set, progress=progress)
 
     names = ["background", *SHAPES]

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .autograd import Tensor
+from .backend import check_device, device_of, to_device
 from .checks import is_int
 from .config import config_to_dict
 from .convert import CONFIG_KEY, load_safetensors, load_weights, read_metadata, save_model, save_safetensors
@@ -181,7 +181,8 @@ def train_step(model, optimizer: SGD, images: list, targets: list, rng=None, sam
     values = {k: float(v.item()) for k, v in losses.items()}
     if not all(math.isfinite(v) for v in values.values()):
         raise NonFiniteLossError(iteration, values)
-    total = sum(losses.values(), Tensor(np.zeros((), dtype=model.dtype)))
+    first, *rest = losses.values()
+    total = sum(rest, first)  # on the losses' device; (a + b) + ... as torch's sum() of a dict's values
     total.backward()
     optimizer.step()
     values = {"loss": float(total.item()), **values}
@@ -190,7 +191,7 @@ def train_step(model, optimizer: SGD, images: list, targets: list, rng=None, sam
 
 # --- the loop --------------------------------------------------------------------------------
 def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, overwrite: bool = False,
-          progress: bool = True, callback=None) -> TrainResult:
+          device: str | None = None, progress: bool = True, callback=None) -> TrainResult:
     """Train ``model`` on ``dataset`` (a :class:`mrcnn_np.data.coco.CocoDataset`, or anything
     with ``len`` and ``[i] -> (image, target)``) for ``recipe.iterations`` iterations.
 
@@ -199,12 +200,17 @@ def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, ove
     model's weights and the optimiser are restored and training goes on from there.
     ``overwrite``: start again in an ``out_dir`` that holds a run (its log, checkpoints and
     weights are deleted first); without it, or ``resume``, such a folder is a :class:`RunExistsError`.
+    ``device`` (``"cpu"`` or ``"cuda"``): move the model there first (None: where it is). The
+    batches are drawn on the host and move to the model's device in :meth:`MaskRCNN.loss`;
+    checkpoints hold host arrays, so a run resumes on either device.
     ``callback(record)`` is called after every iteration with its log record.
     """
     from .data.loader import DataLoader
 
     if not isinstance(recipe, TrainRecipe):
         raise TypeError(f"train: recipe must be a TrainRecipe, got {type(recipe).__name__}")
+    if device is not None:
+        model.to(check_device(device, "train"))
     out_dir = prepare_run_folder(out_dir, resume is not None, overwrite)
     loader = DataLoader(dataset, recipe.batch_size, shuffle=True, flip_prob=recipe.flip_prob, seed=recipe.seed)
     metadata = {"classes": json.dumps(list(dataset.categories))} if hasattr(dataset, "categories") else {}
@@ -459,7 +465,8 @@ def load_checkpoint(path, model, optimizer: SGD | None = None, scheduler=None,
         unknown = sorted(set(buffers) - set(params))
         if unknown:
             raise ValueError(f"{ckpt}: momentum buffers for parameters this model does not train: {unknown[:5]}")
-        optimizer.state = {id(params[n]): {"momentum_buffer": buf.astype(params[n].dtype, copy=True)}
+        optimizer.state = {id(params[n]): {"momentum_buffer": to_device(buf, device_of(params[n].data))
+                                           .astype(params[n].dtype, copy=True)}
                            for n, buf in buffers.items()}
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])

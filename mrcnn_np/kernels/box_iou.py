@@ -2,9 +2,20 @@
 
 ``box_iou_numba``: one pass over the (R1, R2) output, rows in parallel (``prange``); no
 (R1, R2, 2) temporaries as the vectorised form needs, which is what makes it fast.
-``box_iou_cuda``: one GPU thread per output element.
+
+``box_iou_cuda``: one GPU thread per output element ``out[i, j]``, the column ``j`` on the
+fastest thread index, so the 32 threads of a warp write 32 neighbouring elements of a row
+(one coalesced store) and all read the same box ``i`` (one broadcast load).
+
 Both evaluate the overlap with the reference's operations in the reference's order, in
-the boxes' dtype (``zero`` is passed typed so that float32 never widens to float64).
+the boxes' dtype (``zero`` is passed typed, and every literal is that ``zero``, so that
+float32 never widens to float64: tests/kernels/test_ptx.py checks the PTX). On the GPU the
+products are :func:`~.device.mul_rn`, which the compiler cannot fuse with the following
+additions into FMAs (one rounding fewer, a different last bit): the result equals the
+reference bit for bit (``EXACT``, checked in the PTX). ``max``/``min`` are written as
+comparisons (the same values: coordinates are finite), because the numba.cuda built into
+numba compiles Python's ``max``/``min`` as device functions, which ``compile_ptx`` cannot do
+without a GPU present.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ import math
 import numpy as np
 from numba import cuda, njit, prange
 
-from .device import from_cuda, to_cuda
+from .device import Launcher, mul_rn
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -27,7 +38,7 @@ def _box_iou_cpu(b1, b2, zero, out):
             h = max(min(b1[i, 3], b2[j, 3]) - max(b1[i, 1], b2[j, 1]), zero)
             inter = w * h
             union = area1 + area2 - inter
-            out[i, j] = inter / union if union > 0 else 0
+            out[i, j] = inter / union if union > zero else zero
 
 
 def box_iou_numba(boxes1, boxes2):
@@ -38,22 +49,36 @@ def box_iou_numba(boxes1, boxes2):
 
 @cuda.jit(cache=True)
 def _box_iou_gpu(b1, b2, zero, out):
-    i, j = cuda.grid(2)
+    """out[i, j] = IoU(b1[i], b2[j]); thread x -> column j, thread y -> row i."""
+    j, i = cuda.grid(2)
     if i < b1.shape[0] and j < b2.shape[0]:
-        area1 = (b1[i, 2] - b1[i, 0]) * (b1[i, 3] - b1[i, 1])
-        area2 = (b2[j, 2] - b2[j, 0]) * (b2[j, 3] - b2[j, 1])
-        w = max(min(b1[i, 2], b2[j, 2]) - max(b1[i, 0], b2[j, 0]), zero)
-        h = max(min(b1[i, 3], b2[j, 3]) - max(b1[i, 1], b2[j, 1]), zero)
-        inter = w * h
+        area1 = mul_rn(b1[i, 2] - b1[i, 0], b1[i, 3] - b1[i, 1])
+        area2 = mul_rn(b2[j, 2] - b2[j, 0], b2[j, 3] - b2[j, 1])
+        left = b1[i, 0] if b1[i, 0] > b2[j, 0] else b2[j, 0]  # max(x1), min(x2) ...: see the module doc
+        right = b1[i, 2] if b1[i, 2] < b2[j, 2] else b2[j, 2]
+        top = b1[i, 1] if b1[i, 1] > b2[j, 1] else b2[j, 1]
+        bottom = b1[i, 3] if b1[i, 3] < b2[j, 3] else b2[j, 3]
+        w, h = right - left, bottom - top
+        inter = mul_rn(w if w > zero else zero, h if h > zero else zero)
         union = area1 + area2 - inter
-        out[i, j] = inter / union if union > 0 else 0
+        out[i, j] = inter / union if union > zero else zero
+
+
+THREADS = (32, 8)  # (columns, rows) per block: a warp spans 32 columns of one row
 
 
 def box_iou_cuda(boxes1, boxes2):
     """Runs on the GPU (or the simulator); returns an array of the inputs' kind (CuPy or NumPy)."""
-    d1, d2 = to_cuda(boxes1), to_cuda(boxes2)
-    out = cuda.device_array((len(boxes1), len(boxes2)), dtype=boxes1.dtype)
-    threads = (16, 16)
-    blocks = (math.ceil(len(boxes1) / 16), math.ceil(len(boxes2) / 16))
-    _box_iou_gpu[blocks, threads](d1, d2, boxes1.dtype.type(0), out)
-    return from_cuda(out, boxes1)
+    run = Launcher(boxes1, boxes2)
+    out = run.empty((len(boxes1), len(boxes2)), boxes1.dtype)  # every element is written
+    blocks = (math.ceil(len(boxes2) / THREADS[0]), math.ceil(len(boxes1) / THREADS[1]))
+    run.launch(_box_iou_gpu, blocks, THREADS, run.input(boxes1), run.input(boxes2), boxes1.dtype.type(0), out)
+    return run.result(out)
+
+
+# numba.cuda kernels of this module -> their argument types for a float type f (float32 or
+# float64); tests/kernels/test_ptx.py compiles each to PTX for sm_90 in both.
+CUDA_KERNELS = {
+    "_box_iou_gpu": lambda f: (f[:, ::1], f[:, ::1], f, f[:, ::1]),
+}
+EXACT = {"_box_iou_gpu"}  # equal to the NumPy reference bit for bit: no FMA in the PTX

@@ -11,8 +11,19 @@ their IoU exceeds the threshold. The host then walks the boxes in order once, ke
 unless a kept box's word has its bit set -- the same greedy decision, with all the
 quadratic work done in parallel.
 
+What makes the GPU kernel fast: the quadratic part is one launch, and within a block all 64
+threads read the same box ``j`` at each step (a broadcast load served by the cache) while
+each keeps its own box ``i`` in registers. The mask goes to the host once (n x blocks words);
+only the walk, linear in n, is sequential, as in torchvision.
+
+As in :mod:`.box_iou`, the GPU kernel's products are :func:`~.device.mul_rn` (no FMA: the
+same IoU as the reference, bit for bit, so the same boxes are kept; ``EXACT``) and
+``max``/``min`` are written as comparisons (so that ``compile_ptx`` works without a GPU on
+the numba.cuda built into numba too).
+
 Overlaps use the reference's operations in the boxes' dtype; the threshold comparison is
-in float64, as torchvision's (double) threshold makes it.
+in float64, as torchvision's (double) threshold makes it: in the float32 kernel that is the
+one documented float64 arithmetic (``FLOAT64_IN_FLOAT32``, checked in the PTX).
 """
 
 from __future__ import annotations
@@ -20,10 +31,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, njit, uint64
+from numba import cuda, float64, njit, uint64
 
-from ..backend import get_array_module
-from .device import to_cuda
+from .device import Launcher, mul_rn
 from .order import score_order
 
 BLOCK = 64  # boxes per block = bits per mask word
@@ -62,23 +72,32 @@ def nms_numba(boxes, scores, iou_threshold: float):
 
 @cuda.jit(cache=True)
 def _overlap_mask(boxes, zero, threshold, mask):
-    """mask[i, col] bit k <=> IoU(box i, box col*64 + k) > threshold, for k after i."""
+    """mask[i, col] bit k <=> IoU(box i, box col*64 + k) > threshold, for k after i.
+
+    Block (row, col), thread t: box ``i = row*64 + t`` against the 64 boxes of block ``col``.
+    Blocks left of the diagonal return at once and leave their words unwritten: the walk never
+    reads them (earlier columns hold higher-scored boxes, never suppressed by a later one).
+    """
     n = boxes.shape[0]
     row, col, t = cuda.blockIdx.y, cuda.blockIdx.x, cuda.threadIdx.x
     i = row * BLOCK + t
-    if i >= n or col < row:  # earlier columns hold higher-scored boxes: never suppressed by i
+    if i >= n or col < row:
         return
+    area_i = mul_rn(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1])
     bits = uint64(0)
     start = t + 1 if row == col else 0
-    for k in range(start, min(BLOCK, n - col * BLOCK)):
+    stop = n - col * BLOCK if n - col * BLOCK < BLOCK else BLOCK  # min(): see the module doc
+    for k in range(start, stop):
         j = col * BLOCK + k
-        w = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), zero)
-        h = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]), zero)
-        inter = w * h
-        area_i = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
-        area_j = (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1])
+        left = boxes[i, 0] if boxes[i, 0] > boxes[j, 0] else boxes[j, 0]  # max(x1), min(x2) ...
+        right = boxes[i, 2] if boxes[i, 2] < boxes[j, 2] else boxes[j, 2]
+        top = boxes[i, 1] if boxes[i, 1] > boxes[j, 1] else boxes[j, 1]
+        bottom = boxes[i, 3] if boxes[i, 3] < boxes[j, 3] else boxes[j, 3]
+        w, h = right - left, bottom - top
+        inter = mul_rn(w if w > zero else zero, h if h > zero else zero)
+        area_j = mul_rn(boxes[j, 2] - boxes[j, 0], boxes[j, 3] - boxes[j, 1])
         union = area_i + area_j - inter
-        if union > 0 and inter / union > threshold:  # 0/0 (two empty boxes) never suppresses
+        if union > zero and inter / union > threshold:  # 0/0 (two empty boxes) never suppresses
             bits |= uint64(1) << uint64(k)
     mask[i, col] = bits
 
@@ -101,12 +120,28 @@ def _walk_masks(mask):
 
 
 def nms_cuda(boxes, scores, iou_threshold: float):
-    xp = get_array_module(boxes)
+    """Kept indices (K,) int64, an array of the inputs' kind (CuPy or NumPy)."""
+    run = Launcher(boxes, scores)
     order = score_order(scores)
-    sorted_boxes = to_cuda(boxes[order])
     n = len(order)
     blocks = math.ceil(n / BLOCK)
-    mask = cuda.to_device(np.zeros((n, blocks), dtype=np.uint64))
-    _overlap_mask[(blocks, blocks), BLOCK](sorted_boxes, boxes.dtype.type(0), np.float64(iou_threshold), mask)
-    kept = _walk_masks(mask.copy_to_host())
-    return order[xp.asarray(kept)].astype(np.int64)
+    mask = run.empty((n, blocks), np.uint64)  # every word the walk reads is written
+    run.launch(_overlap_mask, (blocks, blocks), BLOCK,
+               run.input(boxes[order]), boxes.dtype.type(0), np.float64(iou_threshold), mask)
+    kept = _walk_masks(run.to_host(mask))  # the one device-to-host copy (and sync) of the call
+    return order[run.xp.asarray(kept)].astype(np.int64)
+
+
+# numba.cuda kernels of this module -> their argument types for a float type f (float32 or
+# float64); tests/kernels/test_ptx.py compiles each to PTX for sm_90 in both.
+CUDA_KERNELS = {
+    "_overlap_mask": lambda f: (f[:, ::1], f, float64, uint64[:, ::1]),
+}
+EXACT = {"_overlap_mask"}  # the reference's IoU bit for bit: no FMA in the PTX
+# the float64 arithmetic a float32 kernel does on purpose, as PTX opcodes: the float32 IoU is
+# widened and compared with the float64 threshold (as the reference and torchvision compare)
+# (``setp.f64`` stands for any float64 comparison: the compiler may test the negation, ``leu``)
+FLOAT64_IN_FLOAT32 = {
+    "_overlap_mask": {"ld.param.f64": "the threshold argument", "cvt.f64.f32": "the IoU, widened",
+                      "setp.f64": "IoU > threshold"},
+}

@@ -1,40 +1,50 @@
 """RoIAlign kernels; the specification is :func:`mrcnn_np.ops.roi_align.roi_align_numpy`.
 
 All kernels take the :class:`~mrcnn_np.ops.roi_align.SamplingPlan` (per-axis bilinear taps of
-every sample point) and the output size as a checked ``(ph, pw)`` pair, and work
-**channels-last**: features (N, H, W, C). The four pixels a point reads are then four
-contiguous runs of C values, which the compiler vectorises, and the interpolation weights are
-computed once per point and shared by all channels. That layout, plus parallel boxes, is what
-makes the CPU kernel fast.
+every sample point) and the output size as a checked ``(ph, pw)`` pair.
 
-Forward (``roi_align_numba``): boxes in parallel (``prange``); per bin, per sample point,
+Numba, CPU (``roi_align_numba``, ``roi_align_backward_numba``) works **channels-last**:
+features (N, H, W, C), copied into that layout once per call. The four pixels a point reads
+are then four contiguous runs of C values, which the compiler vectorises, and the
+interpolation weights are computed once per point and shared by all channels. That layout,
+plus parallel boxes, is what makes the CPU kernel fast; the copy is one pass over the map,
+small next to R x ph x pw x (points) x 4 x C reads.
+
+Forward: boxes in parallel (``prange``); per bin, per sample point,
 ``acc += w1 * f[y0, x0] + w2 * f[y0, x1] + w3 * f[y1, x0] + w4 * f[y1, x1]`` over channels
 (torchvision's expression, term for term), then ``acc / count``.
 
-Backward (``roi_align_backward_numba``): the same loop scattering ``grad * w / count`` to the
-four pixels. Boxes overlap, so threads split the *channels* instead of the boxes (one slice
-per thread): no two threads ever write the same element.
+Backward: the same loop scattering ``grad * w / count`` to the four pixels. Boxes overlap,
+so threads split the *channels* instead of the boxes (one slice per thread): no two threads
+ever write the same element.
 
-numba.cuda (``roi_align_cuda``, ``roi_align_backward_cuda``): one thread per output element
-(box, bin, channel) with the channel fastest, so neighbouring threads read neighbouring
-memory; the backward adds with ``cuda.atomic.add``.
+numba.cuda (``roi_align_cuda``, ``roi_align_backward_cuda``) reads the features and writes
+the gradient **in place, (N, C, H, W)**, with no per-call copy: one thread per output element
+``(r, c, p, q)`` in NCHW order, the bin column ``q`` fastest (torchvision's CUDA mapping).
+The output is written contiguous (coalesced stores, no transposed result). A warp covers the
+bins of one box in one channel, whose taps lie in a small window of one channel plane: the
+FPN level mapper sends each box to the level where it spans about 7-28 feature pixels, so the
+window is a few cache lines, reused by every tap and neighbouring bin from L1/L2. The other
+layout -- channels-last with the channel fastest -- makes every tap one coalesced 128-byte
+load, but costs a transposed copy of the whole feature map per call (both directions in the
+backward: the gradient map too), and returns strided arrays that the next op copies again.
+Not measured here (no GPU); benchmarks/gpu_check.py is where to time the two.
+The backward adds with ``cuda.atomic.add`` (boxes overlap, and neighbouring bins share
+pixels); float32 and float64 both have native atomic adds on sm_60 and later.
 """
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, int64, njit, prange
 
-from ..backend import get_array_module
-from .device import from_cuda, to_cuda
+from .device import THREADS, Launcher, blocks_for
 
 
 def _channels_last(x):
-    xp = get_array_module(x)
-    return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
+    """The CPU kernels' layout: (N, C, H, W) -> (N, H, W, C), contiguous (module doc)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 @njit(parallel=True, cache=True)
@@ -85,17 +95,17 @@ def _backward_cpu(g, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, g
                                 d4[c] += g1[c] * w4 / n
 
 
-def _plan_arrays(plan, xp=np):
+def _plan_arrays(plan):
+    """The plan as the kernels' ten arguments: batch, y taps, x taps, count."""
     y, x = plan.y, plan.x
-    arrays = (plan.batch, y.low, y.high, y.w_low, y.w_high, x.low, x.high, x.w_low, x.w_high, plan.count)
-    return tuple(xp.ascontiguousarray(a) for a in arrays)
+    return (plan.batch, y.low, y.high, y.w_low, y.w_high, x.low, x.high, x.w_low, x.w_high, plan.count)
 
 
 def roi_align_numba(features, plan, output_size):
     ph, pw = output_size
     R, C = len(plan.batch), features.shape[1]
     out = np.zeros((R, ph, pw, C), dtype=features.dtype)
-    _forward_cpu(_channels_last(features), *_plan_arrays(plan), out)
+    _forward_cpu(_channels_last(features), *map(np.ascontiguousarray, _plan_arrays(plan)), out)
     return out.transpose(0, 3, 1, 2)  # (R, ph, pw, C) -> (R, C, ph, pw)
 
 
@@ -103,69 +113,80 @@ def roi_align_backward_numba(grad_out, plan, input_shape):
     N, C, H, W = input_shape
     grad = np.zeros((N, H, W, C), dtype=grad_out.dtype)
     blocks = min(C, numba.get_num_threads())  # one channel slice per thread: the per-point work is shared
-    _backward_cpu(np.ascontiguousarray(grad_out.transpose(0, 2, 3, 1)), *_plan_arrays(plan), grad, blocks)
+    _backward_cpu(_channels_last(grad_out), *map(np.ascontiguousarray, _plan_arrays(plan)), grad, blocks)
     return grad.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 
 # --- numba.cuda ----------------------------------------------------------------------------------
 @cuda.jit(cache=True)
-def _forward_gpu(f, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, out):
+def _forward_gpu(f, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, zero, out):
+    """out[r, c, p, q] = mean over the bin's points of the bilinear read of f[batch[r], c]."""
     i = cuda.grid(1)
-    R, PH, PW, C = out.shape
-    if i >= R * PH * PW * C:
+    R, C, PH, PW = out.shape
+    if i >= R * C * PH * PW:
         return
-    c, q, p, r = i % C, (i // C) % PW, (i // (C * PW)) % PH, i // (C * PW * PH)
+    q, p, c, r = i % PW, (i // PW) % PH, (i // (PW * PH)) % C, i // (PW * PH * C)
     b = batch[r]
-    acc = out[r, p, q, c]  # 0
+    acc = zero
     for iy in range(ylo.shape[2]):
         y0, y1, hy, ly = ylo[r, p, iy], yhi[r, p, iy], wylo[r, p, iy], wyhi[r, p, iy]
         for ix in range(xlo.shape[2]):
             x0, x1, hx, lx = xlo[r, q, ix], xhi[r, q, ix], wxlo[r, q, ix], wxhi[r, q, ix]
-            acc += hy * hx * f[b, y0, x0, c] + hy * lx * f[b, y0, x1, c] + ly * hx * f[b, y1, x0, c] \
-                + ly * lx * f[b, y1, x1, c]
-    out[r, p, q, c] = acc / count[r]
+            acc += hy * hx * f[b, c, y0, x0] + hy * lx * f[b, c, y0, x1] + ly * hx * f[b, c, y1, x0] \
+                + ly * lx * f[b, c, y1, x1]
+    out[r, c, p, q] = acc / count[r]
 
 
 @cuda.jit(cache=True)
 def _backward_gpu(g, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, grad):
+    """grad[batch[r], c] += the bilinear taps of g[r, c, p, q] / count (the forward's adjoint)."""
     i = cuda.grid(1)
-    R, PH, PW, C = g.shape
-    if i >= R * PH * PW * C:
+    R, C, PH, PW = g.shape
+    if i >= R * C * PH * PW:
         return
-    c, q, p, r = i % C, (i // C) % PW, (i // (C * PW)) % PH, i // (C * PW * PH)
+    q, p, c, r = i % PW, (i // PW) % PH, (i // (PW * PH)) % C, i // (PW * PH * C)
     b = batch[r]
-    gc = g[r, p, q, c]
+    gc = g[r, c, p, q]
     for iy in range(ylo.shape[2]):
         y0, y1, hy, ly = ylo[r, p, iy], yhi[r, p, iy], wylo[r, p, iy], wyhi[r, p, iy]
         for ix in range(xlo.shape[2]):
             x0, x1, hx, lx = xlo[r, q, ix], xhi[r, q, ix], wxlo[r, q, ix], wxhi[r, q, ix]
-            cuda.atomic.add(grad, (b, y0, x0, c), gc * (hy * hx) / count[r])
-            cuda.atomic.add(grad, (b, y0, x1, c), gc * (hy * lx) / count[r])
-            cuda.atomic.add(grad, (b, y1, x0, c), gc * (ly * hx) / count[r])
-            cuda.atomic.add(grad, (b, y1, x1, c), gc * (ly * lx) / count[r])
-
-
-def _launch(kernel, n, *args):
-    threads = 128
-    kernel[math.ceil(n / threads), threads](*args)
+            cuda.atomic.add(grad, (b, c, y0, x0), gc * (hy * hx) / count[r])
+            cuda.atomic.add(grad, (b, c, y0, x1), gc * (hy * lx) / count[r])
+            cuda.atomic.add(grad, (b, c, y1, x0), gc * (ly * hx) / count[r])
+            cuda.atomic.add(grad, (b, c, y1, x1), gc * (ly * lx) / count[r])
 
 
 def roi_align_cuda(features, plan, output_size):
-    xp = get_array_module(features)
+    """(R, C, ph, pw), contiguous, an array of the features' kind (CuPy or NumPy)."""
+    run = Launcher(features)
     ph, pw = output_size
-    R, C = len(plan.batch), features.shape[1]
-    out = cuda.to_device(np.zeros((R, ph, pw, C), dtype=features.dtype))
-    _launch(_forward_gpu, out.size, to_cuda(_channels_last(features)), *map(to_cuda, _plan_arrays(plan, xp)), out)
-    return from_cuda(out, features).transpose(0, 3, 1, 2)
+    out = run.empty((len(plan.batch), features.shape[1], ph, pw), features.dtype)  # every element written
+    run.launch(_forward_gpu, blocks_for(out.size), THREADS, run.input(features), *map(run.input, _plan_arrays(plan)),
+               features.dtype.type(0), out)
+    return run.result(out)
 
 
 def roi_align_backward_cuda(grad_out, plan, input_shape):
-    xp = get_array_module(grad_out)
-    N, C, H, W = input_shape
-    grad = cuda.to_device(np.zeros((N, H, W, C), dtype=grad_out.dtype))
-    g = to_cuda(xp.ascontiguousarray(grad_out.transpose(0, 2, 3, 1)))
-    _launch(_backward_gpu, g.size, g, *map(to_cuda, _plan_arrays(plan, xp)), grad)
-    return from_cuda(grad, grad_out).transpose(0, 3, 1, 2)
+    """(N, C, H, W) gradient of the features, an array of ``grad_out``'s kind."""
+    run = Launcher(grad_out)
+    grad = run.zeros(tuple(input_shape), grad_out.dtype)  # zeroed on the device, then accumulated into
+    run.launch(_backward_gpu, blocks_for(grad_out.size), THREADS, run.input(grad_out),
+               *map(run.input, _plan_arrays(plan)), grad)
+    return run.result(grad)
+
+
+# numba.cuda kernels of this module -> their argument types for a float type f (float32 or
+# float64); tests/kernels/test_ptx.py compiles each to PTX for sm_90 in both.
+def _plan_types(f):
+    taps = (int64[:, :, ::1], int64[:, :, ::1], f[:, :, ::1], f[:, :, ::1])
+    return (int64[::1], *taps, *taps, f[::1])
+
+
+CUDA_KERNELS = {
+    "_forward_gpu": lambda f: (f[:, :, :, ::1], *_plan_types(f), f, f[:, :, :, ::1]),
+    "_backward_gpu": lambda f: (f[:, :, :, ::1], *_plan_types(f), f[:, :, :, ::1]),
+}
 
 
 # (forward, backward) of each compiled implementation; ops.roi_align's KernelTable loads these

@@ -44,6 +44,7 @@ class AnchorGenerator:
                              f"{len(aspect_ratios)} ratio tuples")
         self.sizes, self.aspect_ratios = tuple(sizes), tuple(aspect_ratios)
         self.cell_anchors = [cell_anchors(s, r) for s, r in zip(self.sizes, self.aspect_ratios, strict=True)]
+        self._cache = {}  # (image size, feature sizes, dtype, xp) -> the batch's anchors, made once per shape
 
     @classmethod
     def from_config(cls, config):
@@ -73,6 +74,13 @@ class AnchorGenerator:
         list of (N, C, h, w) arrays or Tensors -> N equal arrays (sum_l h_l*w_l*A_l, 4)."""
         first = as_array(feature_maps[0])
         xp = get_array_module(first)
-        sizes = [tuple(f.shape[-2:]) for f in feature_maps]
-        anchors = xp.concatenate(self.grid_anchors(image_size, sizes, first.dtype, xp), axis=0)
-        return [anchors for _ in range(first.shape[0])]
+        sizes = tuple(tuple(f.shape[-2:]) for f in feature_maps)
+        key = (tuple(image_size), sizes, np.dtype(first.dtype), xp)
+        if key not in self._cache:  # on a GPU: computed on the host and copied once per shape
+            if len(self._cache) >= 64:
+                self._cache.clear()
+            anchors = xp.concatenate(self.grid_anchors(image_size, sizes, first.dtype, xp), axis=0)
+            if xp is np:
+                anchors.flags.writeable = False  # shared by every call of this shape
+            self._cache[key] = anchors
+        return [self._cache[key] for _ in range(first.shape[0])]

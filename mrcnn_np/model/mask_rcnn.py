@@ -14,6 +14,12 @@ Inference is :meth:`MaskRCNN.predict`, training :meth:`MaskRCNN.loss`; calling t
 picks one by its mode, like torchvision's. Parameter names are torchvision's
 (``backbone.body...``, ``rpn.head...``, ``roi_heads.box_head.fc6.weight``, ...).
 
+**Devices.** ``model.to("cuda")`` moves the weights to the GPU (CuPy arrays), ``model.to("cpu")``
+back; ``model.device`` says where they are. ``predict`` and ``loss`` take host images and targets
+and move them to the model's device (the transform is the input transfer point); ``predict``
+returns host NumPy arrays on either device (the output transfer point), ``loss`` Tensors on the
+model's device (``.item()`` reads one).
+
 ``predict`` never records the autograd tape (no ``no_grad`` needed) and returns plain arrays.
 For gradients through the inference path (saliency maps, debugging a head), call the stages
 yourself, outside :func:`mrcnn_np.no_grad`: they are Modules and record the tape like any layer::
@@ -39,7 +45,7 @@ import numpy as np
 
 from .. import nn
 from ..autograd import no_grad
-from ..checks import check_bool, check_int, describe
+from ..checks import check_bool, check_int, describe, trusted
 from ..config import MaskRCNNConfig, as_config
 from .backbone import resnet_fpn_backbone
 from .roi_heads import RoIHeads
@@ -75,13 +81,15 @@ class MaskRCNN(nn.Module):
 
     @no_grad()
     def predict(self, images: list) -> list:
-        """Detections for each image, in the image's own pixels, as plain arrays. Runs without
-        the autograd tape whatever the caller does (see the module docstring for gradients)."""
-        batch, _ = self.transform(images, dtype=self.dtype)
-        features = self.backbone(batch.tensors)
-        proposals, _ = self.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features)
-        results = self.roi_heads.predict(features, proposals, batch.image_sizes)
-        return self.transform.postprocess(results, batch.image_sizes, batch.original_sizes)
+        """Detections for each image, in the image's own pixels, as host NumPy arrays whatever the
+        model's device (the images move to it first). Runs without the autograd tape whatever the
+        caller does (see the module docstring for gradients)."""
+        batch, _ = self.transform(images, dtype=self.dtype, device=self.device)  # the inputs are checked here
+        with trusted():  # the stages' inputs are the model's own results: no value re-checked (each a sync)
+            features = self.backbone(batch.tensors)
+            proposals, _ = self.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, features)
+            results = self.roi_heads.predict(features, proposals, batch.image_sizes)
+            return self.transform.postprocess(results, batch.image_sizes, batch.original_sizes, to_host=True)
 
     def loss(self, images: list, targets: list, rng=None, sampled=None, return_sampled: bool = False):
         """The five training losses (Tensors on the tape).
@@ -96,13 +104,15 @@ class MaskRCNN(nn.Module):
         rng = self.generator if rng is None else nn.init.make_rng(rng)
         sampled = check_sampled(sampled, len(images) if isinstance(images, (list, tuple)) else None)
         check_bool("loss", "return_sampled", return_sampled)
-        batch, targets = self.transform(images, targets, dtype=self.dtype, num_classes=self.config.num_classes)
-        features = self.backbone(batch.tensors)
-        gt_boxes = [t["boxes"] for t in targets]
-        proposals, _, rpn_losses, rpn_sampled = self.rpn.loss(batch.tensors.shape[-2:], batch.image_sizes, features,
-                                                              gt_boxes, rng, sampled.get("rpn"))
-        head_losses, roi_sampled = self.roi_heads.loss(features, proposals, batch.image_sizes, targets, rng,
-                                                       sampled.get("roi_heads"))
+        batch, targets = self.transform(images, targets, dtype=self.dtype, num_classes=self.config.num_classes,
+                                        device=self.device)
+        with trusted():  # images and targets were checked by the transform; the rest is the model's own
+            features = self.backbone(batch.tensors)
+            gt_boxes = [t["boxes"] for t in targets]
+            proposals, _, rpn_losses, rpn_sampled = self.rpn.loss(batch.tensors.shape[-2:], batch.image_sizes,
+                                                                  features, gt_boxes, rng, sampled.get("rpn"))
+            head_losses, roi_sampled = self.roi_heads.loss(features, proposals, batch.image_sizes, targets, rng,
+                                                           sampled.get("roi_heads"))
         losses = {**rpn_losses, **head_losses}
         return (losses, {"rpn": rpn_sampled, "roi_heads": roi_sampled}) if return_sampled else losses
 

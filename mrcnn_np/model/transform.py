@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, to_device, to_numpy
 from ..checks import check_image_list, check_target, check_targets, check_unit_range
 from ..config import as_config
 from ..nn import functional as F
@@ -133,21 +133,30 @@ class GeneralizedRCNNTransform:
                              f"{min(h, w)} with 0 pixels; the shorter side must be at least "
                              f"{math.ceil(max(h, w) / self.max_size)} pixels (crop or pad the image)")
 
-    def __call__(self, images: list, targets: list | None = None, dtype=np.float32, num_classes: int | None = None):
+    def __call__(self, images: list, targets: list | None = None, dtype=np.float32, num_classes: int | None = None,
+                 device: str | None = None):
         """Images (see :func:`as_chw_float`) and optional targets (checked by
         :func:`mrcnn_np.checks.check_target`, labels below ``num_classes`` when it is given) ->
-        (ImageList, targets resized with their images)."""
+        (ImageList, targets resized with their images).
+
+        ``device`` (``"cpu"`` or ``"cuda"``): where the batch and targets go -- the model's input
+        transfer point. Images move as given (uint8 is a quarter of the float bytes), targets
+        after they are checked on the host. None leaves them where they are."""
         images = check_image_list(images)
         if targets is not None:
             targets = check_targets(targets, len(images))
         processed, new_targets, original_sizes = [], [], []
         for i, image in enumerate(images):
+            if device is not None:
+                image = to_device(image, device)
             image = as_chw_float(image, dtype, f"images[{i}]")
             original_sizes.append(tuple(int(s) for s in image.shape[-2:]))
             self.check_size(f"images[{i}]", original_sizes[-1])
             target = None
             if targets is not None:
                 target = check_target(i, targets[i], original_sizes[-1], dtype, num_classes)
+                if device is not None:
+                    target |= {k: to_device(target[k], device) for k in ("boxes", "labels", "masks")}
             image, target = self.resize(self.normalize(image), target)
             processed.append(image)
             new_targets.append(target)
@@ -155,12 +164,15 @@ class GeneralizedRCNNTransform:
         batch = ImageList(self.batch_images(processed), sizes, original_sizes)
         return batch, (None if targets is None else new_targets)
 
-    def postprocess(self, results: list, image_sizes: list, original_sizes: list) -> list:
-        """Boxes back to the original size; masks (R, 1, M, M) pasted into (R, 1, H, W)."""
+    def postprocess(self, results: list, image_sizes: list, original_sizes: list, to_host: bool = False) -> list:
+        """Boxes back to the original size; masks (R, 1, M, M) pasted into (R, 1, H, W). With
+        ``to_host``, every array is copied to the host (the model's output transfer point)."""
         for result, size, original in zip(results, image_sizes, original_sizes, strict=True):
             result["boxes"] = resize_boxes(result["boxes"], size, original)
             if "masks" in result:
                 result["masks"] = paste_masks_in_image(result["masks"], result["boxes"], original)
+            if to_host:
+                result.update({k: to_numpy(v) for k, v in result.items()})
         return results
 
 
@@ -198,5 +210,6 @@ def paste_masks_in_image(masks, boxes, image_size, padding: int = 1):
     scale = float(M + 2 * padding) / M
     padded = xp.pad(masks, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     int_boxes = xp.trunc(expand_boxes(boxes, scale)).astype(np.int64)  # torch's .to(int64) truncates
-    pasted = [paste_mask_in_image(m[0], b.tolist(), im_h, im_w) for m, b in zip(padded, int_boxes, strict=True)]
+    int_boxes = int_boxes.tolist()  # (R, 4) Python ints, read once (one sync on a device, not one per mask)
+    pasted = [paste_mask_in_image(m[0], b, im_h, im_w) for m, b in zip(padded, int_boxes, strict=True)]
     return xp.stack(pasted)[:, None]

@@ -12,6 +12,8 @@ concat, stack, getitem, sum, mean, ...).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..autograd import (  # noqa: F401  (re-exported: F.add, F.concat, ...)
@@ -269,21 +271,37 @@ def source_taps(in_size: int, out_size: int, mode: str, scale_factor=None, align
     return [(i0, 1 - lambda1), (i1, lambda1)]
 
 
+@functools.lru_cache(maxsize=1024)
+def _device_taps(xp, in_size: int, out_size: int, mode: str, scale_factor, align_corners: bool, dtype) -> tuple:
+    """:func:`source_taps` as arrays of module ``xp``, with what the backward needs: a tuple of
+    ``(index, weight, present, starts)`` per tap. Cached per shape, so on a GPU the taps are
+    computed and copied to the device once, not on every call (weights None for nearest)."""
+    out = []
+    for index, weight in source_taps(in_size, out_size, mode, scale_factor, align_corners, dtype):
+        present, starts = np.unique(index, return_index=True)
+        arrays = (index, weight, present, starts)
+        for a in arrays:
+            if a is not None:
+                a.flags.writeable = False  # shared by every call of this shape
+        out.append(tuple(None if a is None else xp.asarray(a) for a in arrays))
+    return tuple(out)
+
+
 def _weighted(values, weight, axis):
     """``values * weight`` with ``weight`` (n,) laid along ``axis`` (None means 1)."""
     if weight is None:
         return values
     shape = [1] * values.ndim
     shape[axis] = -1
-    return values * get_array_module(values).asarray(weight).reshape(shape)
+    return values * weight.reshape(shape)
 
 
 def _resample_axis(x, taps, axis):
     """Forward along one axis: ``sum_t weight_t * take(x, index_t)``."""
     xp = get_array_module(x)
     out = None
-    for index, weight in taps:
-        term = _weighted(xp.take(x, xp.asarray(index), axis=axis), weight, axis)
+    for index, weight, _, _ in taps:
+        term = _weighted(xp.take(x, index, axis=axis), weight, axis)
         out = term if out is None else out + term
     return out
 
@@ -297,11 +315,10 @@ def _resample_axis_backward(g, taps, in_size, axis):
     shape = list(g.shape)
     shape[axis] = in_size
     out = xp.zeros(shape, dtype=g.dtype)
-    for index, weight in taps:
-        present, starts = np.unique(index, return_index=True)
-        summed = xp.add.reduceat(_weighted(g, weight, axis), xp.asarray(starts), axis=axis)
+    for _, weight, present, starts in taps:
+        summed = xp.add.reduceat(_weighted(g, weight, axis), starts, axis=axis)
         where = [slice(None)] * g.ndim
-        where[axis] = xp.asarray(present)
+        where[axis] = present
         out[tuple(where)] += summed
     return out
 
@@ -333,8 +350,9 @@ def interpolate(input, size=None, scale_factor=None, mode: str = "nearest",
             scales = (None, None)
     if min(out_hw) < 1:
         raise ValueError(f"interpolate: output size {out_hw} must be positive")
+    xp = get_array_module(x)
     taps_h, taps_w = (
-        source_taps(n_in, n_out, mode, s, bool(align_corners), x.dtype)
+        _device_taps(xp, n_in, n_out, mode, s, bool(align_corners), x.dtype)
         for n_in, n_out, s in zip(in_hw, out_hw, scales, strict=True)
     )
     out = _resample_axis(_resample_axis(x, taps_w, axis=3), taps_h, axis=2)  # (N, C, H, Wo) -> (N, C, Ho, Wo)

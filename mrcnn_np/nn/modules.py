@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend import get_array_module, to_device
+from ..backend import check_device, device_of, get_array_module, to_device
 from ..checks import check_bool, check_float_dtype, describe, pair
 from . import functional as F
 from .init import default_weight_and_bias_, make_rng
@@ -189,10 +189,8 @@ class Module:
             dtype, device = None, dtype  # model.to("cuda"), as in torch
         if dtype is not None:
             dtype = check_float_dtype(op, "dtype", dtype)
-        if device is not None and not isinstance(device, str):
-            raise TypeError(f"{op}: device must be 'cpu' or 'cuda', got {describe(device)}")
-        if device is not None and device not in ("cpu", "cuda", "gpu"):
-            raise ValueError(f"{op}: unknown device {device!r}; expected 'cpu' or 'cuda'")
+        if device is not None:
+            device = check_device(device, op)
 
         def convert(a):
             if device is not None:
@@ -208,6 +206,15 @@ class Module:
             for name, b in list(m._buffers.items()):
                 m._buffers[name] = convert(b)
         return self
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda"``: where the parameters and buffers live (``"cpu"`` for a module
+        without any)."""
+        for a in (*(p.data for p in self.parameters()), *(b for _, m in self.named_modules()
+                                                           for b in m._buffers.values())):
+            return device_of(a)
+        return "cpu"
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

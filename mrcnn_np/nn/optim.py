@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import copy
 
-from ..backend import get_array_module
+from ..backend import device_of, to_device
 
 _SGD_DEFAULTS = {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False}
 
@@ -72,6 +72,8 @@ class SGD:
                 if momentum != 0:
                     state = self.state.setdefault(id(p), {})
                     buf = state.get("momentum_buffer")
+                    if buf is not None and device_of(buf) != device_of(p.data):  # the model moved: follow it
+                        buf = state["momentum_buffer"] = to_device(buf, device_of(p.data))
                     if buf is None:
                         buf = state["momentum_buffer"] = d.copy()
                     else:
@@ -104,8 +106,7 @@ class SGD:
         self.state = {}
         for i, s in state_dict["state"].items():
             p = params[int(i)]
-            xp = get_array_module(p.data)
-            self.state[id(p)] = {k: xp.asarray(v, dtype=p.dtype).copy() for k, v in s.items()}
+            self.state[id(p)] = {k: to_device(v, device_of(p.data)).astype(p.dtype, copy=True) for k, v in s.items()}
 
 
 class LRScheduler:

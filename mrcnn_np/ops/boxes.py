@@ -49,9 +49,9 @@ def box_iou_numpy(boxes1, boxes2):
     wh = xp.clip(rb - lt, 0, None)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[:, None] + area2[None, :] - inter
-    out = xp.zeros_like(inter)
-    xp.divide(inter, union, out=out, where=union > 0)  # 0 for two zero-area boxes
-    return out
+    positive = union > 0
+    # 0 for two zero-area boxes; xp.where, not divide(where=), which CuPy's ufuncs lack
+    return xp.where(positive, inter / xp.where(positive, union, 1), 0).astype(inter.dtype, copy=False)
 
 
 def _kernels():

@@ -1,8 +1,14 @@
-"""numba.cuda box_iou and nms against the NumPy reference.
+"""numba.cuda box_iou, nms and RoIAlign against the NumPy reference, on NumPy arrays: the
+host path of :mod:`mrcnn_np.kernels.device` (copies in, device-side zeros, copies out).
 
 Marked ``cudasim``: scripts/test.sh runs these in their own pytest process with
 NUMBA_ENABLE_CUDASIM=1 (the simulator must be chosen before numba is imported), and on a
 machine with a GPU they run on the device when that variable is not set.
+
+The CuPy path (zero-copy hand-off, CuPy allocations, CuPy's stream) is in
+test_cuda_handoff.py: under the simulator against a stand-in for CuPy; the real
+``cuda.as_cuda_array`` / ``cuda.external_stream`` hand-off runs only on a GPU (that file
+with real CuPy, and benchmarks/gpu_check.py). test_ptx.py compiles every kernel for sm_90.
 """
 
 from __future__ import annotations
@@ -60,4 +66,5 @@ def test_roi_align_cuda_equals_numpy(seed, dtype, sampling, aligned):
         results.append((out.data, t.grad))
     tol = 1e-12 if dtype == np.float64 else 1e-5
     for ours, ref in zip(results[0], results[1], strict=True):
+        assert type(ours) is np.ndarray and ours.flags.c_contiguous  # NCHW, written in place: no transposed view
         np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol)

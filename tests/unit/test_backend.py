@@ -38,12 +38,15 @@ def table(**loaders):
     return backend.KernelTable("op", numpy=reference, **{n: loader(n) for n in loaders}), calls
 
 
-def test_auto_is_numba_on_host_and_cuda_on_cupy():
+def test_auto_is_numba_on_host_and_cuda_on_cupy(monkeypatch):
     kernels, calls = table(numba=True, cuda=True)
     assert kernels.names == ("numpy", "numba", "cuda")
     assert kernels.resolve("auto", np.zeros(2)) == "numba"
     assert kernels.resolve("auto", Tensor(np.zeros(2))) == "numba"
+    monkeypatch.setattr(backend, "cuda_kernels_usable", lambda: True)  # numba.cuda sees a GPU
     assert kernels.resolve("auto", np.zeros(2), FakeCupyArray()) == "cuda"
+    monkeypatch.setattr(backend, "cuda_kernels_usable", lambda: False)  # no GPU, or the simulator
+    assert kernels.resolve("auto", np.zeros(2), FakeCupyArray()) == "numpy"  # the reference runs on CuPy too
     assert calls == []  # resolving loads nothing
     assert kernels.select("numpy", np.zeros(2)) is reference
     assert kernels.select("cuda", np.zeros(2))(None) == "cuda"  # numba.cuda copies host arrays to the device
@@ -55,6 +58,20 @@ def test_auto_falls_back_to_the_numpy_reference_where_an_op_has_no_kernel():
     kernels, _ = table(numba=True)
     assert kernels.resolve("auto", FakeCupyArray()) == "numpy"
     assert table()[0].resolve("auto", np.zeros(2)) == "numpy"
+
+
+def test_default_impl_makes_auto_the_reference():
+    kernels, _ = table(numba=True, cuda=True)
+    with backend.default_impl("numpy"):
+        assert kernels.resolve("auto", np.zeros(2)) == "numpy"
+        assert kernels.resolve("auto", FakeCupyArray()) == "numpy"
+        assert kernels.resolve("numba", np.zeros(2)) == "numba"  # an explicit choice still wins
+    assert kernels.resolve("auto", np.zeros(2)) == "numba"
+    with backend.default_impl("numba"):
+        assert kernels.resolve("auto", FakeCupyArray()) in ("cuda", "numpy")  # never numba on device arrays
+    with pytest.raises(ValueError, match="default_impl: impl must be one of"):
+        with backend.default_impl("fortran"):
+            pass
 
 
 def test_bad_choices_name_the_op_and_its_implementations():

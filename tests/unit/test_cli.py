@@ -51,7 +51,7 @@ def test_bad_command_lines_exit_with_status_2(argv, capsys):
 def test_demo_passes_its_options_and_fails_below_the_ap_bar(ap50, status, monkeypatch, capsys):
     calls = []
 
-    def fake_demo(settings, out_dir, progress, overwrite):
+    def fake_demo(settings, out_dir, progress, overwrite, device):
         calls.append((settings, out_dir, progress))
         metrics = {"bbox": {"AP50": ap50[0]}, "segm": {"AP50": ap50[1]}}
         return {"metrics": metrics, "seconds": 2.0, "train_seconds": 1.0, "files": {"predictions": "x/p.png"}}
