@@ -6,7 +6,9 @@ fills in (``exercise.py``) and ``grader.py``, which defines
 - ``STUB``: the stub's file name, graded when no other file is given;
 - ``TASKS``: a list of :class:`Task`. ``task.check(module)`` receives the learner's file as
   an imported module and raises ``AssertionError`` with a readable message when a result is
-  wrong; it may return a short note for the report (e.g. that torch was not installed).
+  wrong; it may return a short note for the report (e.g. that torch was not installed);
+- optionally ``prepare()``, called by :func:`grade` before the learner's file is imported
+  (chapter 08 chooses there where numba.cuda runs, which must happen before numba is imported).
 
 Next to it, ``mistakes.py`` may hold the chapter's classic mistakes, each declared once as a
 change to the reference solution (``exercises/solutions/NN_stage.py``) and a hint;
@@ -152,6 +154,8 @@ def grade(chapter: str | int | Path, path: str | Path | None = None,
     chapter_dir = find_chapter(chapter, exercises_dir)
     grader = load_grader(chapter_dir)
     learner_path = Path(path) if path is not None else chapter_dir / grader.STUB
+    if hasattr(grader, "prepare"):
+        grader.prepare()
     module = load_module(learner_path)
     return [run_task(task, module) for task in grader.TASKS]
 

@@ -8,9 +8,9 @@ would dominate any count of syncs and say nothing about the GPU path.
 :func:`installed` replaces each op's ``cuda`` implementation by its numba *CPU* kernel run on
 the stand-in arrays' payloads, results handed back as stand-in arrays, and counts the
 device-to-host reads the real CUDA wrapper makes (``SYNCS``: NMS copies its overlap bitmask to
-the host for the greedy walk; box IoU and RoIAlign make none). The numba CPU and CUDA kernels
-agree with the NumPy reference (exactly for box IoU and NMS, to rounding for RoIAlign:
-``tests/kernels``), so a model run with these stand-in kernels equals the host run with
+the host for the greedy walk; box IoU, RoIAlign and the mask paste make none). The numba CPU and
+CUDA kernels agree with the NumPy reference (exactly for box IoU, NMS and the paste, to rounding
+for RoIAlign: ``tests/kernels``), so a model run with these stand-in kernels equals the host run with
 ``impl="auto"`` bit for bit, and its sync count is the GPU path's.
 """
 
@@ -26,8 +26,9 @@ from mrcnn_np import backend
 from tests import fake_cupy
 
 # device-to-host reads (syncs) per call of each real CUDA wrapper in mrcnn_np/kernels
-SYNCS = {"box_iou": 0, "nms": 1, "roi_align": 0}
-TABLES = (("mrcnn_np.ops.boxes", "BOX_IOU"), ("mrcnn_np.ops.nms", "NMS"), ("mrcnn_np.ops.roi_align", "ROI_ALIGN"))
+SYNCS = {"box_iou": 0, "nms": 1, "roi_align": 0, "paste_masks": 0}
+TABLES = (("mrcnn_np.ops.boxes", "BOX_IOU"), ("mrcnn_np.ops.nms", "NMS"), ("mrcnn_np.ops.roi_align", "ROI_ALIGN"),
+          ("mrcnn_np.model.transform", "PASTE"))
 
 
 def _payload(x):

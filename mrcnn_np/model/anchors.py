@@ -79,8 +79,6 @@ class AnchorGenerator:
         if key not in self._cache:  # on a GPU: computed on the host and copied once per shape
             if len(self._cache) >= 64:
                 self._cache.clear()
-            anchors = xp.concatenate(self.grid_anchors(image_size, sizes, first.dtype, xp), axis=0)
-            if xp is np:
-                anchors.flags.writeable = False  # shared by every call of this shape
-            self._cache[key] = anchors
-        return [self._cache[key] for _ in range(first.shape[0])]
+            self._cache[key] = xp.concatenate(self.grid_anchors(image_size, sizes, first.dtype, xp), axis=0)
+        anchors = self._cache[key].copy()  # the caller's own (a copy on the device is no transfer)
+        return [anchors for _ in range(first.shape[0])]

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import get_array_module, to_device, to_numpy
+from ..backend import KernelTable, get_array_module, to_device, to_numpy
 from ..checks import check_image_list, check_target, check_targets, check_unit_range
 from ..config import as_config
 from ..nn import functional as F
@@ -200,16 +200,39 @@ def paste_mask_in_image(mask, box, im_h: int, im_w: int):
     return im_mask
 
 
-def paste_masks_in_image(masks, boxes, image_size, padding: int = 1):
-    """(R, 1, M, M) probabilities and (R, 4) boxes -> (R, 1, H, W) image masks."""
+def paste_masks_numpy(masks, int_boxes, im_h: int, im_w: int):
+    """(R, Mh, Mw) padded masks and (R, 4) integer boxes -> (R, H, W): :func:`paste_mask_in_image`
+    mask by mask. The specification of the paste kernels (:mod:`mrcnn_np.kernels.paste`)."""
+    xp = get_array_module(masks)
+    if len(masks) == 0:
+        return xp.zeros((0, im_h, im_w), dtype=masks.dtype)
+    boxes = int_boxes.tolist()  # (R, 4) Python ints, read once (one sync on a device, not one per mask)
+    return xp.stack([paste_mask_in_image(m, b, im_h, im_w) for m, b in zip(masks, boxes, strict=True)])
+
+
+def _paste_kernels():
+    from ..kernels import paste  # imports numba: on first use only
+
+    return paste
+
+
+PASTE = KernelTable("paste_masks", numpy=paste_masks_numpy, numba=lambda: _paste_kernels().paste_masks_numba,
+                    cuda=lambda: _paste_kernels().paste_masks_cuda)
+
+
+def paste_masks_in_image(masks, boxes, image_size, padding: int = 1, impl: str = "auto"):
+    """(R, 1, M, M) probabilities and (R, 4) boxes -> (R, 1, H, W) image masks.
+
+    Each mask is padded by ``padding`` zeros, its box grown by (M + 2 padding) / M about its
+    centre and truncated to integers (array code, on the masks' device), then the masks are
+    pasted by ``impl`` (:data:`PASTE`: ``"numpy"`` is :func:`paste_masks_numpy`; the numba and
+    CUDA kernels equal it bit for bit, and the CUDA one reads nothing back to the host)."""
     xp = get_array_module(masks)
     im_h, im_w = image_size
     if len(masks) == 0:
         return xp.zeros((0, 1, im_h, im_w), dtype=masks.dtype)
     M = masks.shape[-1]
     scale = float(M + 2 * padding) / M
-    padded = xp.pad(masks, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    padded = xp.pad(masks[:, 0], ((0, 0), (padding, padding), (padding, padding)))  # (R, M + 2p, M + 2p)
     int_boxes = xp.trunc(expand_boxes(boxes, scale)).astype(np.int64)  # torch's .to(int64) truncates
-    int_boxes = int_boxes.tolist()  # (R, 4) Python ints, read once (one sync on a device, not one per mask)
-    pasted = [paste_mask_in_image(m[0], b, im_h, im_w) for m, b in zip(padded, int_boxes, strict=True)]
-    return xp.stack(pasted)[:, None]
+    return PASTE.select(impl, padded, int_boxes)(padded, int_boxes, im_h, im_w)[:, None]  # (R, H, W) -> (R, 1, H, W)

@@ -136,6 +136,7 @@ def sampling_plan(rois, spatial_scale, output_size, sampling_ratio, aligned, hei
     if sampling_ratio > 0:
         grid_h = xp.full(len(rois), sampling_ratio, dtype=np.int64)
         grid_w = grid_h
+        g_h = g_w = int(sampling_ratio)  # known on the host: no read of the device arrays
     else:
         grid_h, grid_w = xp.ceil(roi_h / dt.type(ph)), xp.ceil(roi_w / dt.type(pw))
         too_many = xp.maximum(grid_h, grid_w) > MAX_ADAPTIVE_GRID
@@ -145,8 +146,8 @@ def sampling_plan(rois, spatial_scale, output_size, sampling_ratio, aligned, hei
                              f"{float(roi_h[r]):g} feature pixels; with sampling_ratio <= 0 that is more than "
                              f"{MAX_ADAPTIVE_GRID} sample points per bin and axis: pass sampling_ratio > 0")
         grid_h, grid_w = grid_h.astype(np.int64), grid_w.astype(np.int64)
-    g_h = max(int(grid_h.max()), 1) if len(rois) else 1
-    g_w = max(int(grid_w.max()), 1) if len(rois) else 1
+        g_h = max(int(grid_h.max()), 1) if len(rois) else 1  # the widest grid sets the taps' width
+        g_w = max(int(grid_w.max()), 1) if len(rois) else 1
     count = xp.maximum(grid_h * grid_w, 1).astype(dt)
     y = _axis_taps(y1, bin_h, grid_h, ph, height, g_h, xp, dt)
     x = _axis_taps(x1, bin_w, grid_w, pw, width, g_w, xp, dt)
