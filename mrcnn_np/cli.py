@@ -390,6 +390,7 @@ def _add_verify(subparsers) -> None:
     p.add_argument("--min-size", type=_positive_int, default=512,
                    help="shorter image side after resizing (torchvision's default is 800; default: %(default)s)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the random weights (default: %(default)s)")
+    _add_device(p)
     p.set_defaults(run=run_verify)
 
 
@@ -401,8 +402,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
     dtype = np.dtype(args.dtype)
     try:
-        rows = verify(dtype=dtype, seed=args.seed, min_size=args.min_size, max_size=max(1333, args.min_size))
-    except ImportError as e:
+        rows = verify(dtype=dtype, seed=args.seed, min_size=args.min_size, max_size=max(1333, args.min_size),
+                      device=_check_device_usable(args.device))
+    except (ImportError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(rows, dtype))

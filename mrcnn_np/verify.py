@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import to_device, to_numpy
 from .reference import require_torch
 from .reference.twins import build_pair, sample_image, to_torch
 
@@ -53,8 +53,10 @@ def _errors(ours, ref):
     return diff, diff / scale if scale else diff
 
 
-def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int = 1333, image=None) -> list[dict]:
-    """Rows ``{"stage", "shape", "max_abs", "max_rel", "note"}`` for every compared stage."""
+def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int = 1333, image=None,
+           device: str = "cpu") -> list[dict]:
+    """Rows ``{"stage", "shape", "max_abs", "max_rel", "note"}`` for every compared stage. ``device``:
+    where our model runs (``"cuda"``: on the GPU, against torchvision on the CPU)."""
     torch = require_torch("mrcnn-np verify")
     from torchvision.models.detection.image_list import ImageList
 
@@ -62,6 +64,7 @@ def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int =
 
     image = sample_image() if image is None else image
     tv, ours = build_pair(dtype=dtype, seed=seed, min_size=min_size, max_size=max_size, image=image)
+    ours.to(device)
     x = to_torch([image], dtype)[0]
     rows = []
 
@@ -73,7 +76,7 @@ def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int =
 
     with torch.no_grad(), no_grad():
         t0 = time.perf_counter()
-        batch, _ = ours.transform([image], dtype=np.dtype(dtype).type)
+        batch, _ = ours.transform([image], dtype=np.dtype(dtype).type, device=device)
         tv_batch, _ = tv.transform([x])
         add("transform: padded batch", batch.tensors, tv_batch.tensors)
         feats = ours.backbone(batch.tensors)
@@ -86,7 +89,7 @@ def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int =
         paired = proposals[0] if order is None else proposals[0][order]
         add("RPN: proposals", paired, tv_props[0],
             f"{len(proposals[0])} proposals" + (f", {moved} rows reordered (near-equal scores)" if moved else ""))
-        props = [p.numpy() for p in tv_props]  # the same proposals into both box heads
+        props = [to_device(p.numpy(), device) for p in tv_props]  # the same proposals into both box heads
         rh, trh = ours.roi_heads, tv.roi_heads
         logits, deltas = rh.box_predictor(rh.box_head(rh.box_roi_pool(feats, props, batch.image_sizes)))
         t_logits, t_deltas = trh.box_predictor(trh.box_head(trh.box_roi_pool(tv_feats, tv_props,

@@ -855,6 +855,11 @@ assert same and step.syncs == sum(step_sites.values())
 #   calls after those.
 #
 # Until those numbers exist, the README says so ("Measured GPU numbers are still to come").
+#
+# **Exercise 08** has you write two of these kernels yourself: box IoU with one thread per pair,
+# then the RoIAlign forward pass with one thread per output element, from the sampling plan of
+# 8.3. `mrcnn-np check 08` grades them in numba's simulator when there is no GPU (on the GPU when
+# there is one), against `box_iou(impl="numpy")` and `roi_align_numpy`.
 
 # %%
 if not ON_GPU:

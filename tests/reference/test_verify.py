@@ -24,6 +24,17 @@ def test_verify_table_float64_agrees_at_every_stage():
     assert "backbone + FPN: P6" in text and "masks (pasted" in text
 
 
+def test_verify_on_the_device_gives_the_same_table(fake_cupy):
+    """Our model on the CuPy stand-in (NumPy kernels on both: default_impl) against torchvision on the CPU."""
+    from mrcnn_np.backend import default_impl
+
+    with default_impl("numpy"):
+        host = verify.verify(dtype=np.float64, min_size=96, max_size=160)
+        device = verify.verify(dtype=np.float64, min_size=96, max_size=160, device="cuda")
+    strip = [{k: v for k, v in r.items() if r["stage"] != "wall time (s)"} for r in host]
+    assert strip == [{k: v for k, v in r.items() if r["stage"] != "wall time (s)"} for r in device]
+
+
 def test_verify_without_torchvision_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torchvision", None)  # ``import torchvision`` raises ImportError
     assert cli.main(["verify"]) == 2
