@@ -148,10 +148,10 @@ def run_train(args: argparse.Namespace) -> int:
         return _error("--resume and --overwrite exclude each other", 2)
     try:
         _check_out_folder(args.out)
-        dataset = _usable(CocoDataset(args.annotations, args.images, strict=args.strict), args.annotations)
+        dataset = CocoDataset(args.annotations, args.images, strict=args.strict)
         if not dataset.coco.getAnnIds():
             raise DatasetError(f"{args.annotations}: no usable annotation, nothing to learn from")
-        val = _usable(CocoDataset(args.val, args.val_images, strict=args.strict), args.val) if args.val else None
+        val = CocoDataset(args.val, args.val_images, strict=args.strict) if args.val else None
         if val is not None and val.categories != dataset.categories:
             raise DatasetError(f"{args.val} has the categories {val.categories[1:]}, but {args.annotations} "
                                f"has {dataset.categories[1:]}: --val must name the same categories")
@@ -228,7 +228,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.out:
             _check_out_file(args.out)
         model = load_model(args.weights).to(_check_device_usable(args.device))
-        dataset = _usable(CocoDataset(args.annotations, args.images), args.annotations)
+        dataset = CocoDataset(args.annotations, args.images)  # no usable image: a DatasetError
         _check_classes(args.weights, model, dataset.categories, args.annotations)
     except (DatasetError, OSError, ValueError, RuntimeError) as e:
         return _error(e, 2)
@@ -490,15 +490,6 @@ def _check_out_file(path) -> None:
         raise IsADirectoryError(f"--out {path} is a folder; give a file name such as {path / 'figure.png'}")
     _check_out_folder(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _usable(dataset, file):
-    """``dataset`` if it holds at least one image, else a DatasetError naming ``file``."""
-    from .data.coco import DatasetError
-
-    if len(dataset) == 0:
-        raise DatasetError(f"{file}: no usable image (every image was skipped; see the problems listed above)")
-    return dataset
 
 
 def _check_classes(weights, model, categories: list, file) -> None:

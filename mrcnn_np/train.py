@@ -217,8 +217,8 @@ def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, ove
     optimizer, scheduler = make_optimizer(model, recipe)
     start, checkpoint = 0, None
     if resume is not None:
-        checkpoint = latest_checkpoint(resume)
-        start = load_checkpoint(checkpoint, model, optimizer, scheduler, recipe)
+        checkpoint, state = _latest(resume)
+        start = _restore(checkpoint, state, model, optimizer, scheduler, recipe)
     log = _open_log(out_dir, start)
     model.train()
     history, smoothed = [], {}
@@ -383,20 +383,22 @@ def latest_checkpoint(path) -> Path:
     """``path`` itself when it is a checkpoint folder, else the newest intact one under
     ``path/checkpoints``; damaged ones (a truncated file, an unreadable ``state.json``) are skipped
     with a :class:`CheckpointWarning` naming them."""
+    return _latest(path)[0]
+
+
+def _latest(path) -> tuple[Path, dict]:
+    """:func:`latest_checkpoint` and its checked ``state.json``, read once."""
     path = Path(path)
     if (path / "state.json").is_file():
-        _read_state(path)  # a damaged checkpoint asked for by name is an error, not skipped
-        return path
+        return path, _read_state(path)  # a damaged checkpoint asked for by name is an error, not skipped
     found = sorted((path / "checkpoints").glob("iter_*/state.json"), reverse=True)
     if not found:
         raise FileNotFoundError(f"no checkpoint in {path} (looked for {path}/checkpoints/iter_*/state.json)")
     for state in found:
         try:
-            _read_state(state.parent)
+            return state.parent, _read_state(state.parent)
         except ValueError as e:
-            warnings.warn(CheckpointWarning(f"skipping a damaged checkpoint: {e}"), stacklevel=2)
-            continue
-        return state.parent
+            warnings.warn(CheckpointWarning(f"skipping a damaged checkpoint: {e}"), stacklevel=3)
     raise ValueError(f"{path}: every checkpoint is damaged ({', '.join(s.parent.name for s in found)})")
 
 
@@ -426,8 +428,11 @@ def load_checkpoint(path, model, optimizer: SGD | None = None, scheduler=None,
     its iteration. A checkpoint of a different model configuration is refused, naming the
     settings that differ; with ``recipe``, so is one made with a different recipe (other than a
     different number of iterations or checkpoint interval)."""
-    ckpt = latest_checkpoint(path)
-    state = _read_state(ckpt)
+    return _restore(*_latest(path), model, optimizer, scheduler, recipe)
+
+
+def _restore(ckpt: Path, state: dict, model, optimizer, scheduler, recipe) -> int:
+    """:func:`load_checkpoint` of a checkpoint already found and read."""
     saved_config = json.loads(read_metadata(ckpt / "model.safetensors").get(CONFIG_KEY, "null"))
     if saved_config is not None:
         ours = json.loads(json.dumps(config_to_dict(model.config)))

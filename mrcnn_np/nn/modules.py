@@ -187,6 +187,8 @@ class Module:
         op = f"{type(self).__name__}.to"
         if isinstance(dtype, str) and dtype in ("cpu", "cuda", "gpu") and device is None:
             dtype, device = None, dtype  # model.to("cuda"), as in torch
+        elif isinstance(dtype, str) and device is None and not hasattr(np, dtype):
+            raise ValueError(f"{op}: {dtype!r} is neither a dtype (float32, float64) nor a device ('cpu', 'cuda')")
         if dtype is not None:
             dtype = check_float_dtype(op, "dtype", dtype)
         if device is not None:
