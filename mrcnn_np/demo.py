@@ -115,6 +115,7 @@ def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", p
         "metrics": str(out / "metrics.json"),
     }
     seconds = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps({"settings": asdict(s), "metrics": metrics,
-                                                  "train_seconds": result.seconds, "seconds": seconds}, indent=1))
+    (out / "metrics.json").write_text(json.dumps({"settings": asdict(s), "recipe": asdict(s.recipe()),
+                                                  "metrics": metrics, "train_seconds": result.seconds,
+                                                  "seconds": seconds}, indent=1))
     return {"metrics": metrics, "seconds": seconds, "train_seconds": result.seconds, "files": files}

@@ -180,16 +180,20 @@ print(f"{'to_numpy(device array)':<26} {type(to_numpy(d)).__module__}.ndarray {t
 #
 # So `predict` takes host images and returns host NumPy arrays on either device. Here the
 # model on the device predicts two held-out shapes images, and the host model predicts the
-# same images. In CPU mode the device is the stand-in, and the prediction runs the GPU path
+# same images, with its norms kept as separate layers as on the device (on the host, inference
+# otherwise folds each norm into the conv before it, which rounds differently). In CPU mode the device is the stand-in, and the prediction runs the GPU path
 # with stand-in kernels (section 8.2), which must give the host's result to the bit. On a
 # real GPU the kernels round differently, so the check there is that the confident
 # detections agree to a fraction of a pixel.
 
 # %%
+from mrcnn_np.nn.fused import fusion
+
 held_out = shapes_dataset(2, seed=1, **DemoSettings().data())  # chapter 7's held-out images
 images = [held_out[i][0] for i in range(2)]
 host_model = shapes_model()
-host_out = host_model(images)
+with fusion(False):  # on the host, inference folds each norm into its conv (mrcnn_np.nn.fused); the GPU path does not
+    host_out = host_model(images)
 with gpu_path():
     device_out = model(images)
 print("types of the outputs:", {k: f"{type(v).__module__}.{type(v).__name__}" for k, v in device_out[0].items()})

@@ -26,9 +26,13 @@ from mrcnn_np import backend
 from tests import fake_cupy
 
 # device-to-host reads (syncs) per call of each real CUDA wrapper in mrcnn_np/kernels
-SYNCS = {"box_iou": 0, "nms": 1, "roi_align": 0, "paste_masks": 0}
+SYNCS = {"box_iou": 0, "nms": 1, "roi_align": 0, "paste_masks": 0, "conv2d": 0, "conv_transpose2d": 0}
+# The convolutions have no CUDA kernel (on a GPU they are the specification: im2col and one cuBLAS
+# product, which reads nothing back); they are here so that the stand-in run takes the host's tiled
+# convolutions, whose products are summed tile by tile, and so equals the host run bit for bit.
 TABLES = (("mrcnn_np.ops.boxes", "BOX_IOU"), ("mrcnn_np.ops.nms", "NMS"), ("mrcnn_np.ops.roi_align", "ROI_ALIGN"),
-          ("mrcnn_np.model.transform", "PASTE"))
+          ("mrcnn_np.model.transform", "PASTE"), ("mrcnn_np.nn.conv", "CONV2D"),
+          ("mrcnn_np.nn.conv", "CONV_TRANSPOSE2D"))
 
 
 def _payload(x):

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import nn
 from ..nn import functional as F
+from ..nn.fused import conv_norm
 from .fpn import FeaturePyramidNetwork
 
 # blocks per stage
@@ -46,11 +47,11 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
+        # relu(norm(conv(x)) [+ identity]); one folded, fused conv each at inference (mrcnn_np.nn.fused)
+        out = conv_norm(self.conv1, self.bn1, x, relu=True)
+        out = conv_norm(self.conv2, self.bn2, out, relu=True)
+        identity = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
+        return conv_norm(self.conv3, self.bn3, out, relu=True, residual=identity)
 
 
 class ResNet(nn.Module):
@@ -88,7 +89,7 @@ class ResNet(nn.Module):
 
     def forward(self, x) -> list:
         """(N, 3, H, W) -> [C2, C3, C4, C5]."""
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = conv_norm(self.conv1, self.bn1, x, relu=True)
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         features = []
         for i in range(1, 5):

@@ -30,6 +30,7 @@ from ..autograd import no_grad
 from ..backend import as_array, get_array_module
 from ..config import as_config
 from ..nn import functional as F
+from ..nn.fused import conv_norm
 from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from ..ops.box_coder import BoxCoder
 from ..ops.matcher import Matcher, labels_of_matches
@@ -79,6 +80,11 @@ class MaskRCNNHeads(nn.Sequential):
             blocks.append(nn.Sequential(conv, nn.ReLU()))
             channels = width
         super().__init__(*blocks)
+
+    def forward(self, x):
+        for conv, _ in self:  # each block is conv -> ReLU: one fused conv at inference (mrcnn_np.nn.fused)
+            x = conv_norm(conv, None, x, relu=True)
+        return x
 
 
 class MaskRCNNPredictor(nn.Module):

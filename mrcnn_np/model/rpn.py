@@ -35,6 +35,7 @@ from ..backend import as_array, get_array_module
 from ..checks import check_boxes
 from ..config import as_config
 from ..nn import functional as F
+from ..nn.fused import conv_norm
 from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from ..ops.box_coder import BoxCoder
 from ..ops.matcher import Matcher, labels_of_matches
@@ -61,7 +62,7 @@ class RPNHead(nn.Module):
         """[(N, C, h_l, w_l)] -> logits [(N, A, h_l, w_l)], deltas [(N, 4A, h_l, w_l)]."""
         logits, deltas = [], []
         for feature in features:
-            t = F.relu(self.conv(feature))
+            t = conv_norm(self.conv[0][0], None, feature, relu=True)  # conv + ReLU, fused at inference
             logits.append(self.cls_logits(t))
             deltas.append(self.bbox_pred(t))
         return logits, deltas

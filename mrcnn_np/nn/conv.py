@@ -23,7 +23,7 @@ Torch references: ``torch.nn.functional.conv2d`` / ``conv_transpose2d``.
 from __future__ import annotations
 
 from ..autograd import apply, needs_grad
-from ..backend import as_array, get_array_module
+from ..backend import KernelTable, as_array, get_array_module
 from ..checks import check_float, check_same_dtype, check_shape, pair
 
 
@@ -162,9 +162,39 @@ def conv2d_backward(grad_out, x_shape, cols, weight, stride=1, padding=0, dilati
     return d_input, d_weight, d_bias
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
+def _conv2d_numpy(x, weight, bias, stride, padding, dilation, keep: bool):
+    """The specification as a table entry: ``(out, saved)``, ``saved`` the columns when ``keep``."""
+    out, cols = conv2d_forward(x, weight, bias, stride, padding, dilation)
+    return out, (cols if keep else None)
+
+
+def _conv2d_backward_numpy(grad_out, x, saved, weight, stride, padding, dilation, need):
+    return conv2d_backward(grad_out, x.shape, saved, weight, stride, padding, dilation, need)
+
+
+def _conv_transpose2d_numpy(x, weight, bias, stride, padding, output_padding, dilation):
+    return conv_transpose2d_forward(x, weight, bias, stride, padding, output_padding, dilation)
+
+
+def _kernels():
+    from ..kernels import conv  # imports numba: on first use only
+
+    return conv
+
+
+# (forward, backward) pairs. "numba": the tiled CPU versions of mrcnn_np/kernels/conv.py (same
+# products, one cache-sized tile at a time). On CuPy arrays "auto" is the specification: im2col
+# and one cuBLAS product, for which a GPU has the memory.
+CONV2D = KernelTable("conv2d", numpy=(_conv2d_numpy, _conv2d_backward_numpy),
+                     numba=lambda: _kernels().CONV2D_IMPL)
+CONV_TRANSPOSE2D = KernelTable("conv_transpose2d", numpy=(_conv_transpose2d_numpy, None),
+                               numba=lambda: _kernels().CONV_TRANSPOSE2D_IMPL)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, impl: str = "auto"):
     """``torch.nn.functional.conv2d`` (groups=1): input (N, C_in, H, W), weight
-    (C_out, C_in, kh, kw), bias (C_out,) or None -> (N, C_out, Ho, Wo)."""
+    (C_out, C_in, kh, kw), bias (C_out,) or None -> (N, C_out, Ho, Wo). ``impl``: numpy (the
+    im2col specification above) | numba (tiled, :mod:`mrcnn_np.kernels.conv`) | auto."""
     x, w, b = as_array(input), as_array(weight), as_array(bias)
     _check_conv("conv2d", x, w, b, in_channels=w.shape[1] if w.ndim == 4 else None,
                 out_channels=w.shape[0] if w.ndim == 4 else None)
@@ -175,12 +205,14 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
                 f"conv2d: input {name} {x.shape[axis]} is too small for kernel {tuple(w.shape[2:])} "
                 f"with padding {padding} and dilation {dilation} (input shape {tuple(x.shape)})"
             )
-    out, cols = conv2d_forward(x, w, b, stride, padding, dilation)
-    cols = cols if needs_grad(weight) else None  # only d_weight needs the unfolded input
+    forward_impl, backward_impl = CONV2D.select(impl, x)
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    # only d_weight needs the unfolded input
+    out, saved = forward_impl(x, w, b, stride, padding, dilation, needs_grad(weight))
 
     def backward(g):
         need = (needs_grad(input), needs_grad(weight), needs_grad(bias))
-        return conv2d_backward(g, x.shape, cols, w, stride, padding, dilation, need)
+        return backward_impl(g, x, saved, w, stride, padding, dilation, need)
 
     return apply(out, (input, weight, bias), backward)
 
@@ -222,9 +254,10 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, dilation
     return d_input, d_weight, d_bias
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
+                     impl: str = "auto"):
     """``torch.nn.functional.conv_transpose2d`` (groups=1): input (N, C_in, H, W), weight
-    (C_in, C_out, kh, kw), bias (C_out,) or None -> (N, C_out, Ho, Wo)."""
+    (C_in, C_out, kh, kw), bias (C_out,) or None -> (N, C_out, Ho, Wo). ``impl``: numpy | numba | auto."""
     x, w, b = as_array(input), as_array(weight), as_array(bias)
     _check_conv("conv_transpose2d", x, w, b, in_channels=w.shape[0] if w.ndim == 4 else None,
                 out_channels=w.shape[1] if w.ndim == 4 else None)
@@ -234,13 +267,17 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                 f"conv_transpose2d: output_padding {output_padding} must be smaller than "
                 f"stride {stride} or dilation {dilation}"
             )
-    out = conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation)
-    if min(out.shape[2:]) < 1:
-        raise ValueError(f"conv_transpose2d: output would be empty, shape {tuple(out.shape)}")
+    stride, padding, output_padding, dilation = map(pair, (stride, padding, output_padding, dilation))
+    output_size = tuple(conv_transpose2d_output_size(x.shape[2 + a], w.shape[2 + a], stride[a], padding[a],
+                                                     output_padding[a], dilation[a]) for a in (0, 1))
+    if min(output_size) < 1:
+        raise ValueError(f"conv_transpose2d: output would be empty, shape {(x.shape[0], w.shape[1], *output_size)}")
+    forward_impl, backward_impl = CONV_TRANSPOSE2D.select(impl, x)
+    out = forward_impl(x, w, b, stride, padding, output_padding, dilation)
 
     def backward(g):
         need = (needs_grad(input), needs_grad(weight), needs_grad(bias))
-        return conv_transpose2d_backward(g, x, w, stride, padding, dilation, need)
+        return (backward_impl or conv_transpose2d_backward)(g, x, w, stride, padding, dilation, need)
 
     return apply(out, (input, weight, bias), backward)
 

@@ -76,6 +76,7 @@ def test_the_demo_runs_end_to_end(tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert set(saved["metrics"]) == {"bbox", "segm"} and saved["settings"]["iterations"] == 2
+    assert saved["recipe"]["iterations"] == 2 and saved["recipe"]["milestones"] == [1, 1]  # the recipe it ran
     assert (tmp_path / "data" / "train" / "annotations.json").is_file()
     assert len(list((tmp_path / "data" / "test" / "images").glob("*.png"))) == 2
 

@@ -1,0 +1,132 @@
+"""Every convolution of ResNet-50-FPN Mask R-CNN inference at 800x800, timed: ours against sgemm
+and torch, measured in the same run.
+
+The shapes are recorded from the model itself: one inference of ``config.resnet50_fpn()`` on a
+3x800x800 image through the backbone, the FPN and the RPN head, plus the mask head and mask
+predictor at 100 RoIs (the detections of a trained model). For each distinct shape it prints
+
+    ours     GFLOP/s of F.conv2d / F.conv_transpose2d (impl="auto": the tiled kernels on the CPU)
+    spec     GFLOP/s of the im2col specification (impl="numpy")
+    sgemm    GFLOP/s of one NumPy matrix product of the conv's (M, N, K) = (C_out, N*Ho*Wo, C_in*kh*kw):
+             the BLAS speed the conv could reach at best
+    ours/sgemm, and torch's time (torch.nn.functional.conv2d, oneDNN) / ours
+
+Calls are interleaved (ours, spec, sgemm, torch, ours, ...) and the best of N taken, so every
+contender sees the same machine load. Times are of forward passes inside ``no_grad``.
+
+    python benchmarks/bench_conv.py [--repeats 5] [--size 800] [--rois 100] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrcnn_np import no_grad
+from mrcnn_np.config import resnet50_fpn
+from mrcnn_np.model.mask_rcnn import MaskRCNN
+from mrcnn_np.nn import conv as conv_module
+from mrcnn_np.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import best_times  # noqa: E402
+
+
+def recorded_shapes(size: int, rois: int) -> Counter:
+    """``{(op, N, C_in, H, W, C_out, kh, kw, stride, padding): calls}`` of one inference at ``size``."""
+    calls = Counter()
+    real = {name: getattr(F, name) for name in ("conv2d", "conv_transpose2d")}
+
+    def recorder(name):
+        def record(input, weight, bias=None, stride=1, padding=0, *args, **kwargs):
+            x = getattr(input, "data", input)
+            calls[(name, *x.shape, weight.shape[0 if name == "conv2d" else 1], *weight.shape[2:],
+                   stride, padding)] += 1
+            return real[name](input, weight, bias, stride, padding, *args, **kwargs)
+        return record
+
+    model = MaskRCNN(resnet50_fpn(), rng=0).eval()
+    image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    for name in real:
+        setattr(F, name, recorder(name))
+    try:
+        with no_grad():
+            features = model.backbone(image)
+            model.rpn.head(list(features.values()))
+            mask_features = np.zeros((rois, model.backbone.out_channels, 14, 14), np.float32)
+            model.roi_heads.mask_predictor(model.roi_heads.mask_head(mask_features))
+    finally:
+        for name, fn in real.items():
+            setattr(F, name, fn)
+    return calls
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size", type=int, default=800)
+    parser.add_argument("--rois", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="one repeat, for a check that the script runs")
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+    shapes = recorded_shapes(args.size, args.rois)
+    rng = np.random.default_rng(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}; "
+          f"best of {repeats}, calls interleaved; float32 forward")
+    header = (f"{'op':>6s} {'N':>4s} {'C_in':>5s} {'HxW':>9s} {'C_out':>5s} {'k':>3s} {'s':>2s} {'calls':>5s} "
+              f"{'GFLOP':>6s} {'ours':>6s} {'spec':>6s} {'sgemm':>6s} {'ours/sgemm':>10s} {'torch/ours':>10s}")
+    print(header)
+    total = {"ours": 0.0, "spec": 0.0, "torch": 0.0, "sgemm": 0.0}
+    worst = 1.0
+    for (op, N, C, H, W, C_out, kh, kw, stride, padding), count in sorted(shapes.items(), key=lambda kv: kv[0][1:]):
+        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+        if op == "conv2d":
+            w = rng.standard_normal((C_out, C, kh, kw), dtype=np.float32) * 0.01
+            out_hw = [(s + 2 * padding - k) // stride + 1 for s, k in ((H, kh), (W, kw))]
+            M, Ncols, K = C_out, N * out_hw[0] * out_hw[1], C * kh * kw
+            torch_fn = torch.nn.functional.conv2d
+        else:
+            w = rng.standard_normal((C, C_out, kh, kw), dtype=np.float32) * 0.01
+            # the transposed conv is the product (C_out*kh*kw, C_in) @ (C_in, N*H*W) then a fold
+            M, Ncols, K = C_out * kh * kw, N * H * W, C
+            torch_fn = torch.nn.functional.conv_transpose2d
+        fn = getattr(conv_module, op)
+        a = rng.standard_normal((M, K), dtype=np.float32)
+        b = rng.standard_normal((K, Ncols), dtype=np.float32)
+        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+
+        def ours(fn=fn, x=x, w=w, stride=stride, padding=padding):
+            with no_grad():
+                return fn(x, w, None, stride, padding)
+
+        def spec(fn=fn, x=x, w=w, stride=stride, padding=padding):
+            with no_grad():
+                return fn(x, w, None, stride, padding, impl="numpy")
+
+        def run_torch(torch_fn=torch_fn, tx=tx, tw=tw, stride=stride, padding=padding):
+            with torch.no_grad():
+                return torch_fn(tx, tw, None, stride, padding)
+
+        t_ours, t_spec, t_gemm, t_torch = best_times((ours, spec, lambda a=a, b=b: a @ b, run_torch), repeats)
+        flop = 2.0 * M * Ncols * K
+        ratio = t_gemm / t_ours
+        if op == "conv2d" and kh == kw and kh in (1, 3):
+            worst = min(worst, ratio)
+        for key, t in (("ours", t_ours), ("spec", t_spec), ("torch", t_torch), ("sgemm", t_gemm)):
+            total[key] += count * t
+        print(f"{'conv' if op == 'conv2d' else 'deconv':>6s} {N:4d} {C:5d} {f'{H}x{W}':>9s} {C_out:5d} {kh:3d} "
+              f"{stride:2d} {count:5d} {flop / 1e9:6.1f} {flop / t_ours / 1e9:6.0f} {flop / t_spec / 1e9:6.0f} "
+              f"{flop / t_gemm / 1e9:6.0f} {ratio:9.0%} {t_torch / t_ours:9.2f}x", flush=True)
+    print(f"all convs of one inference (each shape x its calls): ours {total['ours']:.3f}s, "
+          f"spec {total['spec']:.3f}s, sgemm {total['sgemm']:.3f}s, torch {total['torch']:.3f}s; "
+          f"ours/torch {total['ours'] / total['torch']:.2f}x, ours/spec {total['ours'] / total['spec']:.2f}x")
+    print(f"lowest ours/sgemm among the 1x1 and 3x3 convs: {worst:.0%}")
+
+
+if __name__ == "__main__":
+    main()

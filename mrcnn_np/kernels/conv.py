@@ -1,0 +1,270 @@
+"""Convolutions at matrix-multiply speed on the CPU; the specification is :mod:`mrcnn_np.nn.conv`.
+
+The specification unfolds the *whole* input into one matrix ``cols (C_in*kh*kw, N*Ho*Wo)`` and
+multiplies once. For a 3x3 conv of 256 channels on a 200x200 map that matrix is 368 MB: it is
+written once (into fresh pages, which the OS zeroes first), read once by the product, and thrown
+away, so about as much time goes into moving it as into the arithmetic. These versions compute
+the same product **one tile of output positions at a time**::
+
+    for each tile of output positions (a band of rows of one image, or a group of whole images):
+        cols_tile = im2col(x)[:, tile]                 _gather, into one reused buffer  (K, T)
+        out[:, tile] = weight (C_out, K) @ cols_tile   np.matmul(out=), straight into the output
+        epilogue: + bias, + residual, ReLU             while the tile is still in cache
+
+``K = C_in*kh*kw``. A tile holds about :data:`TILE_VALUES` values of ``cols`` (4 MB), so it stays in
+the L2/L3 cache between being written and being multiplied, but at least :data:`MIN_COLUMNS`
+output positions, below which the product itself slows down. ``_gather`` is one NumPy copy of
+the receptive-field view (the specification's strided windows) into the tile's buffer: its
+inner runs are rows of the input, so a stride-1 copy moves contiguous memory. A 1x1 stride-1
+conv gathers nothing: an image's (C_in, H*W) *is* its ``cols``, a view, one product per image.
+The epilogue is what :mod:`mrcnn_np.nn.fused` uses at inference (a norm folded into the bias,
+the bottleneck's residual sum and ReLU) to save whole passes over the output.
+
+The backward runs the same tiles: ``d_cols = weight.T @ grad_tile``, folded back onto the input by
+``_fold``, and ``d_weight += cols_tile @ grad_tile.T`` with ``cols_tile`` gathered again rather
+than kept from the forward pass (a gather costs less than keeping K x N*Ho*Wo values alive).
+``_fold`` is a numba kernel that adds a tile's columns to the input positions they came from in
+one pass (the specification makes kh*kw strided passes over the whole gradient), per channel,
+tap and row, in the specification's order of taps. A transposed convolution is that backward
+used as a forward (``_fold`` of ``weight.T @ x``), and its backward is a convolution and a weight
+gradient.
+
+The kernels here are serial: on a 2-core machine, a parallel numba region between two
+multi-threaded BLAS products cost more than it saved (the OpenMP and OpenBLAS threads each
+spin-wait for the cores), measured with benchmarks/bench_conv.py; BLAS does the parallel work.
+
+Every product has the specification's shape of reduction (the same ``K`` per output value, by
+the same BLAS routine), so with one tile the forward equals the specification bit for bit, as
+measured; across tiles the weight gradient is summed tile by tile and a pixel's input gradient
+receives its taps tile by tile, which changes the last bits only
+(``tests/kernels/test_conv_kernels.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+TILE_VALUES = 1 << 20  # values of cols per tile (4 MB in float32: inside the L2/L3 caches) ...
+MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
+
+
+def _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """The receptive fields of (N, C, H, W) as a strided view (N, C, kh, kw, Ho, Wo) of the zero-padded input
+    (the specification's ``_windows``)."""
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    sN, sC, sH, sW = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, shape=(x.shape[0], x.shape[1], kh, kw, Ho, Wo), strides=(sN, sC, sH * dh, sW * dw, sH * sh, sW * sw),
+        writeable=False)
+
+
+def _gather(windows, n0, n1, r0, r1, cols):
+    """``cols (K, T) = im2col`` of one tile: the windows of images ``n0..n1-1``, output rows ``r0..r1-1``,
+    copied in the order (C, kh, kw, n, rows, Wo). The copy's inner runs are rows of the input."""
+    N, C, kh, kw, Ho, Wo = windows.shape
+    # (K, T) -> (C, kh, kw, n, rows, Wo): the tile's buffer laid out as the windows it receives
+    target = cols.reshape(C, kh, kw, n1 - n0, r1 - r0, Wo)
+    np.copyto(target, windows[n0:n1, :, :, :, r0:r1].transpose(1, 2, 3, 0, 4, 5))
+
+
+@njit(cache=True)
+def _fold(cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
+    """The adjoint of :func:`_gather`: ``out[n, c, y, x] += cols[k, t]`` for every tap that read
+    input pixel (y, x), in the order channel, tap (i, j), image, row; taps in the padding are dropped."""
+    C, H, W = out.shape[1], out.shape[2], out.shape[3]
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                k = (c * kh + i) * kw + j
+                q_lo = 0
+                while q_lo < Wo and q_lo * sw + j * dw - pw < 0:
+                    q_lo += 1
+                q_hi = Wo
+                while q_hi > q_lo and (q_hi - 1) * sw + j * dw - pw >= W:
+                    q_hi -= 1
+                x0 = j * dw - pw
+                t = 0
+                for n in range(n0, n1):
+                    for r in range(r0, r1):
+                        y = r * sh + i * dh - ph
+                        if 0 <= y < H:
+                            if sw == 1:
+                                out[n, c, y, q_lo + x0 : q_hi + x0] += cols[k, t + q_lo : t + q_hi]
+                            else:
+                                for q in range(q_lo, q_hi):
+                                    out[n, c, y, q * sw + x0] += cols[k, t + q]
+                        t += Wo
+
+
+def _tiles(N: int, Ho: int, Wo: int, K: int):
+    """The tiles of output positions: ``(n0, n1, r0, r1)``, a band of rows of one image or, when an
+    image is smaller than a tile, a group of whole images; each about :data:`TILE_VALUES` / K columns."""
+    if K == 0:  # a pointwise conv gathers nothing: one product per image
+        return [(n, n + 1, 0, Ho) for n in range(N)] if Ho * Wo >= MIN_COLUMNS or N == 1 else \
+            _tiles(N, Ho, Wo, 1)
+    columns = max(Wo, MIN_COLUMNS, TILE_VALUES // K)
+    per_image = Ho * Wo
+    if per_image <= columns:
+        group = max(1, columns // per_image)
+        return [(n, min(N, n + group), 0, Ho) for n in range(0, N, group)]
+    rows = max(1, columns // Wo)
+    return [(n, n + 1, r, min(Ho, r + rows)) for n in range(N) for r in range(0, Ho, rows)]
+
+
+def _grad_tile(g, n0, n1, r0, r1):
+    """Columns of an (N, C, Ho, Wo) array (a gradient, an input of a 1x1 conv, a residual) for one tile
+    -> (C, T) (a view for a band of one image)."""
+    if n1 - n0 == 1:
+        C, Wo = g.shape[1], g.shape[3]
+        return g[n0, :, r0:r1].reshape(C, (r1 - r0) * Wo)  # (C, rows, Wo) -> (C, rows*Wo), a view
+    # (n, C, Ho, Wo) -> (C, n, Ho, Wo) -> (C, n*Ho*Wo)
+    return g[n0:n1].transpose(1, 0, 2, 3).reshape(g.shape[1], -1)
+
+
+def _put(out, tile, n0, n1, r0, r1):
+    """Write ``tile`` (C, T) into ``out`` (N, C, Ho*Wo) at the tile's positions (rows of Wo columns)."""
+    C, L = out.shape[1], out.shape[2]
+    if n1 - n0 == 1:
+        Wo = tile.shape[1] // (r1 - r0)
+        out[n0, :, r0 * Wo : r1 * Wo] = tile
+    else:
+        out[n0:n1] = tile.reshape(C, n1 - n0, L).transpose(1, 0, 2)  # (C, n*L) -> (C, n, L) -> (n, C, L)
+
+
+def _product(a, b, out3, n0, n1, r0, r1, Wo):
+    """``a @ b`` for one tile, written straight into ``out3`` (N, C, Ho*Wo) when the tile is a band
+    of one image; otherwise a (C, T) array to :func:`_put` there. Returns the tile's (C, T) values."""
+    if n1 - n0 == 1:
+        tile = out3[n0, :, r0 * Wo : r1 * Wo]  # (C, T), a view
+        np.matmul(a, b, out=tile)
+        return tile
+    return a @ b
+
+
+def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool = False, residual=None):
+    """``conv2d`` of (N, C_in, H, W) by (C_out, C_in, kh, kw) -> (N, C_out, Ho, Wo), tile by tile (module
+    doc), with an epilogue on each tile: ``+ bias`` (C_out,), ``+ residual`` (N, C_out, Ho, Wo), then ReLU
+    when ``relu`` -- each optional. Stride, padding and dilation are (h, w) pairs."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    N, C, H, W = x.shape
+    C_out, _, kh, kw = weight.shape
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    K = C * kh * kw
+    w2 = weight.reshape(C_out, K)  # (C_out, C_in, kh, kw) -> (C_out, K)
+    x = np.ascontiguousarray(x)
+    out = np.empty((N, C_out, Ho * Wo), dtype=x.dtype)
+    pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0
+    windows = None if pointwise else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    tiles = _tiles(N, Ho, Wo, 0 if pointwise else K)
+    largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
+    buffer = None if pointwise else np.empty(K * largest, dtype=x.dtype)  # one tile's cols, reused
+    for n0, n1, r0, r1 in tiles:
+        T = (n1 - n0) * (r1 - r0) * Wo
+        if pointwise:
+            cols = _grad_tile(x, n0, n1, r0, r1)  # the input's own columns (C, T): no copy for one image
+        else:
+            cols = buffer[: K * T].reshape(K, T)
+            _gather(windows, n0, n1, r0, r1, cols)
+        tile = _product(w2, cols, out, n0, n1, r0, r1, Wo)  # (C_out, K) @ (K, T)
+        if bias is not None:
+            tile += bias[:, None]
+        if residual is not None:
+            tile += _grad_tile(residual, n0, n1, r0, r1)
+        if relu:
+            np.maximum(tile, 0, out=tile)
+        if n1 - n0 > 1:
+            _put(out, tile, n0, n1, r0, r1)
+    return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
+
+
+def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilation, need=(True, True, True)):
+    """Gradients ``(d_input, d_weight, d_bias)`` of :func:`conv2d_forward_tiled` (without ReLU) for an
+    input of shape ``x_shape``; entries not in ``need`` are None. ``x`` is needed for ``d_weight`` only."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    N, C, H, W = x_shape
+    C_out, _, kh, kw = weight.shape
+    Ho, Wo = grad_out.shape[2:]
+    K = C * kh * kw
+    w2 = weight.reshape(C_out, K)  # (C_out, C_in, kh, kw) -> (C_out, K)
+    x = np.ascontiguousarray(x) if need[1] else None
+    g = np.ascontiguousarray(grad_out)
+    pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0
+    windows = None if pointwise or not need[1] else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    dtype = g.dtype
+    d_input = (np.empty if pointwise else np.zeros)(x_shape, dtype=dtype) if need[0] else None
+    d_weight_t = np.zeros((K, C_out), dtype=dtype) if need[1] else None  # accumulated as (K, C_out)
+    tiles = _tiles(N, Ho, Wo, 0 if pointwise else K)
+    largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
+    buffer = np.empty(K * largest, dtype=dtype)
+    for n0, n1, r0, r1 in tiles:
+        T = (n1 - n0) * (r1 - r0) * Wo
+        g_tile = _grad_tile(g, n0, n1, r0, r1)  # (C_out, T)
+        if need[0] and pointwise:  # d_cols are the input's own columns
+            d_input3 = d_input.reshape(N, C, H * W)
+            tile = _product(w2.T, g_tile, d_input3, n0, n1, r0, r1, Wo)  # (K, C_out) @ (C_out, T)
+            if n1 - n0 > 1:
+                _put(d_input3, tile, n0, n1, r0, r1)
+        elif need[0]:
+            d_cols = buffer[: K * T].reshape(K, T)
+            np.matmul(w2.T, g_tile, out=d_cols)  # (K, C_out) @ (C_out, T)
+            _fold(d_cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, d_input)
+        if need[1]:
+            if pointwise:
+                cols = _grad_tile(x, n0, n1, r0, r1)
+            else:
+                cols = buffer[: K * T].reshape(K, T)
+                _gather(windows, n0, n1, r0, r1, cols)
+            # (K, T) @ (T, C_out): the long axis outside (OpenBLAS is much slower on g @ cols.T)
+            d_weight_t += cols @ g_tile.T
+    d_weight = d_weight_t.T.reshape(weight.shape) if need[1] else None
+    d_bias = grad_out.sum(axis=(0, 2, 3)) if need[2] else None
+    return d_input, d_weight, d_bias
+
+
+def conv_transpose2d_forward_tiled(x, weight, bias, stride, padding, output_size, dilation):
+    """``conv_transpose2d`` of (N, C_in, H, W) by (C_in, C_out, kh, kw) (+ bias) -> (N, C_out, Ho, Wo)
+    (``output_size``): the input gradient of the convolution by ``weight`` read as (C_out', C_in', kh, kw)
+    = (C_in, C_out, kh, kw), for ``grad_out = x``."""
+    N, C_out = x.shape[0], weight.shape[1]
+    out_shape = (N, C_out, *output_size)
+    out = conv2d_backward_tiled(x, None, out_shape, weight, stride, padding, dilation, (True, False, False))[0]
+    if bias is not None:
+        out += bias.reshape(1, C_out, 1, 1)
+    return out
+
+
+def conv_transpose2d_backward_tiled(grad_out, x, weight, stride, padding, dilation, need=(True, True, True)):
+    """Gradients ``(d_input, d_weight, d_bias)`` of :func:`conv_transpose2d_forward_tiled`: the
+    convolution of ``grad_out`` by ``weight`` (d_input), and that convolution's weight gradient
+    with ``x`` as its output gradient (d_weight, already laid out (C_in, C_out, kh, kw))."""
+    d_input = conv2d_forward_tiled(grad_out, weight, None, stride, padding, dilation) if need[0] else None
+    d_weight = None
+    if need[1]:
+        d_weight = conv2d_backward_tiled(x, grad_out, grad_out.shape, weight, stride, padding, dilation,
+                                         (False, True, False))[1]
+    d_bias = grad_out.sum(axis=(0, 2, 3)) if need[2] else None
+    return d_input, d_weight, d_bias
+
+
+def _conv2d_numba(x, weight, bias, stride, padding, dilation, keep: bool):
+    """Table entry of ``conv2d``: ``(out, saved)``; the backward gathers again, so nothing is saved."""
+    return conv2d_forward_tiled(x, weight, bias, stride, padding, dilation), None
+
+
+def _conv2d_backward_numba(grad_out, x, saved, weight, stride, padding, dilation, need):
+    return conv2d_backward_tiled(grad_out, x, x.shape, weight, stride, padding, dilation, need)
+
+
+def _conv_transpose2d_numba(x, weight, bias, stride, padding, output_padding, dilation):
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
+    H, W = x.shape[2:]
+    kh, kw = weight.shape[2:]
+    size = ((H - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1, (W - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1)
+    return conv_transpose2d_forward_tiled(x, weight, bias, stride, padding, size, dilation)
+
+
+CONV2D_IMPL = (_conv2d_numba, _conv2d_backward_numba)
+CONV_TRANSPOSE2D_IMPL = (_conv_transpose2d_numba, conv_transpose2d_backward_tiled)
