@@ -13,6 +13,8 @@ within noise, since predict never records the tape -- and our time per stage fro
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -60,6 +62,18 @@ def stage_times(model, image) -> dict[str, float]:
     return times
 
 
+def hot_spots(model, image, top: int = 12) -> list[tuple[str, float, int]]:
+    """The ``top`` functions by own time (cProfile's tottime) in one inference: ``(name, seconds, calls)``."""
+    profile = cProfile.Profile()
+    profile.enable()
+    model([image])
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # {(file, line, name): (calls, ncalls, tottime, cumtime, callers)}
+    rows = sorted(((f"{Path(f).name}:{line}({name})" if line else name, tt, nc)
+                   for (f, line, name), (_, nc, tt, _, _) in stats.items()), key=lambda r: -r[1])
+    return rows[:top]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -91,6 +105,10 @@ def main(argv=None):
     print("mrcnn_np per stage (one run; 'full predict (again)' re-runs box+mask heads with postprocess):")
     for name, t in stage_times(ours, image).items():
         print(f"  {name:22s} {t:7.3f}s")
+    print("mrcnn_np's hot spots: the functions with the most own time in one inference (cProfile, which adds "
+          "its overhead to Python calls):")
+    for name, t, calls in hot_spots(ours, image):
+        print(f"  {t:7.3f}s {calls:6d} calls  {name}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from mrcnn_np.reference.twins import targets_to_torch, to_torch, twin_pair
 from mrcnn_np.train import TrainRecipe, make_optimizer, train_step
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import best_times  # noqa: E402
+from timing import SETTLE_SECONDS, best_times  # noqa: E402
 
 
 def phase_times(forward, backward, step, repeats: int) -> list[float]:
@@ -38,6 +38,7 @@ def phase_times(forward, backward, step, repeats: int) -> list[float]:
     ``backward(loss)``, ``step()``."""
     best = [float("inf")] * 3
     for _ in range(repeats):
+        time.sleep(SETTLE_SECONDS)  # the other library's idle threads let go of the cores first
         t0 = time.perf_counter()
         loss = forward()
         t1 = time.perf_counter()

@@ -392,12 +392,38 @@ def getitem(a, index) -> Tensor:
     def backward(g):
         full = xp.zeros_like(a_)
         if _is_advanced(index):
-            xp.add.at(full, index, g)
+            _scatter_add(full, index, g)
         else:
             full[index] = g
         return (full,)
 
     return apply(a_[index], (a,), backward)
+
+
+def _scatter_add(full, index, g) -> None:
+    """``full[index] += g`` with repeated positions accumulating (``add.at``), done fast for the common
+    case: a tuple of 1-D integer arrays picking elements of the leading axes (``logits[rows, labels]``).
+
+    Those positions become one linear index over the leading axes; on the host, when no position
+    repeats (checked), it is a plain assignment of whole rows, else ``add.at`` over rows -- both far
+    faster than ``add.at`` with a tuple index and trailing axes, and the same sums."""
+    xp = get_array_module(full)
+    parts = index if isinstance(index, tuple) else (index,)
+    leading = len(parts)
+    simple = leading <= full.ndim and all(
+        getattr(p, "ndim", None) == 1 and p.dtype.kind in "iu" and len(p) == len(parts[0]) for p in parts)
+    if not simple:
+        xp.add.at(full, index, g)
+        return
+    lead_shape = full.shape[:leading]
+    # (R,) per leading axis -> (R,) linear positions over those axes; negative indices count from the end
+    linear = xp.ravel_multi_index(tuple(p % n for p, n in zip(parts, lead_shape, strict=True)), lead_shape)
+    rows = full.reshape(-1, *full.shape[leading:])  # (prod(lead), *rest): a view of the contiguous zeros
+    values = xp.broadcast_to(g, (len(linear), *full.shape[leading:]))
+    if xp is np and len(np.unique(linear)) == len(linear):
+        rows[linear] += values  # no position repeats: a plain read-add-write, as add.at would do
+    else:
+        xp.add.at(rows, linear, values)
 
 
 # --- reductions ------------------------------------------------------------------------

@@ -11,8 +11,8 @@ the same product **one tile of output positions at a time**::
         out[:, tile] = weight (C_out, K) @ cols_tile   np.matmul(out=), straight into the output
         epilogue: + bias, + residual, ReLU             while the tile is still in cache
 
-``K = C_in*kh*kw``. A tile holds about :data:`TILE_VALUES` values of ``cols`` (4 MB), so it stays in
-the L2/L3 cache between being written and being multiplied, but at least :data:`MIN_COLUMNS`
+``K = C_in*kh*kw``. A tile holds about :data:`TILE_VALUES` values of ``cols`` (16 MB), so it stays in
+the L3 cache between being written and being multiplied, but at least :data:`MIN_COLUMNS`
 output positions, below which the product itself slows down. ``_gather`` is one NumPy copy of
 the receptive-field view (the specification's strided windows) into the tile's buffer: its
 inner runs are rows of the input, so a stride-1 copy moves contiguous memory. A 1x1 stride-1
@@ -20,9 +20,12 @@ conv gathers nothing: an image's (C_in, H*W) *is* its ``cols``, a view, one prod
 The epilogue is what :mod:`mrcnn_np.nn.fused` uses at inference (a norm folded into the bias,
 the bottleneck's residual sum and ReLU) to save whole passes over the output.
 
-The backward runs the same tiles: ``d_cols = weight.T @ grad_tile``, folded back onto the input by
-``_fold``, and ``d_weight += cols_tile @ grad_tile.T`` with ``cols_tile`` gathered again rather
-than kept from the forward pass (a gather costs less than keeping K x N*Ho*Wo values alive).
+The backward runs the same tiles. A stride-1 conv's input gradient is itself a stride-1 conv (of
+the output gradient, by the weight flipped in space with C_in and C_out swapped, padded by
+``dilation*(k-1) - padding``), so it runs as the tiled forward above; otherwise
+``d_cols = weight.T @ grad_tile`` is folded back onto the input by ``_fold``. And
+``d_weight += cols_tile @ grad_tile.T``, with ``cols_tile`` gathered again rather than kept from
+the forward pass (a gather costs less than keeping K x N*Ho*Wo values alive).
 ``_fold`` is a numba kernel that adds a tile's columns to the input positions they came from in
 one pass (the specification makes kh*kw strided passes over the whole gradient), per channel,
 tap and row, in the specification's order of taps. A transposed convolution is that backward
@@ -45,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-TILE_VALUES = 1 << 20  # values of cols per tile (4 MB in float32: inside the L2/L3 caches) ...
+TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
 
 
@@ -195,6 +198,14 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     windows = None if pointwise or not need[1] else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     dtype = g.dtype
     d_input = (np.empty if pointwise else np.zeros)(x_shape, dtype=dtype) if need[0] else None
+    # a stride-1 conv's input gradient is itself a stride-1 conv: of grad_out, by the weight flipped
+    # in space with C_in and C_out swapped, padded by d*(k-1) - p -- tiled as a forward pass, with no
+    # (K, N*Ho*Wo) column gradient to fold back
+    full_pad = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
+    if need[0] and not pointwise and sh == sw == 1 and min(full_pad) >= 0:
+        flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C_in, C_out, kh, kw)
+        d_input = conv2d_forward_tiled(g, flipped, None, (1, 1), full_pad, dilation)
+        need = (False, need[1], need[2])
     d_weight_t = np.zeros((K, C_out), dtype=dtype) if need[1] else None  # accumulated as (K, C_out)
     tiles = _tiles(N, Ho, Wo, 0 if pointwise else K)
     largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
