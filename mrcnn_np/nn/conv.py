@@ -17,6 +17,12 @@ The layers lay the batch out side by side, ``cols (C_in*kh*kw, N*Ho*Wo)``
 ``(C_out, K) @ (N, K, L)`` broadcasts over the batch with one small product per image,
 which for the mask head's ~100 RoIs of 14x14 was 30x slower.
 
+This file is the specification (``impl="numpy"``). On the CPU, ``impl="auto"`` runs
+:mod:`mrcnn_np.kernels.conv` instead: the same products one cache-sized tile of output positions
+at a time, so the unfolded matrix never exists whole (for a 3x3 conv of 256 channels on a
+200x200 map it would be 368 MB), tested against this version in
+``tests/kernels/test_conv_kernels.py``; on a GPU (CuPy) ``"auto"`` is this version, with cuBLAS.
+
 Torch references: ``torch.nn.functional.conv2d`` / ``conv_transpose2d``.
 """
 
