@@ -6,4 +6,22 @@ leaves: they import numpy, numba, each other and the device helpers (:mod:`.devi
 :func:`mrcnn_np.backend.get_array_module`), never ``ops``, ``nn`` or ``model``. The ops
 import these modules lazily, through their :class:`~mrcnn_np.backend.KernelTable`, so
 importing mrcnn_np does not import numba.
+
+**Threads on the CPU.** The CPU kernels with a parallel loop (``prange``: RoIAlign, the mask
+paste, box IoU) run it **serially** unless :data:`PARALLEL` is True. The model's time is mostly
+BLAS products, which are multi-threaded themselves, and after each product OpenBLAS's idle
+threads spin on the cores for a while; a numba parallel region that starts then shares the
+cores with them (and its own OpenMP threads spin after it, in BLAS's way). Measured on the
+2-core machine (a noisy one: medians of alternating runs), with numba's parallel loops on one
+thread (``NUMBA_NUM_THREADS=1``) against two: a training iteration of the tiny model 0.30-0.31 s
+against 0.42-0.44 s, a ResNet-50-FPN inference at 800x800 2.9 s against 3.2-4.2 s. Set
+``mrcnn_np.kernels.PARALLEL = True`` to run those loops on numba's threads (on a machine with
+cores to spare, after measuring).
 """
+
+PARALLEL = False  # run the CPU kernels' prange loops on numba's threads (see above)
+
+
+def parallel_cpu() -> bool:
+    """True when the CPU kernels should run their parallel versions (:data:`PARALLEL`)."""
+    return PARALLEL

@@ -1,11 +1,10 @@
 """Pairwise IoU kernels; the specification is :func:`mrcnn_np.ops.boxes.box_iou_numpy`.
 
 ``box_iou_numba``: one pass over the (R1, R2) output, rows in parallel (``prange``); no
-(R1, R2, 2) temporaries as the vectorised form needs, which is what makes it fast. Below
-:data:`PARALLEL_MIN` output elements (anchors against a few ground-truth boxes, as training
-matches them) the same loop runs serially: starting the threads of a parallel region costs
-more than such a matrix, and on a 2-core machine they wait for cores that BLAS's threads are
-still spinning on.
+(R1, R2, 2) temporaries as the vectorised form needs, which is what makes it fast. The rows run
+serially unless parallel CPU kernels are switched on (:mod:`mrcnn_np.kernels`) and the output
+has at least :data:`PARALLEL_MIN` elements (anchors against a few ground-truth boxes, as
+training matches them, are far fewer: starting a parallel region costs more than such a matrix).
 
 ``box_iou_cuda``: one GPU thread per output element ``out[i, j]``, the column ``j`` on the
 fastest thread index, so the 32 threads of a warp write 32 neighbouring elements of a row
@@ -29,6 +28,7 @@ import math
 import numpy as np
 from numba import cuda, njit, prange
 
+from . import parallel_cpu
 from .device import Launcher, mul_rn
 
 
@@ -46,12 +46,12 @@ def _box_iou_cpu(b1, b2, zero, out):
 
 
 _box_iou_cpu_serial = njit(cache=True, error_model="numpy")(_box_iou_cpu.py_func)  # prange runs as range
-PARALLEL_MIN = 1 << 17  # output elements from which the rows are computed in parallel
+PARALLEL_MIN = 1 << 17  # output elements from which the rows may be computed in parallel
 
 
 def box_iou_numba(boxes1, boxes2):
     out = np.empty((len(boxes1), len(boxes2)), dtype=boxes1.dtype)
-    kernel = _box_iou_cpu if out.size >= PARALLEL_MIN else _box_iou_cpu_serial
+    kernel = _box_iou_cpu if parallel_cpu() and out.size >= PARALLEL_MIN else _box_iou_cpu_serial
     kernel(np.ascontiguousarray(boxes1), np.ascontiguousarray(boxes2), boxes1.dtype.type(0), out)
     return out
 

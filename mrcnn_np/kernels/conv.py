@@ -24,9 +24,8 @@ The backward runs the same tiles. A stride-1 conv's input gradient is itself a s
 the output gradient, by the weight flipped in space with C_in and C_out swapped, padded by
 ``dilation*(k-1) - padding``), so it runs as the tiled forward above; otherwise
 ``d_cols = weight.T @ grad_tile`` is folded back onto the input by ``_fold``. And
-``d_weight += cols_tile @ grad_tile.T``, with ``cols_tile`` kept from the forward pass when all
-the tiles' columns total at most :data:`KEEP_VALUES` (a training batch of small images), and
-gathered again otherwise (a gather costs less than keeping a large K x N*Ho*Wo matrix alive).
+``d_weight += cols_tile @ grad_tile.T``, with ``cols_tile`` gathered again rather than kept from
+the forward pass (a gather costs less than keeping K x N*Ho*Wo values alive).
 ``_fold`` is a numba kernel that adds a tile's columns to the input positions they came from in
 one pass (the specification makes kh*kw strided passes over the whole gradient), per channel,
 tap and row, in the specification's order of taps. A transposed convolution is that backward
@@ -51,7 +50,6 @@ from numba import njit
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
-KEEP_VALUES = 1 << 24  # a training forward keeps its columns for the backward up to this many values (64 MB)
 
 
 def _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
@@ -150,15 +148,10 @@ def _product(a, b, out3, n0, n1, r0, r1, Wo):
     return a @ b
 
 
-def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool = False, residual=None,
-                         keep: bool = False):
+def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool = False, residual=None):
     """``conv2d`` of (N, C_in, H, W) by (C_out, C_in, kh, kw) -> (N, C_out, Ho, Wo), tile by tile (module
     doc), with an epilogue on each tile: ``+ bias`` (C_out,), ``+ residual`` (N, C_out, Ho, Wo), then ReLU
-    when ``relu`` -- each optional. Stride, padding and dilation are (h, w) pairs.
-
-    With ``keep`` the result is ``(out, kept)``: the gathered columns of every tile, for the weight
-    gradient (:func:`conv2d_backward_tiled`), when they total at most :data:`KEEP_VALUES` values
-    (a training batch of small images), else None (the backward gathers again)."""
+    when ``relu`` -- each optional. Stride, padding and dilation are (h, w) pairs."""
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     N, C, H, W = x.shape
     C_out, _, kh, kw = weight.shape
@@ -172,17 +165,14 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
     windows = None if pointwise else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     tiles = _tiles(N, Ho, Wo, 0 if pointwise else K)
     largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
-    kept = [] if keep and not pointwise and K * N * Ho * Wo <= KEEP_VALUES else None
-    buffer = None if pointwise or kept is not None else np.empty(K * largest, dtype=x.dtype)  # reused
+    buffer = None if pointwise else np.empty(K * largest, dtype=x.dtype)  # one tile's cols, reused
     for n0, n1, r0, r1 in tiles:
         T = (n1 - n0) * (r1 - r0) * Wo
         if pointwise:
             cols = _grad_tile(x, n0, n1, r0, r1)  # the input's own columns (C, T): no copy for one image
         else:
-            cols = buffer[: K * T].reshape(K, T) if kept is None else np.empty((K, T), dtype=x.dtype)
+            cols = buffer[: K * T].reshape(K, T)
             _gather(windows, n0, n1, r0, r1, cols)
-            if kept is not None:
-                kept.append(cols)
         tile = _product(w2, cols, out, n0, n1, r0, r1, Wo)  # (C_out, K) @ (K, T)
         if bias is not None:
             tile += bias[:, None]
@@ -192,15 +182,12 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
             np.maximum(tile, 0, out=tile)
         if n1 - n0 > 1:
             _put(out, tile, n0, n1, r0, r1)
-    out = out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
-    return (out, kept) if keep else out
+    return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
 
 
-def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilation, need=(True, True, True),
-                          kept=None):
+def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilation, need=(True, True, True)):
     """Gradients ``(d_input, d_weight, d_bias)`` of :func:`conv2d_forward_tiled` (without ReLU) for an
-    input of shape ``x_shape``; entries not in ``need`` are None. ``x`` is needed for ``d_weight`` only,
-    and not gathered again where the forward ``kept`` its columns."""
+    input of shape ``x_shape``; entries not in ``need`` are None. ``x`` is needed for ``d_weight`` only."""
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     N, C, H, W = x_shape
     C_out, _, kh, kw = weight.shape
@@ -210,8 +197,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     x = np.ascontiguousarray(x) if need[1] else None
     g = np.ascontiguousarray(grad_out)
     pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0
-    windows = None if pointwise or not need[1] or kept is not None else _windows(x, kh, kw, sh, sw, ph, pw, dh,
-                                                                                    dw, Ho, Wo)
+    windows = None if pointwise or not need[1] else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     dtype = g.dtype
     d_input = (np.empty if pointwise else np.zeros)(x_shape, dtype=dtype) if need[0] else None
     # a stride-1 conv's input gradient is itself a stride-1 conv: of grad_out, by the weight flipped
@@ -226,7 +212,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     tiles = _tiles(N, Ho, Wo, 0 if pointwise else K)
     largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
     buffer = np.empty(K * largest, dtype=dtype)
-    for i, (n0, n1, r0, r1) in enumerate(tiles):
+    for n0, n1, r0, r1 in tiles:
         T = (n1 - n0) * (r1 - r0) * Wo
         g_tile = _grad_tile(g, n0, n1, r0, r1)  # (C_out, T)
         if need[0] and pointwise:  # d_cols are the input's own columns
@@ -241,8 +227,6 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
         if need[1]:
             if pointwise:
                 cols = _grad_tile(x, n0, n1, r0, r1)
-            elif kept is not None:
-                cols = kept[i]
             else:
                 cols = buffer[: K * T].reshape(K, T)
                 _gather(windows, n0, n1, r0, r1, cols)
@@ -279,13 +263,12 @@ def conv_transpose2d_backward_tiled(grad_out, x, weight, stride, padding, dilati
 
 
 def _conv2d_numba(x, weight, bias, stride, padding, dilation, keep: bool):
-    """Table entry of ``conv2d``: ``(out, saved)``, ``saved`` the kept columns (or None) when ``keep``."""
-    return conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, keep=True) if keep else \
-        (conv2d_forward_tiled(x, weight, bias, stride, padding, dilation), None)
+    """Table entry of ``conv2d``: ``(out, saved)``; the backward gathers again, so nothing is saved."""
+    return conv2d_forward_tiled(x, weight, bias, stride, padding, dilation), None
 
 
 def _conv2d_backward_numba(grad_out, x, saved, weight, stride, padding, dilation, need):
-    return conv2d_backward_tiled(grad_out, x, x.shape, weight, stride, padding, dilation, need, kept=saved)
+    return conv2d_backward_tiled(grad_out, x, x.shape, weight, stride, padding, dilation, need)
 
 
 def _conv_transpose2d_numba(x, weight, bias, stride, padding, output_padding, dilation):

@@ -29,7 +29,8 @@ the values the specification crops from its full resized mask. Integers become f
 to float64, checked in the PTX); on the GPU the floor of ``real >= 0`` is its truncation
 ``int64(real)``.
 
-``paste_masks_numba``: boxes in parallel (``prange``); per box, the width pass of the visible
+``paste_masks_numba``: boxes in parallel (``prange``, where parallel CPU kernels are on:
+:mod:`mrcnn_np.kernels`); per box, the width pass of the visible
 columns into an (Mh, visible width) buffer, then each visible row as two reads of it -- the
 specification's two passes, without its full-size temporaries, its crop and its per-mask calls.
 
@@ -50,6 +51,7 @@ import numpy as np
 from numba import config, cuda, int64, njit, prange
 from numba.extending import intrinsic
 
+from . import parallel_cpu
 from .device import Launcher, mul_rn
 
 
@@ -112,11 +114,15 @@ def _paste_cpu(masks, boxes, zero, half, out):
                 out[r, y, x] = rows[j0, x - x_0] * v0 + rows[j1, x - x_0] * mu
 
 
+_paste_cpu_serial = njit(cache=True)(_paste_cpu.py_func)  # prange runs as range (mrcnn_np.kernels.PARALLEL)
+
+
 def paste_masks_numba(masks, int_boxes, im_h: int, im_w: int):
     """(R, Mh, Mw) padded masks, (R, 4) int64 boxes -> (R, H, W), on the host."""
     out = np.zeros((len(masks), im_h, im_w), dtype=masks.dtype)
     dt = masks.dtype.type
-    _paste_cpu(np.ascontiguousarray(masks), np.ascontiguousarray(int_boxes, dtype=np.int64), dt(0), dt(0.5), out)
+    kernel = _paste_cpu if parallel_cpu() else _paste_cpu_serial
+    kernel(np.ascontiguousarray(masks), np.ascontiguousarray(int_boxes, dtype=np.int64), dt(0), dt(0.5), out)
     return out
 
 

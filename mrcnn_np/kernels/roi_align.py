@@ -10,7 +10,8 @@ interpolation weights are computed once per point and shared by all channels. Th
 plus parallel boxes, is what makes the CPU kernel fast; the copy is one pass over the map,
 small next to R x ph x pw x (points) x 4 x C reads.
 
-Forward: boxes in parallel (``prange``); per bin, per sample point,
+Forward: boxes in parallel (``prange``, where parallel CPU kernels are on: :mod:`mrcnn_np.kernels`);
+per bin, per sample point,
 ``acc += w1 * f[y0, x0] + w2 * f[y0, x1] + w3 * f[y1, x0] + w4 * f[y1, x1]`` over channels
 (torchvision's expression, term for term), then ``acc / count``.
 
@@ -39,6 +40,7 @@ import numba
 import numpy as np
 from numba import cuda, int64, njit, prange
 
+from . import parallel_cpu
 from .device import THREADS, Launcher, blocks_for
 
 
@@ -101,19 +103,26 @@ def _plan_arrays(plan):
     return (plan.batch, y.low, y.high, y.w_low, y.w_high, x.low, x.high, x.w_low, x.w_high, plan.count)
 
 
+_forward_cpu_serial = njit(cache=True)(_forward_cpu.py_func)  # prange runs as range (mrcnn_np.kernels.PARALLEL)
+_backward_cpu_serial = njit(cache=True)(_backward_cpu.py_func)
+
+
 def roi_align_numba(features, plan, output_size):
     ph, pw = output_size
     R, C = len(plan.batch), features.shape[1]
     out = np.zeros((R, ph, pw, C), dtype=features.dtype)
-    _forward_cpu(_channels_last(features), *map(np.ascontiguousarray, _plan_arrays(plan)), out)
+    kernel = _forward_cpu if parallel_cpu() else _forward_cpu_serial
+    kernel(_channels_last(features), *map(np.ascontiguousarray, _plan_arrays(plan)), out)
     return out.transpose(0, 3, 1, 2)  # (R, ph, pw, C) -> (R, C, ph, pw)
 
 
 def roi_align_backward_numba(grad_out, plan, input_shape):
     N, C, H, W = input_shape
     grad = np.zeros((N, H, W, C), dtype=grad_out.dtype)
-    blocks = min(C, numba.get_num_threads())  # one channel slice per thread: the per-point work is shared
-    _backward_cpu(_channels_last(grad_out), *map(np.ascontiguousarray, _plan_arrays(plan)), grad, blocks)
+    parallel = parallel_cpu()
+    blocks = min(C, numba.get_num_threads()) if parallel else 1  # one channel slice per thread
+    kernel = _backward_cpu if parallel else _backward_cpu_serial
+    kernel(_channels_last(grad_out), *map(np.ascontiguousarray, _plan_arrays(plan)), grad, blocks)
     return grad.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 

@@ -28,6 +28,7 @@ def test_box_iou_numba_parallel_and_serial_loops_equal_numpy(monkeypatch):
     b1, _ = box_set(3, 700, np.float32)
     b2, _ = box_set(4, 300, np.float32)
     expected = box_iou(b1, b2, impl="numpy")
+    monkeypatch.setattr("mrcnn_np.kernels.PARALLEL", True)  # parallel CPU kernels switched on
     for threshold in (0, 10**9):
         monkeypatch.setattr(kernels, "PARALLEL_MIN", threshold)
         np.testing.assert_array_equal(box_iou(b1, b2, impl="numba"), expected)

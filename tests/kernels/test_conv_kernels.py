@@ -57,13 +57,10 @@ def run(op, impl, x, w, b, **kw):
     return out.data, xt.grad, wt.grad, bt.grad
 
 
-@pytest.mark.parametrize("keep_values", [conv_kernels.KEEP_VALUES, 0], ids=["kept", "gathered-again"])
 @pytest.mark.parametrize("tile_values", TILES, indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_tiled_equals_the_specification(case, dtype, tile_values, keep_values, monkeypatch):
-    """The backward's columns come from the forward (kept) or are gathered again: both are checked."""
-    monkeypatch.setattr(conv_kernels, "KEEP_VALUES", keep_values)
+def test_conv2d_tiled_equals_the_specification(case, dtype, tile_values):
     N, C, H, W, C_out, k, stride, padding, dilation = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)

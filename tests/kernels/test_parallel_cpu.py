@@ -1,0 +1,62 @@
+"""The CPU kernels with a parallel loop run it serially by default (:data:`mrcnn_np.kernels.PARALLEL`,
+whose docstring gives the measurement); both versions compute each element with the same
+arithmetic in the same order, so the parallel one equals the serial one bit for bit. The
+serial versions are what the other kernel tests check against the NumPy specification."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrcnn_np import kernels
+from mrcnn_np.kernels import box_iou as box_iou_kernels
+from mrcnn_np.kernels import paste as paste_kernels
+from mrcnn_np.kernels import roi_align as roi_align_kernels
+from mrcnn_np.ops.roi_align import sampling_plan
+from tests.kernels.strategies import box_set
+from tests.kernels.test_paste import assert_bitwise, int_boxes
+
+
+@pytest.fixture
+def parallel(monkeypatch):
+    """Run a function with the kernels' parallel loops, then serially: ``parallel(fn) -> (par, ser)``."""
+    def both(fn):
+        monkeypatch.setattr(kernels, "PARALLEL", True)
+        par = fn()
+        monkeypatch.setattr(kernels, "PARALLEL", False)
+        return par, fn()
+    return both
+
+
+def test_serial_is_the_default():
+    assert kernels.PARALLEL is False and kernels.parallel_cpu() is False
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_box_iou_parallel_equals_serial(dtype, parallel, monkeypatch):
+    monkeypatch.setattr(box_iou_kernels, "PARALLEL_MIN", 0)
+    b1, _ = box_set(0, 300, dtype)
+    b2, _ = box_set(1, 200, dtype)
+    assert_bitwise(*parallel(lambda: box_iou_kernels.box_iou_numba(b1, b2)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_paste_parallel_equals_serial(dtype, parallel):
+    rng = np.random.default_rng(2)
+    masks = rng.uniform(0, 1, (25, 30, 30)).astype(dtype)
+    boxes = int_boxes(rng, 25, 90, 120)
+    assert_bitwise(*parallel(lambda: paste_kernels.paste_masks_numba(masks, boxes, 90, 120)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_roi_align_parallel_equals_serial(dtype, parallel):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 24, 20)).astype(dtype)
+    xy = rng.uniform(-5, 60, (40, 2))
+    rois = np.concatenate([rng.integers(0, 2, (40, 1)), xy, xy + rng.uniform(1, 40, (40, 2))], axis=1).astype(dtype)
+    plan = sampling_plan(rois, 0.5, (7, 7), 2, False, 24, 20, np.dtype(dtype))
+    g = rng.standard_normal((40, 5, 7, 7)).astype(dtype)
+    out = parallel(lambda: np.ascontiguousarray(roi_align_kernels.roi_align_numba(x, plan, (7, 7))))
+    grad = parallel(lambda: np.ascontiguousarray(roi_align_kernels.roi_align_backward_numba(g, plan, x.shape)))
+    assert_bitwise(*out)
+    assert_bitwise(*grad)
