@@ -5,7 +5,8 @@ The shapes are recorded from the model itself: one inference of ``config.resnet5
 3x800x800 image through the backbone, the FPN and the RPN head, plus the mask head and mask
 predictor at 100 RoIs (the detections of a trained model). For each distinct shape it prints
 
-    ours     GFLOP/s of F.conv2d / F.conv_transpose2d (impl="auto": the tiled kernels on the CPU)
+    ours     GFLOP/s of F.conv2d / F.conv_transpose2d (impl="auto": the tiled kernels on the CPU; the
+             model's inference also folds norms and fuses ReLUs into them, which this leaves out)
     spec     GFLOP/s of the im2col specification (impl="numpy")
     sgemm    GFLOP/s of one NumPy matrix product of the conv's (M, N, K) = (C_out, N*Ho*Wo, C_in*kh*kw):
              the BLAS speed the conv could reach at best
@@ -32,6 +33,7 @@ from mrcnn_np.config import resnet50_fpn
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.nn import conv as conv_module
 from mrcnn_np.nn import functional as F
+from mrcnn_np.nn.fused import fusion
 
 sys.path.insert(0, str(Path(__file__).parent))
 from timing import best_times  # noqa: E402
@@ -55,7 +57,7 @@ def recorded_shapes(size: int, rois: int) -> Counter:
     for name in real:
         setattr(F, name, recorder(name))
     try:
-        with no_grad():
+        with no_grad(), fusion(False):  # every conv through F.conv2d (inference otherwise fuses most of them)
             features = model.backbone(image)
             model.rpn.head(list(features.values()))
             mask_features = np.zeros((rois, model.backbone.out_channels, 14, 14), np.float32)

@@ -9,10 +9,11 @@ the CPU, evaluate it with pycocotools, draw what it learned.
     evaluate   COCO bbox and segm AP on the held-out images (mrcnn_np.evaluate)
     draw       OUT/loss_curve.png, OUT/predictions.png (ground truth above predictions)
 
-With the defaults (2100 iterations) it runs in about 13.5 minutes on two CPU cores (806 s
-measured from a fresh clone) and reaches COCO AP@0.5 of 0.952 for boxes and 0.955 for masks on
-the 100 held-out images (AP@[.5:.95] 0.746 and 0.785); that run is the shipped model of
-:mod:`mrcnn_np.pretrained`. It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
+With the defaults (2100 iterations) it runs in about 10.5 minutes on two CPU cores (625 s
+measured from a fresh clone) and reaches COCO AP@0.5 of 0.961 for boxes and 0.953 for masks on
+the 100 held-out images (AP@[.5:.95] 0.751 and 0.785). The shipped model of
+:mod:`mrcnn_np.pretrained` is an earlier run of the same settings (0.952 / 0.955), from before
+the convolutions were tiled (they round differently). It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
 Everything is seeded: the same settings give the same numbers on the same machine (the BLAS
 library's thread count changes the last bits, and so the numbers a little).
 """

@@ -148,6 +148,16 @@ def _product(a, b, out3, n0, n1, r0, r1, Wo):
     return a @ b
 
 
+def _epilogue(out, bias, residual, relu: bool) -> None:
+    """In place on ``out`` (..., C, T): ``+ bias`` (C,), ``+ residual`` (out's shape), then ReLU; each optional."""
+    if bias is not None:
+        out += bias[:, None]
+    if residual is not None:
+        out += residual
+    if relu:
+        np.maximum(out, 0, out=out)
+
+
 def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool = False, residual=None):
     """``conv2d`` of (N, C_in, H, W) by (C_out, C_in, kh, kw) -> (N, C_out, Ho, Wo), tile by tile (module
     doc), with an epilogue on each tile: ``+ bias`` (C_out,), ``+ residual`` (N, C_out, Ho, Wo), then ReLU
@@ -161,25 +171,22 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
     w2 = weight.reshape(C_out, K)  # (C_out, C_in, kh, kw) -> (C_out, K)
     x = np.ascontiguousarray(x)
     out = np.empty((N, C_out, Ho * Wo), dtype=x.dtype)
-    pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0
-    windows = None if pointwise else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
-    tiles = _tiles(N, Ho, Wo, 0 if pointwise else K)
+    if kh == kw == 1 and sh == sw == 1 and ph == pw == 0:
+        # pointwise: each image's (C_in, H*W) is its own cols, a view; one product per image, straight
+        # into the output: (C_out, C_in) @ (N, C_in, H*W) -> (N, C_out, H*W)
+        np.matmul(w2, x.reshape(N, C, H * W), out=out)
+        _epilogue(out, bias, None if residual is None else residual.reshape(N, C_out, Ho * Wo), relu)
+        return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
+    windows = _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    tiles = _tiles(N, Ho, Wo, K)
     largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
-    buffer = None if pointwise else np.empty(K * largest, dtype=x.dtype)  # one tile's cols, reused
+    buffer = np.empty(K * largest, dtype=x.dtype)  # one tile's cols, reused
     for n0, n1, r0, r1 in tiles:
         T = (n1 - n0) * (r1 - r0) * Wo
-        if pointwise:
-            cols = _grad_tile(x, n0, n1, r0, r1)  # the input's own columns (C, T): no copy for one image
-        else:
-            cols = buffer[: K * T].reshape(K, T)
-            _gather(windows, n0, n1, r0, r1, cols)
+        cols = buffer[: K * T].reshape(K, T)
+        _gather(windows, n0, n1, r0, r1, cols)
         tile = _product(w2, cols, out, n0, n1, r0, r1, Wo)  # (C_out, K) @ (K, T)
-        if bias is not None:
-            tile += bias[:, None]
-        if residual is not None:
-            tile += _grad_tile(residual, n0, n1, r0, r1)
-        if relu:
-            np.maximum(tile, 0, out=tile)
+        _epilogue(tile, bias, None if residual is None else _grad_tile(residual, n0, n1, r0, r1), relu)
         if n1 - n0 > 1:
             _put(out, tile, n0, n1, r0, r1)
     return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
