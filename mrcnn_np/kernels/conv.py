@@ -206,15 +206,19 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0
     windows = None if pointwise or not need[1] else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     dtype = g.dtype
-    d_input = (np.empty if pointwise else np.zeros)(x_shape, dtype=dtype) if need[0] else None
-    # a stride-1 conv's input gradient is itself a stride-1 conv: of grad_out, by the weight flipped
-    # in space with C_in and C_out swapped, padded by d*(k-1) - p -- tiled as a forward pass, with no
-    # (K, N*Ho*Wo) column gradient to fold back
+    d_input = None
     full_pad = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
-    if need[0] and not pointwise and sh == sw == 1 and min(full_pad) >= 0:
+    if need[0] and pointwise:  # d_cols are the input's own columns: (C_in, C_out) @ (N, C_out, L) -> (N, C_in, L)
+        d_input = np.matmul(w2.T, g.reshape(N, C_out, Ho * Wo)).reshape(x_shape)
+    elif need[0] and sh == sw == 1 and min(full_pad) >= 0:
+        # a stride-1 conv's input gradient is itself a stride-1 conv: of grad_out, by the weight flipped
+        # in space with C_in and C_out swapped, padded by d*(k-1) - p -- tiled as a forward pass, with no
+        # (K, N*Ho*Wo) column gradient to fold back
         flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C_in, C_out, kh, kw)
         d_input = conv2d_forward_tiled(g, flipped, None, (1, 1), full_pad, dilation)
-        need = (False, need[1], need[2])
+    elif need[0]:
+        d_input = np.zeros(x_shape, dtype=dtype)  # the folds add into it
+    fold = need[0] and not pointwise and not (sh == sw == 1 and min(full_pad) >= 0)
     d_weight_t = np.zeros((K, C_out), dtype=dtype) if need[1] else None  # accumulated as (K, C_out)
     tiles = _tiles(N, Ho, Wo, 0 if pointwise else K)
     largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
@@ -222,12 +226,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     for n0, n1, r0, r1 in tiles:
         T = (n1 - n0) * (r1 - r0) * Wo
         g_tile = _grad_tile(g, n0, n1, r0, r1)  # (C_out, T)
-        if need[0] and pointwise:  # d_cols are the input's own columns
-            d_input3 = d_input.reshape(N, C, H * W)
-            tile = _product(w2.T, g_tile, d_input3, n0, n1, r0, r1, Wo)  # (K, C_out) @ (C_out, T)
-            if n1 - n0 > 1:
-                _put(d_input3, tile, n0, n1, r0, r1)
-        elif need[0]:
+        if fold:
             d_cols = buffer[: K * T].reshape(K, T)
             np.matmul(w2.T, g_tile, out=d_cols)  # (K, C_out) @ (C_out, T)
             _fold(d_cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, d_input)
@@ -278,12 +277,9 @@ def _conv2d_backward_numba(grad_out, x, saved, weight, stride, padding, dilation
     return conv2d_backward_tiled(grad_out, x, x.shape, weight, stride, padding, dilation, need)
 
 
-def _conv_transpose2d_numba(x, weight, bias, stride, padding, output_padding, dilation):
-    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
-    H, W = x.shape[2:]
-    kh, kw = weight.shape[2:]
-    size = ((H - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1, (W - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1)
-    return conv_transpose2d_forward_tiled(x, weight, bias, stride, padding, size, dilation)
+def _conv_transpose2d_numba(x, weight, bias, stride, padding, output_padding, dilation, output_size):
+    """Table entry of ``conv_transpose2d``: the caller's ``output_size`` already holds ``output_padding``."""
+    return conv_transpose2d_forward_tiled(x, weight, bias, stride, padding, output_size, dilation)
 
 
 CONV2D_IMPL = (_conv2d_numba, _conv2d_backward_numba)

@@ -178,23 +178,17 @@ def _conv2d_backward_numpy(grad_out, x, saved, weight, stride, padding, dilation
     return conv2d_backward(grad_out, x.shape, saved, weight, stride, padding, dilation, need)
 
 
-def _conv_transpose2d_numpy(x, weight, bias, stride, padding, output_padding, dilation):
-    return conv_transpose2d_forward(x, weight, bias, stride, padding, output_padding, dilation)
-
-
 def _kernels():
     from ..kernels import conv  # imports numba: on first use only
 
     return conv
 
 
-# (forward, backward) pairs. "numba": the tiled CPU versions of mrcnn_np/kernels/conv.py (same
-# products, one cache-sized tile at a time). On CuPy arrays "auto" is the specification: im2col
-# and one cuBLAS product, for which a GPU has the memory.
+# (forward, backward) pairs, here and for CONV_TRANSPOSE2D below. "numba": the tiled CPU versions
+# of mrcnn_np/kernels/conv.py (same products, one cache-sized tile at a time). On CuPy arrays
+# "auto" is the specification: im2col and one cuBLAS product, for which a GPU has the memory.
 CONV2D = KernelTable("conv2d", numpy=(_conv2d_numpy, _conv2d_backward_numpy),
                      numba=lambda: _kernels().CONV2D_IMPL)
-CONV_TRANSPOSE2D = KernelTable("conv_transpose2d", numpy=(_conv_transpose2d_numpy, None),
-                               numba=lambda: _kernels().CONV_TRANSPOSE2D_IMPL)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, impl: str = "auto"):
@@ -260,6 +254,15 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, dilation
     return d_input, d_weight, d_bias
 
 
+def _conv_transpose2d_numpy(x, weight, bias, stride, padding, output_padding, dilation, output_size):
+    """The specification as a table entry (it derives the output size itself)."""
+    return conv_transpose2d_forward(x, weight, bias, stride, padding, output_padding, dilation)
+
+
+CONV_TRANSPOSE2D = KernelTable("conv_transpose2d", numpy=(_conv_transpose2d_numpy, conv_transpose2d_backward),
+                               numba=lambda: _kernels().CONV_TRANSPOSE2D_IMPL)
+
+
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
                      impl: str = "auto"):
     """``torch.nn.functional.conv_transpose2d`` (groups=1): input (N, C_in, H, W), weight
@@ -279,11 +282,11 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if min(output_size) < 1:
         raise ValueError(f"conv_transpose2d: output would be empty, shape {(x.shape[0], w.shape[1], *output_size)}")
     forward_impl, backward_impl = CONV_TRANSPOSE2D.select(impl, x)
-    out = forward_impl(x, w, b, stride, padding, output_padding, dilation)
+    out = forward_impl(x, w, b, stride, padding, output_padding, dilation, output_size)
 
     def backward(g):
         need = (needs_grad(input), needs_grad(weight), needs_grad(bias))
-        return (backward_impl or conv_transpose2d_backward)(g, x, w, stride, padding, dilation, need)
+        return backward_impl(g, x, w, stride, padding, dilation, need)
 
     return apply(out, (input, weight, bias), backward)
 
