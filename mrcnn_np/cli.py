@@ -347,6 +347,11 @@ def _add_check(subparsers) -> None:
                    help="your file to grade (default: the chapter's stub, exercises/NN_stage/exercise.py)")
     p.add_argument("--exercises-dir", default=None,
                    help="the exercises folder (default: ./exercises, else the one next to the package)")
+    p.add_argument("--hint", nargs="?", const="", default=None, metavar="TASK",
+                   help="after the report, reveal one more hint for TASK (default: the first task that does not "
+                   "pass); each call shows the next one")
+    p.add_argument("--reset-hints", action="store_true",
+                   help="forget the hints revealed for this chapter (the next --hint starts again at the first)")
     p.set_defaults(run=run_check)
 
 
@@ -354,7 +359,17 @@ def run_check(args: argparse.Namespace) -> int:
     """Grade the learner's file on every task of the chapter and print the report."""
     from pathlib import Path
 
-    from .exercises import ExerciseError, find_chapter, format_report, grade, load_grader
+    from .exercises import (
+        ExerciseError,
+        find_chapter,
+        format_hints,
+        format_report,
+        grade,
+        load_grader,
+        load_hints,
+        reset_hints,
+        reveal_hint,
+    )
 
     try:
         chapter_dir = find_chapter(args.chapter, args.exercises_dir)
@@ -370,6 +385,22 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(format_report(results, title=f"Exercise {chapter_dir.name}: grading {path.resolve()}"))
+    command = f"mrcnn-np check {args.chapter}" + (f" --path {args.path}" if args.path else "")
+    try:
+        if args.reset_hints:
+            reset_hints(chapter_dir)
+            print("\nthe hints of this chapter are hidden again")
+        if args.hint is not None:
+            reveal = reveal_hint(chapter_dir, results, args.hint or None)
+            print("\n" + format_hints(reveal, command + " --hint" + (f" {args.hint}" if args.hint else "")))
+        else:
+            stuck = next((r.name for r in results if not r.passed), None)
+            written = len(load_hints(chapter_dir).get(stuck, [])) if stuck else 0
+            if written:
+                print(f"\nstuck on {stuck}? `{command} --hint` reveals its {written} hints one at a time")
+    except (ExerciseError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if all(r.passed for r in results) else 1
 
 

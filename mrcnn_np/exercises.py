@@ -211,6 +211,116 @@ def format_report(results: list[TaskResult], title: str | None = None) -> str:
     return "\n".join(lines)
 
 
+# --- hints: the steps of a task, revealed one at a time ------------------------------------------
+HINTS_FILE_ENV = "MRCNN_NP_HINTS_FILE"
+
+
+def load_hints(chapter_dir: Path) -> dict[str, list[str]]:
+    """``HINTS`` of the chapter's ``hints.py`` (task name -> hints, from a nudge to nearly the
+    code); ``{}`` when the chapter has none."""
+    path = Path(chapter_dir) / "hints.py"
+    if not path.is_file():
+        return {}
+    hints = getattr(load_module(path), "HINTS", None)
+    if not isinstance(hints, dict) or not all(
+            isinstance(h, list) and all(isinstance(t, str) for t in h) for h in hints.values()):
+        raise ExerciseError(f"{path} must define HINTS, a dict of task name -> list of hints (strings)")
+    return hints
+
+
+def hints_file() -> Path:
+    """Where the hints revealed so far are remembered: ``$MRCNN_NP_HINTS_FILE``, else
+    ``$XDG_CACHE_HOME/mrcnn-np/hints.json`` (``~/.cache`` by default)."""
+    import os
+
+    if os.environ.get(HINTS_FILE_ENV):
+        return Path(os.environ[HINTS_FILE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mrcnn-np" / "hints.json"
+
+
+def _read_revealed(path: Path) -> dict:
+    import json
+
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):  # no file yet, or unreadable: nothing revealed
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+@dataclass(frozen=True)
+class HintReveal:
+    """What ``--hint`` shows: ``hints[:shown]`` of ``task`` (of ``total``), or only ``message``."""
+
+    task: str | None
+    hints: tuple[str, ...] = ()
+    total: int = 0
+    message: str = ""
+    saved: bool = True  # False when the state file could not be written
+
+
+def reveal_hint(chapter_dir: Path, results: list[TaskResult], task: str | None = None,
+                state_path: Path | None = None) -> HintReveal:
+    """One more hint of ``task`` (default: the first task that does not pass), remembered in
+    ``state_path`` (default :func:`hints_file`) so that the next call shows the next one."""
+    import json
+
+    chapter_dir = Path(chapter_dir)
+    hints = load_hints(chapter_dir)
+    names = [r.name for r in results]
+    if task is None:
+        task = next((r.name for r in results if not r.passed), None)
+        if task is None:
+            return HintReveal(None, message="every task passes: no hint needed")
+    elif task not in names:
+        raise ExerciseError(f"no task {task!r} in {chapter_dir.name}; its tasks: {', '.join(names)}")
+    steps = hints.get(task, [])
+    if not steps:
+        return HintReveal(task, message=f"no hints written for {task} yet; read the chapter's README")
+    state_path = Path(state_path) if state_path is not None else hints_file()
+    state = _read_revealed(state_path)
+    chapter_state = state.get(chapter_dir.name) if isinstance(state.get(chapter_dir.name), dict) else {}
+    previous = chapter_state.get(task, 0)
+    shown = min((previous if isinstance(previous, int) and previous > 0 else 0) + 1, len(steps))
+    state[chapter_dir.name] = {**chapter_state, task: shown}
+    try:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps(state, indent=1, sort_keys=True))
+        saved = True
+    except OSError:
+        saved = False
+    return HintReveal(task, tuple(steps[:shown]), len(steps), saved=saved)
+
+
+def reset_hints(chapter_dir: Path, state_path: Path | None = None) -> None:
+    """Forget which hints of the chapter were revealed (the next ``--hint`` shows the first again)."""
+    import json
+
+    state_path = Path(state_path) if state_path is not None else hints_file()
+    state = _read_revealed(state_path)
+    if state.pop(Path(chapter_dir).name, None) is not None:
+        state_path.write_text(json.dumps(state, indent=1, sort_keys=True))
+
+
+def format_hints(reveal: HintReveal, command: str) -> str:
+    """The revealed hints, numbered, and what ``command`` (e.g. ``mrcnn-np check 04 --hint``) does next."""
+    if not reveal.hints:
+        return reveal.message
+    lines = [f"Hints for {reveal.task}:"]
+    for i, hint in enumerate(reveal.hints, 1):
+        first, *rest = hint.splitlines() or [""]
+        lines.append(f"  {i}/{reveal.total}  {first}")
+        lines += [f"        {line}" for line in rest]
+    if len(reveal.hints) < reveal.total:
+        lines.append(f"(run `{command}` again for hint {len(reveal.hints) + 1} of {reveal.total})")
+    else:
+        lines.append("(that was the last hint; the reference solution is in exercises/solutions/)")
+    if not reveal.saved:
+        lines.append(f"(could not remember the hints shown: {hints_file()} is not writable; set "
+                     f"{HINTS_FILE_ENV} to a writable file)")
+    return "\n".join(lines)
+
+
 # --- helpers for graders -------------------------------------------------------------------------
 def function(module: ModuleType, name: str) -> Callable:
     """The learner's function ``name``, written in their own file (not imported from elsewhere)."""
@@ -397,6 +507,43 @@ def assert_close_scalar(received, expected: float, what: str, rtol: float = 1e-1
     if not abs(value - expected) <= allowed:  # NaN fails
         raise AssertionError(f"{what}: values differ\nexpected {expected:.10g}, got {value:.10g} "
                              f"(abs error {abs(value - expected):.3g}, allowed {allowed:.1e})")
+
+
+def central_difference(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6,
+                       index: np.ndarray | None = None) -> np.ndarray:
+    """d f / d x by central differences, ``(f(x + eps e_i) - f(x - eps e_i)) / (2 eps)``, float64.
+
+    ``f`` maps an array of ``x``'s shape to a number (a loss, or ``sum(grad_out * forward(x))``);
+    ``x`` is not changed. With ``index`` (flat positions), only those entries are computed and
+    the rest of the result is NaN: a few dozen probes judge a gradient of thousands of entries."""
+    x = np.array(x, dtype=np.float64)  # a copy: probes write into it
+    flat = x.reshape(-1)  # (x.size,) a view of the copy
+    grad = np.full(x.size, np.nan) if index is not None else np.empty(x.size)
+    for i in (range(x.size) if index is None else np.asarray(index).reshape(-1)):
+        saved = flat[i]
+        flat[i] = saved + eps
+        plus = float(f(x))
+        flat[i] = saved - eps
+        minus = float(f(x))
+        flat[i] = saved
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad.reshape(x.shape)
+
+
+def assert_gradient(received, f: Callable[[np.ndarray], float], x: np.ndarray, what: str, rtol: float = 1e-6,
+                    probes: int | None = 64, eps: float = 1e-6, seed: int = 0) -> None:
+    """Fail unless the gradient ``received`` (of ``x``'s shape) matches central differences of
+    ``f`` at ``x`` to ``rtol`` of the largest difference quotient, at ``probes`` random entries
+    (all when ``probes`` is None or x is small): the judge of a backward pass that needs no
+    reference implementation."""
+    received = as_float_array(received, np.shape(x), what)
+    size = int(np.size(x))
+    index = None if probes is None or size <= probes else np.random.default_rng(seed).choice(size, probes,
+                                                                                            replace=False)
+    numeric = central_difference(f, x, eps, index)
+    probed = ~np.isnan(numeric)
+    expected = np.where(probed, numeric, 0.0)
+    assert_close(np.where(probed, received, 0.0), expected, f"{what} vs central differences (eps {eps:g})", rtol)
 
 
 def wrong_on(function: Callable, cases) -> tuple | None:

@@ -2,7 +2,10 @@
 
 Every task runs a few fixed random float64 cases (odd and non-square sizes, batch 2,
 strides 1 and 2, padding, 1x1 / 3x3 / 7x7 / non-square kernels) and compares with a
-relative tolerance of 1e-10 of the reference's largest value. When a result is one of the
+relative tolerance of 1e-10 of the reference's largest value. conv2d_backward's three
+gradients are also judged by central differences of sum(grad_out * conv2d(x, w, b)) in float64
+(128 probed entries of each, all of a smaller one), on the two cases with overlapping windows
+and padding: a judge that needs no reference implementation. When a result is one of the
 mistakes in ``mistakes.py``, the message ends with a hint.
 """
 
@@ -11,6 +14,7 @@ import numpy as np
 from mrcnn_np.exercises import Mistakes, Task, caller, compare, for_each_case, function, references, shape_str
 from mrcnn_np.exercises import as_tuple as _as_tuple
 from mrcnn_np.exercises import assert_close as _assert_close
+from mrcnn_np.exercises import assert_gradient as _assert_gradient
 from mrcnn_np.exercises import hinted as _hinted
 
 STUB = "exercise.py"
@@ -34,6 +38,10 @@ CONV_CASES = [
     ((1, 2, 7, 6), (3, 2, 3, 3), True, 2, 0),
     ((2, 2, 5, 7), (3, 2, 1, 3), True, 1, 1),
 ]
+# the CONV_CASES whose gradients are also judged by central differences: 3x3 windows that overlap,
+# with padding, at stride 1 and 2; PROBES entries of each gradient (all of the smaller ones): ~0.05 s
+DIFFERENCE_CASES = (0, 3)
+PROBES = 128
 # (x shape, planes, stride): C_out = 4 * planes; a downsample exists when stride 2 or C_in != C_out
 BOTTLENECK_CASES = [
     ((2, 16, 7, 5), 4, 1),
@@ -105,16 +113,16 @@ def check_conv2d_forward(ex, x, w, b, stride, padding):
 
 # --- task (c) ----------------------------------------------------------------------------------
 def _backward_cases():
-    """(grad_out, x, weight, bias, stride, padding); the gradients do not depend on the bias, so the
-    references always use one (for d_bias)."""
+    """(grad_out, x, weight, bias, stride, padding, by_differences); the gradients do not depend on the
+    bias, so the references always use one (for d_bias)."""
     from mrcnn_np.autograd import Tensor
     from mrcnn_np.nn.functional import conv2d
 
     rng = np.random.default_rng(3)
-    for x_shape, w_shape, _, stride, padding in CONV_CASES:
+    for index, (x_shape, w_shape, _, stride, padding) in enumerate(CONV_CASES):
         x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
         out_shape = conv2d(Tensor(x), Tensor(w), Tensor(b), stride, padding).shape
-        yield rng.standard_normal(out_shape), x, w, b, stride, padding
+        yield rng.standard_normal(out_shape), x, w, b, stride, padding, index in DIFFERENCE_CASES
 
 
 def _autograd(torch, g, x, w, b, stride, padding):
@@ -124,7 +132,23 @@ def _autograd(torch, g, x, w, b, stride, padding):
     return tuple(t.grad.numpy() for t in th)
 
 
-def check_conv2d_backward(ex, g, x, w, b, stride, padding):
+def _by_differences(got, g, x, w, b, stride, padding, case):
+    """Each of ``got`` = (d_x, d_weight, d_bias) against central differences of
+    f = sum(g * conv2d(x, w, b)), varying that one argument (mrcnn_np's conv2d, float64)."""
+    from mrcnn_np.autograd import Tensor
+    from mrcnn_np.nn.functional import conv2d
+
+    def f(x_, w_, b_):
+        return float(np.sum(g * conv2d(Tensor(x_), Tensor(w_), Tensor(b_), stride, padding).data))
+
+    varied = {"d_x": (x, lambda v: f(v, w, b)), "d_weight": (w, lambda v: f(x, v, b)),
+              "d_bias": (b, lambda v: f(x, w, v))}
+    for (name, (at, loss)), value in zip(varied.items(), got, strict=True):
+        _assert_gradient(value, loss, at, f"{name} of {case}, d sum(grad_out * conv2d(x, weight, bias))",
+                         probes=PROBES)
+
+
+def check_conv2d_backward(ex, g, x, w, b, stride, padding, by_differences):
     from mrcnn_np.autograd import Tensor
     from mrcnn_np.nn.functional import conv2d
 
@@ -141,6 +165,8 @@ def check_conv2d_backward(ex, g, x, w, b, stride, padding):
                 _close(value, right, f"{name} of {case} vs {reference}")
             except AssertionError as error:  # d_x, d_weight and d_bias recognised apart
                 raise _hinted(error, MISTAKES.hint("conv2d_backward", got, expected, call, list)) from None
+    if by_differences:
+        _by_differences(got, g, x, w, b, stride, padding, case)
     return note
 
 

@@ -4,6 +4,7 @@ Fill in the four graded functions below (tasks a-d in README.md) with NumPy only
 
     mrcnn-np check 03                      # grades this file
     mrcnn-np check 03 --path my_copy.py    # grades your copy
+    mrcnn-np check 03 --hint               # one more hint for the first task that does not pass
 
 Conventions (torchvision's): arrays are float64 in the grader; boxes are absolute xyxy
 pixels (x1, y1, x2, y2); N images, A anchors per location, a level l has an H_l x W_l
@@ -25,14 +26,16 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # the clamp of dw and dh in decode, tor
 
 # --- task (a) ----------------------------------------------------------------------------------
 def flatten_head_outputs(logits, deltas):
-    """The RPN head's outputs, one array per level, as one row per anchor.
+    """The RPN head's outputs, one array per level, as one row per anchor: torchvision's
+    ``concat_box_prediction_layers`` (``models/detection/rpn.py``), per image.
 
     logits: list over levels of (N, A, H_l, W_l): the objectness logit of anchor a at (y, x).
     deltas: list over levels of (N, 4*A, H_l, W_l): channel ``4*a + k`` is coordinate k
         (dx, dy, dw, dh) of anchor a.
     Returns ``(objectness, box_deltas)``: (N, total) and (N, total, 4), where column
     ``offset_l + (y * W_l + x) * A + a`` is anchor a at (y, x) of level l (levels in order,
-    locations row-major, anchors inner), the order of the anchors from exercise 02.
+    locations row-major, anchors inner), the order of the anchors from exercise 02. The values
+    are copies of the inputs, only moved.
     """
     raise NotImplementedError("task (a): write flatten_head_outputs")
 
@@ -42,22 +45,21 @@ def decode_proposals(deltas, anchors):
     """Apply every image's deltas to the anchors: the RPN's box coder, weights (1, 1, 1, 1).
 
     deltas: (N, total, 4) as (dx, dy, dw, dh); anchors: (total, 4) xyxy, the same for every image.
-    Returns proposals (N, total, 4) xyxy. With the anchor's centre (cx, cy), width w and height h:
-        centre x = dx * w + cx,   width  = exp(min(dw, BBOX_XFORM_CLIP)) * w
-        centre y = dy * h + cy,   height = exp(min(dh, BBOX_XFORM_CLIP)) * h
-    and the box reaches half its width / height on either side of its centre.
+    Returns proposals (N, total, 4) xyxy float64: for each image n, exercise 02's decode of
+    deltas[n] on the anchors with weights (1, 1, 1, 1) and the clamp BBOX_XFORM_CLIP (from above
+    only, on dw and dh) -- torchvision's ``BoxCoder.decode`` as ``RegionProposalNetwork`` calls it.
     """
     raise NotImplementedError("task (b): write decode_proposals")
 
 
 # --- task (c) ----------------------------------------------------------------------------------
 def sigmoid(x):
-    """(helper for task c) 1 / (1 + exp(-x)), elementwise."""
+    """(helper for task c) The logistic function 1 / (1 + exp(-x)), elementwise, same shape as x."""
     raise NotImplementedError("helper for task (c): write sigmoid")
 
 
 def nms(boxes, scores, iou_threshold):
-    """(helper for task c) Greedy non-maximum suppression, as in exercise 02.
+    """(helper for task c) Greedy non-maximum suppression, as in exercise 02 (``torchvision.ops.nms``).
 
     boxes: (R, 4) xyxy; scores: (R,). Returns the kept indices (K,) int64 by decreasing score
     (equal scores: lower index first); a box is suppressed when its IoU with an already
@@ -73,26 +75,24 @@ def select_proposals(proposals, objectness, num_anchors_per_level, image_size, p
     proposals: (total, 4) decoded boxes; objectness: (total,) logits, both in anchor order;
     num_anchors_per_level: list of ints (H_l * W_l * A), summing to total;
     image_size: (height, width) of the image (before padding).
-    In this order:
-      1. per level, the ``pre_nms_top_n`` largest logits (all of a level with fewer), in
-         decreasing order (equal logits: lower index first); levels stay in order;
-      2. scores = sigmoid(logits);
-      3. clip the boxes to the image: x to [0, width], y to [0, height];
-      4. drop boxes whose width or height is < min_size;
-      5. drop boxes whose score is < score_thresh (keep score >= score_thresh);
-      6. NMS with ``nms_thresh`` within each level (boxes of different levels never
-         suppress each other), the survivors of all levels ordered by decreasing score
-         (equal scores: the earlier in the order of step 1 first);
-      7. keep the first ``post_nms_top_n``.
-    Returns ``(boxes, scores)``: (P, 4) clipped boxes and their (P,) probabilities, by
-    decreasing score; (0, 4) and (0,) when nothing survives.
+    Returns ``(boxes, scores)``: (P, 4) float64 boxes and their (P,) probabilities
+    (the sigmoid of their logits), by decreasing score; (0, 4) and (0,) when nothing survives.
+    The candidates are, per level, the ``pre_nms_top_n`` anchors of largest logit (all of a
+    level with fewer; equal logits: the lower index ranks first). A candidate's box is clipped
+    to the image (x to [0, width], y to [0, height]); it is dropped when its clipped width or
+    height is < min_size or its score is < score_thresh (a score equal to it stays); the rest go
+    through NMS with ``nms_thresh`` within their own level only (boxes of different levels never
+    suppress each other). Of the survivors of all levels, ordered by decreasing score (equal
+    scores: the earlier candidate, levels in order, first), the first ``post_nms_top_n``.
+    The inputs are not modified.
     """
     raise NotImplementedError("task (c): write select_proposals")
 
 
 # --- task (d) ----------------------------------------------------------------------------------
 def rpn_loss(objectness, deltas, labels, regression_targets, sampled_pos, sampled_neg):
-    """The RPN's two training losses, for a batch flattened to M = N * total anchors.
+    """The RPN's two training losses, for a batch flattened to M = N * total anchors:
+    torchvision's ``RegionProposalNetwork.compute_loss``.
 
     objectness: (M,) logits; deltas: (M, 4) predicted (dx, dy, dw, dh);
     labels: (M,) float, 1.0 positive, 0.0 negative, -1.0 ignored;
@@ -100,11 +100,11 @@ def rpn_loss(objectness, deltas, labels, regression_targets, sampled_pos, sample
         ground-truth box (meaningful for positives only);
     sampled_pos, sampled_neg: (M,) bool masks of the anchors the sampler drew (256 per image,
         at most half positive).
-    Returns ``(loss_objectness, loss_box)``, two floats:
-        loss_objectness = mean over the sampled anchors (positive and negative) of
-                          BCE-with-logits(objectness, labels)
-        loss_box        = sum over the sampled positives and their 4 coordinates of
-                          smooth_l1(deltas - regression_targets, beta=1/9),
-                          divided by the number of sampled anchors (positive and negative)
+    Returns ``(loss_objectness, loss_box)``, two Python floats: the objectness loss is the mean,
+    over the sampled anchors (positive and negative), of binary cross-entropy with logits
+    between objectness and labels, computed without overflow for logits of +-45; the box loss
+    is the sum, over the sampled positives and their 4 coordinates, of the smooth L1 loss
+    (beta 1/9) of deltas - regression_targets, divided by the number of sampled anchors
+    (positive and negative). No positives: the box loss is 0.
     """
     raise NotImplementedError("task (d): write rpn_loss")

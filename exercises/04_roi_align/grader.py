@@ -3,7 +3,9 @@
 Every task runs fixed float64 cases. bilinear_interpolate is compared with RoIAlign itself
 (a box of zero size, sampled once, reads exactly one point) and roi_align with
 ``mrcnn_np.ops.roi_align.roi_align(impl="numpy")`` and ``torchvision.ops.roi_align``, both
-to 1e-10 of the reference's largest value; the levels of map_levels exactly, with
+to 1e-10 of the reference's largest value; roi_align_backward (float64) with mrcnn_np's autograd
+and torch autograd through ``torchvision.ops.roi_align`` to 1e-10, and with central differences
+of ``sum(grad_output * roi_align(features))`` at 96 entries; the levels of map_levels exactly, with
 ``mrcnn_np.ops.poolers.LevelMapper`` and torchvision's. When a result is wrong in a way the
 grader recognises (no -1 margin, no max(size, 1) when not aligned, the wrong count, a
 missing eps: the mistakes in ``mistakes.py``, ...), the message ends with a hint.
@@ -16,6 +18,7 @@ import numpy as np
 from mrcnn_np.exercises import Mistakes, Task, compare, for_each_case, function, references, shape_str
 from mrcnn_np.exercises import as_float_array as _as_float_array
 from mrcnn_np.exercises import assert_close as _assert_close
+from mrcnn_np.exercises import assert_gradient as _assert_gradient
 from mrcnn_np.exercises import call_learner as _call
 from mrcnn_np.exercises import fmt_vector as _fmt
 from mrcnn_np.exercises import matches as _matches
@@ -241,6 +244,71 @@ def check_roi_align(ex, label, features, rois, labels, output_size, scale, sampl
 
 
 # --- task (c) ----------------------------------------------------------------------------------
+def _backward_cases():
+    """(label, features, rois, labels of the rois, output_size, spatial_scale, sampling_ratio, aligned,
+    grad_output): the forward's cases, each with a random gradient of its output."""
+    rng = np.random.default_rng(44)
+    for label, features, rois, labels, output_size, *rest in _roi_align_cases():
+        grad_output = rng.standard_normal((len(rois), features.shape[1], *output_size))  # (R, C, ph, pw)
+        yield label, features, rois, labels, output_size, *rest, grad_output
+
+
+def _library_roi_align_backward(grad_output, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """d features by mrcnn_np's autograd: roi_align(impl="numpy") on a Tensor, then backward(grad_output)."""
+    from mrcnn_np.autograd import Tensor
+    from mrcnn_np.ops.roi_align import roi_align
+
+    x = Tensor(features.copy(), requires_grad=True)
+    roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned, impl="numpy").backward(grad_output)
+    return x.grad
+
+
+def _torch_roi_align_backward(torch, ops, grad_output, features, rois, output_size, spatial_scale, sampling_ratio,
+                              aligned):
+    """d features by torch autograd through torchvision.ops.roi_align."""
+    x = torch.tensor(features, requires_grad=True)
+    ops.roi_align(x, torch.tensor(rois), output_size, spatial_scale, sampling_ratio, aligned).backward(
+        torch.tensor(grad_output))
+    return x.grad.numpy()
+
+
+def check_roi_align_backward(ex, label, features, rois, labels, output_size, scale, sampling, aligned, grad_output):
+    case = (f"roi_align_backward(grad_output {shape_str(grad_output.shape)}, rois {shape_str(rois.shape)}, "
+            f"input_shape={shape_str(features.shape)}, spatial_scale={scale}, sampling_ratio={sampling}, "
+            f"aligned={aligned}) [{label}]")
+    args = (features, rois, output_size, scale, sampling, aligned)
+
+    def call(function):
+        return function(grad_output.copy(), rois.copy(), features.shape, scale, sampling, aligned)
+
+    def forward_sum(x):
+        """sum(grad_output * roi_align(x)): its gradient with respect to x is what the task returns."""
+        return float((grad_output * _library_roi_align(x, *args[1:])).sum())
+
+    def check(got, expected, name):
+        _assert_close(got, expected, f"{case} vs {name}", RTOL)
+        if name.startswith("mrcnn_np"):  # once: the third judge needs no reference implementation
+            _assert_gradient(got, forward_sum, features, f"{case}, d sum(grad_output * roi_align(features))",
+                             probes=96)
+
+    got = _call(ex, call, (function(ex, "roi_align_backward"),), case, _roi_align_crash_hint)
+    refs, note = references(("mrcnn_np.ops.roi_align (autograd)", _library_roi_align_backward(grad_output, *args)),
+                            ("torch", "torchvision.ops"), lambda torch, ops: (
+                                "torch autograd through torchvision.ops.roi_align",
+                                _torch_roi_align_backward(torch, ops, grad_output, *args)))
+    compare(got, refs, check, lambda expected: _backward_hint(got, expected, call))
+    return note
+
+
+def _backward_hint(got, expected, call):
+    """A hint for a wrong shape, else the hint of the mistake ``got`` reproduces."""
+    if np.ndim(got) == 4 and np.shape(got)[1:] == expected.shape[1:] and np.shape(got) != expected.shape:
+        return ("the gradient has the features' shape input_shape (N, C, H, W), one map per image: add each box's "
+                "share into the map of its own image")
+    return MISTAKES.hint("roi_align_backward", got, expected, call)
+
+
+# --- task (d) ----------------------------------------------------------------------------------
 def _square(x1, side):
     """The box [x1, x1, x1 + side, x1 + side]; in floating point its side is (x1 + side) - x1."""
     return [x1, x1, x1 + side, x1 + side]
@@ -314,5 +382,7 @@ TASKS = [
          for_each_case(_bilinear_cases, check_bilinear_interpolate)),
     Task("roi_align", "(b) a ph x pw grid of averaged samples per box",
          for_each_case(_roi_align_cases, check_roi_align)),
-    Task("map_levels", "(c) the FPN level of each box", for_each_case(_level_cases, check_map_levels)),
+    Task("roi_align_backward", "(c) the gradient of roi_align w.r.t. the features",
+         for_each_case(_backward_cases, check_roi_align_backward)),
+    Task("map_levels", "(d) the FPN level of each box", for_each_case(_level_cases, check_map_levels)),
 ]

@@ -10,6 +10,10 @@ GRID_H = "g_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / ph)"
 GRID_W = "g_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / pw)"
 LEVEL = "k = np.floor(canonical_level + np.log2(scale / canonical_scale) + eps)"
 CLIP = "return np.clip(k, k_min, k_max).astype(np.int64)"
+SHARE = "share = 1.0 / max(n_y * n_x, 1)"
+SKIP_OUTSIDE = (" " * 24 + "if not (-1.0 <= y <= H and -1.0 <= x <= W):  # read 0: no gradient flows back\n"
+                + " " * 28 + "continue\n")
+TAPS = [f"grad_map[:, {a}, {b}] += " for a in ("y_low", "y_high") for b in ("x_low", "x_high")]
 MARGIN = ("a point reads 0 only when it is more than one pixel outside: y < -1 or y > H, x < -1 or x > W; between -1 "
           "and 0 it is clamped to 0 and reads the first row / column")
 
@@ -77,6 +81,19 @@ MISTAKES = {
         ("roi_align on a bilinear_interpolate without the -1 margin", [(OUTSIDE, NO_MARGIN)],
          "a sample point reads 0 only when it is more than one pixel outside the map (y < -1 or y > H, x < -1 or "
          "x > W), as in task (a)"),
+    ],
+    "roi_align_backward": [
+        ("the gradient not divided by the sample count", [(SHARE, "share = 1.0")],
+         "each bin is the mean of its g_h x g_w sample points: a point receives the bin's gradient divided by "
+         "max(g_h * g_w, 1) (the forward's count), not all of it"),
+        ("points outside the map send gradient to the edge", [(SKIP_OUTSIDE, "")],
+         "a point more than one pixel outside the map (y < -1 or y > H, x < -1 or x > W) read 0 in the forward: it "
+         "depends on no pixel, so it sends no gradient back (its share is dropped, not given to the edge)"),
+        ("taps overwritten instead of accumulated", [(tap, tap.replace(" += ", " = ")) for tap in TAPS],
+         "accumulate with +=: sample points of one bin, of neighbouring bins and of overlapping boxes share pixels, "
+         "and each adds its part of the gradient"),
+        ("every box's gradient into the first image", [("grad_input[int(rois[r, 0])]", "grad_input[0]")],
+         "send each box's gradient to the map of its own image: grad_input[int(rois[r, 0])]"),
     ],
     "map_levels": [
         ("levels without eps", [(LEVEL, LEVEL.replace(" + eps)", ")"))],

@@ -4,7 +4,9 @@ Every task runs fixed float64 cases. Detections are compared one by one, in orde
 exactly, boxes and scores to 1e-10 of the reference's largest value; pasted masks, mask
 targets and the loss to 1e-10 as well. The references are mrcnn_np's
 ``RoIHeads.postprocess_detections``, ``paste_masks_in_image``, ``project_masks_on_boxes``
-and ``maskrcnn_loss`` and torchvision's functions of the same names.
+and ``maskrcnn_loss`` and torchvision's functions of the same names. The gradients of the box
+and mask losses are compared with mrcnn_np's autograd and torch autograd through torchvision's
+``fastrcnn_loss`` and ``maskrcnn_loss`` (to 1e-10), and with central differences of the loss.
 
 Every detection case has at most 1,000 candidate boxes (R x (K - 1)), so that torchvision's
 ``batched_nms`` takes its "coordinate trick" path: one NMS over all classes' boxes shifted
@@ -24,6 +26,7 @@ from mrcnn_np.exercises import as_array as _as_array
 from mrcnn_np.exercises import as_tuple as _as_tuple
 from mrcnn_np.exercises import assert_close as _assert_close
 from mrcnn_np.exercises import assert_close_scalar as _assert_close_scalar
+from mrcnn_np.exercises import assert_gradient as _assert_gradient
 from mrcnn_np.exercises import call_learner as _call
 from mrcnn_np.exercises import fmt_vector as _fmt
 from mrcnn_np.exercises import matches as _matches
@@ -454,6 +457,135 @@ def check_mask_loss(ex, label, learner, lists):
     return note
 
 
+# --- task (e) ----------------------------------------------------------------------------------
+def _box_loss_case(rng, rois_per_image, K, spread, positive=0.25):
+    """The inputs of box_loss_backward (concatenated over the images, as the head sees them) and of
+    fastrcnn_loss (per-image lists, with class logits the box loss does not read)."""
+    R = sum(rois_per_image)
+    labels = np.where(rng.uniform(size=R) < positive, rng.integers(1, K, R), 0).astype(np.int64)
+    box_regression = rng.normal(0.0, spread, (R, 4 * K))
+    regression_targets = rng.normal(0.0, spread, (R, 4))
+    learner = dict(box_regression=box_regression, labels=labels, regression_targets=regression_targets)
+    split = np.cumsum(rois_per_image)[:-1]
+    lists = dict(class_logits=rng.normal(0.0, 1.0, (R, K)), box_regression=box_regression,
+                 labels=np.split(labels, split), regression_targets=np.split(regression_targets, split))
+    return learner, lists
+
+
+def _box_loss_cases():
+    rng = np.random.default_rng(55)
+    learner, lists = _box_loss_case(rng, [16, 16], 5, 0.15)
+    pos = np.flatnonzero(learner["labels"] > 0)[:2]
+    cols = 4 * learner["labels"][pos][:, None] + np.arange(4)  # (2, 4)
+    learner["box_regression"][pos[:, None], cols] = learner["regression_targets"][pos]  # d = 0 exactly
+    yield ("2 images, 16 + 16 sampled RoIs (about 25 % positive), 5 classes, deltas of the order of beta = 1/9 "
+           "(both branches); two positives predicted exactly (d = 0)", learner, lists)
+    yield ("1 image, 24 sampled RoIs (half positive), 21 classes, deltas far beyond beta (mostly the L1 branch)",
+           *_box_loss_case(rng, [24], 21, 1.0, positive=0.5))
+    yield "1 image, 12 sampled RoIs, all background: no box is trained", *_box_loss_case(rng, [12], 3, 0.5,
+                                                                                          positive=0.0)
+
+
+def _library_box_loss(lists, box_regression, requires_grad=False):
+    """mrcnn_np's fastrcnn_loss box loss (a Tensor) on ``box_regression``, and the Tensor it was given."""
+    from mrcnn_np.autograd import Tensor
+    from mrcnn_np.model.roi_heads import fastrcnn_loss
+
+    x = Tensor(box_regression.copy(), requires_grad=requires_grad)
+    return fastrcnn_loss(lists["class_logits"], x, lists["labels"], lists["regression_targets"])[1], x
+
+
+def _library_box_loss_grad(lists):
+    loss, x = _library_box_loss(lists, lists["box_regression"], requires_grad=True)
+    loss.backward()
+    return x.grad
+
+
+def _torch_box_loss_grad(torch, roi_heads, lists):
+    x = torch.tensor(lists["box_regression"], requires_grad=True)
+    roi_heads.fastrcnn_loss(torch.tensor(lists["class_logits"]), x, [torch.tensor(a) for a in lists["labels"]],
+                            [torch.tensor(a) for a in lists["regression_targets"]])[1].backward()
+    return x.grad.numpy()
+
+
+def _gradient_hint(task, got, expected, call):
+    """A hint for a gradient of the wrong shape, else the hint of the mistake ``got`` reproduces."""
+    if np.shape(got) != expected.shape and np.size(got) == expected.size:
+        return f"return the gradient in the input's shape {shape_str(expected.shape)}"
+    if np.shape(got) != expected.shape:
+        return (f"the gradient has the input's shape {shape_str(expected.shape)}, with zeros where the loss does not "
+                "read the input")
+    return MISTAKES.hint(task, got, expected, call)
+
+
+def _check_gradient(ex, task, case, call, refs_library, torch_reference, loss, x, **gradient):
+    """The learner's gradient against mrcnn_np's autograd, torch autograd and central differences of ``loss``."""
+    got = _call(ex, call, (function(ex, task),), case)
+
+    def check(got, expected, name):
+        _assert_close(got, expected, f"{case} vs {name}", RTOL)
+        if name.startswith("mrcnn_np"):  # once: the judge that needs no reference implementation
+            _assert_gradient(got, loss, x, f"{case}, the gradient", **gradient)
+
+    refs, note = references(refs_library, ("torch", "torchvision.models.detection.roi_heads"), torch_reference)
+    compare(got, refs, check, lambda expected: _gradient_hint(task, got, expected, call))
+    return note
+
+
+def check_box_loss_backward(ex, label, learner, lists):
+    R, K4 = learner["box_regression"].shape
+    case = f"box_loss_backward(box_regression ({R}, {K4}), labels ({R},), regression_targets ({R}, 4)) [{label}]"
+    return _check_gradient(
+        ex, "box_loss_backward", case, caller(*learner.values()),
+        ("mrcnn_np.model.roi_heads.fastrcnn_loss (autograd)", _library_box_loss_grad(lists)),
+        lambda torch, roi_heads: ("torch autograd through torchvision fastrcnn_loss",
+                                  _torch_box_loss_grad(torch, roi_heads, lists)),
+        lambda x: _library_box_loss(lists, x)[0].item(), learner["box_regression"], probes=None)
+
+
+# --- task (f) ----------------------------------------------------------------------------------
+def _library_mask_loss_grad(lists):
+    from mrcnn_np.autograd import Tensor
+    from mrcnn_np.model.roi_heads import maskrcnn_loss
+
+    x = Tensor(lists["mask_logits"].copy(), requires_grad=True)
+    maskrcnn_loss(x, *(lists[k] for k in ("proposals", "gt_masks", "gt_labels", "mask_matched_idxs"))).backward()
+    return x.grad
+
+
+def _torch_mask_loss_grad(torch, roi_heads, lists):
+    x = torch.tensor(lists["mask_logits"], requires_grad=True)
+    roi_heads.maskrcnn_loss(x, *([torch.tensor(a) for a in lists[k]] for k in
+                                 ("proposals", "gt_masks", "gt_labels", "mask_matched_idxs"))).backward()
+    return x.grad.numpy()
+
+
+def _bce_of_the_true_class(learner):
+    """The mask loss as a function of the mask logits alone (the targets fixed): mrcnn_np's
+    binary_cross_entropy_with_logits of each RoI's ground-truth channel, mean."""
+    from mrcnn_np.nn import functional as F
+
+    labels, targets = learner["labels"], learner["mask_targets"]
+
+    def loss(x):
+        if len(labels) == 0:
+            return 0.0
+        return F.binary_cross_entropy_with_logits(x[np.arange(len(labels)), labels], targets).item()
+    return loss
+
+
+def check_mask_loss_backward(ex, label, learner, lists):
+    R, K, M, _ = learner["mask_logits"].shape
+    case = (f"mask_loss_backward(mask_logits ({R}, {K}, {M}, {M}), labels ({R},), mask_targets ({R}, {M}, {M})) "
+            f"[{label}]")
+    return _check_gradient(
+        ex, "mask_loss_backward", case, caller(*learner.values()),
+        ("mrcnn_np.model.roi_heads.maskrcnn_loss (autograd)", _library_mask_loss_grad(lists)),
+        lambda torch, roi_heads: ("torch autograd through torchvision maskrcnn_loss",
+                                  _torch_mask_loss_grad(torch, roi_heads, lists)),
+        _bce_of_the_true_class(learner), learner["mask_logits"], probes=256, eps=1e-4)
+
+
 TASKS = [
     Task("postprocess_detections", "(a) softmax, decode, clip, filter, NMS per class, top-k",
          for_each_case(_detection_cases, check_postprocess_detections)),
@@ -462,4 +594,8 @@ TASKS = [
     Task("mask_targets", "(c) RoIAlign of the matched ground-truth masks",
          for_each_case(_target_cases, check_mask_targets)),
     Task("mask_loss", "(d) BCE on the ground-truth class's mask", for_each_case(_loss_cases, check_mask_loss)),
+    Task("box_loss_backward", "(e) the gradient of the box loss (smooth L1)",
+         for_each_case(_box_loss_cases, check_box_loss_backward)),
+    Task("mask_loss_backward", "(f) the gradient of the mask loss (BCE)",
+         for_each_case(_loss_cases, check_mask_loss_backward)),
 ]

@@ -24,6 +24,11 @@ MATCHED = "mask = gt_masks[matched_idxs[r]].astype(np.float64)"
 PICK = "x = mask_logits[np.arange(len(labels)), labels]"
 BCE = "loss = np.maximum(x, 0) - x * mask_targets + np.log1p(np.exp(-np.abs(x)))"
 MEAN = "return float(loss.mean())"
+POS = "pos = np.flatnonzero(labels > 0)"
+DIFF = "d = box_regression[pos[:, None], cols] - regression_targets[pos]"
+BRANCH = "d_loss = np.where(np.abs(d) < SMOOTH_L1_BETA, d / SMOOTH_L1_BETA, np.sign(d))"
+PER_ROI = "grad[pos[:, None], cols] = d_loss / max(R, 1)"
+SIGMOID_GRAD = "grad[rows, labels] = (sigmoid - mask_targets) / max(x.size, 1)"
 
 MISTAKES = {
     "postprocess_detections": [
@@ -158,5 +163,39 @@ MISTAKES = {
          "average over the RoIs too: a mean over all R x M x M pixels"),
         ("targets thresholded in the loss", [(BCE, BCE.replace("x * mask_targets", "x * (mask_targets >= 0.5)"))],
          "use the targets as they are (fractions), do not threshold them"),
+    ],
+    "box_loss_backward": [
+        ("not divided by the number of sampled RoIs", [(PER_ROI, "grad[pos[:, None], cols] = d_loss")],
+         "the summed smooth L1 is divided by the number R of sampled RoIs (fastrcnn_loss: / labels.numel()): "
+         "divide the gradient by R too"),
+        ("divided by the number of positives", [(PER_ROI, PER_ROI.replace("max(R, 1)", "max(len(pos), 1)"))],
+         "divide by the number of sampled RoIs R, background included, not by the number of positives"),
+        ("the quadratic branch not divided by beta", [(BRANCH, BRANCH.replace("d / SMOOTH_L1_BETA", "d"))],
+         "where |d| < beta the loss is 0.5 d^2 / beta: its derivative is d / beta, not d"),
+        ("the branches swapped", [(BRANCH, BRANCH.replace("<", ">="))],
+         "d / beta where |d| < beta (the quadratic part), sign(d) where |d| >= beta (the linear part), not the "
+         "other way round"),
+        ("the sign flipped (target - prediction)", [(DIFF, "d = regression_targets[pos] - box_regression[pos[:, None], "
+                                                           "cols]")],
+         "differentiate with respect to the prediction: d = box_regression - target, so a prediction that is too "
+         "large gets a positive gradient"),
+        ("background RoIs trained too", [(POS, "pos = np.arange(R)")],
+         "background RoIs (label 0) have no box target: only the positives' boxes get a gradient"),
+    ],
+    "mask_loss_backward": [
+        ("not divided by the number of elements", [(SIGMOID_GRAD, "grad[rows, labels] = sigmoid - mask_targets")],
+         "the loss is the mean over the R x M x M pixels: divide sigmoid(x) - t by R * M * M"),
+        ("divided by the number of RoIs only", [(SIGMOID_GRAD, SIGMOID_GRAD.replace("max(x.size, 1)",
+                                                                                    "len(labels)"))],
+         "the mean is over every pixel of every RoI: divide by R * M * M, not by R"),
+        ("divided by every channel's elements", [(SIGMOID_GRAD, SIGMOID_GRAD.replace("x.size", "mask_logits.size"))],
+         "the mean is over the picked channels only: divide by R * M * M, not by R * K * M * M"),
+        ("the sign flipped (t - sigmoid)", [(SIGMOID_GRAD, SIGMOID_GRAD.replace("sigmoid - mask_targets",
+                                                                                "mask_targets - sigmoid"))],
+         "d BCE / d x = sigmoid(x) - t: positive where the prediction is above its target"),
+        ("the sigmoid's derivative chained in", [(SIGMOID_GRAD, SIGMOID_GRAD.replace(
+            "(sigmoid - mask_targets)", "(sigmoid - mask_targets) * sigmoid * (1 - sigmoid)"))],
+         "the logistic's derivative cancels in BCE with logits: d loss / d x = (sigmoid(x) - t) / (R M M), with no "
+         "extra factor sigmoid(x) (1 - sigmoid(x))"),
     ],
 }

@@ -5,6 +5,7 @@ then run
 
     mrcnn-np check 08                      # grades this file
     mrcnn-np check 08 --path my_copy.py    # grades your copy
+    mrcnn-np check 08 --hint               # one more hint for the first task that does not pass
 
 No GPU is needed: without one, the grader runs your kernels in numba.cuda's simulator, thread by
 thread, on the CPU (slowly: the grader's cases are small). Launchers take and return host
@@ -21,22 +22,24 @@ from numba import cuda
 # --- task (a) ----------------------------------------------------------------------------------
 @cuda.jit
 def box_iou_kernel(b1, b2, out):
-    """Thread (i, j) computes out[i, j] = IoU(b1[i], b2[j]); a thread without an element does nothing.
+    """A kernel on a 2-D grid: the thread at ``cuda.grid(2)`` (x, y) writes out[y, x], the IoU of b1[y]
+    and b2[x] (x is the column j, y the row i); a thread without an element writes nothing.
 
-    b1 (n, 4), b2 (m, 4): boxes ``x1, y1, x2, y2``; out (n, m), written here. The thread's
-    (x, y) is ``cuda.grid(2)``: x is the column j, y the row i. IoU as mrcnn_np.ops.box_iou:
-    the overlap's width and height clamped at 0, inter = w * h, union = area_i + area_j - inter,
-    IoU = inter / union, and 0 where union is 0.
+    b1 (n, 4), b2 (m, 4): boxes ``x1, y1, x2, y2`` of one float dtype; out (n, m) of that dtype,
+    written here. The IoU is mrcnn_np.ops.box_iou(impl="numpy")'s, bit for bit in the simulator:
+    the overlap's area (its width and height each clamped at 0) over the union, the sum of the
+    two areas minus the overlap, evaluated in that order (area_i + area_j - inter); 0 where
+    the union is 0 (two boxes of zero area).
     """
     raise NotImplementedError("task (a): write box_iou_kernel")
 
 
 def box_iou(boxes1, boxes2):
-    """(n, 4), (m, 4) host arrays of one float dtype -> (n, m) host array of that dtype.
+    """(n, 4), (m, 4) host arrays of one float dtype -> (n, m) host array of that dtype: pairwise IoU.
 
-    Launches box_iou_kernel on a 2-D grid with a thread for every element of the output. n or
-    m may be 0: then return the empty (n, m) array without launching (a GPU refuses a grid of
-    0 blocks).
+    Launches box_iou_kernel on a 2-D grid of whole blocks, with at least one thread per element
+    of the output, x along the m columns. n or m may be 0: then return the empty (n, m) array
+    without launching (a GPU refuses a grid of 0 blocks).
     """
     raise NotImplementedError("task (a): write box_iou")
 
@@ -56,16 +59,16 @@ def element_index(k, C, PH, PW):
 @cuda.jit
 def roi_align_kernel(features, batch, y_low, y_high, y_w_low, y_w_high, x_low, x_high, x_w_low, x_w_high, count,
                      out):
-    """Thread k computes element k of out (R, C, PH, PW), out[r, c, p, q]; one without an element does nothing.
+    """A kernel on a 1-D grid: thread k writes element k (C order) of out (R, C, PH, PW), out[r, c, p, q];
+    a thread without an element writes nothing.
 
-    The arguments are the plan's arrays (README.md, task (c)); these are a suggestion, the
-    grader checks only what roi_align returns. With b = batch[r], the sum over the points iy of
-    bin p (along y) and ix of bin q (along x) of
-
-        y_w_low * x_w_low * features[b, c, y_low, x_low]  + y_w_low * x_w_high * features[b, c, y_low, x_high]
-      + y_w_high * x_w_low * features[b, c, y_high, x_low] + y_w_high * x_w_high * features[b, c, y_high, x_high]
-
-    (y taps at [r, p, iy], x taps at [r, q, ix]), divided by count[r].
+    The arguments are the plan's arrays (README.md, task (c)); they are a suggestion, the grader
+    checks only what roi_align returns. out[r, c, p, q] is RoIAlign's bin (p, q) of channel c of
+    box r, read on image batch[r]: the bilinear reads of the bin's sample points, each the four
+    taps (rows y_low / y_high at [r, p, iy] with weights y_w_low / y_w_high, columns x_low /
+    x_high at [r, q, ix] with x_w_low / x_w_high, a tap weighing the product of its two weights),
+    summed over every iy < G_y and ix < G_x of the plan and divided by count[r]. Points past a
+    box's own grid have weights 0.
     """
     raise NotImplementedError("task (c): write roi_align_kernel")
 
@@ -75,7 +78,9 @@ def roi_align(features, plan, output_size):
 
     ``plan`` is ``mrcnn_np.ops.roi_align.sampling_plan(...)``: ``plan.batch`` (R,), ``plan.y`` and
     ``plan.x`` (each ``low, high, w_low, w_high``, arrays (R, PH, G_y) and (R, PW, G_x)),
-    ``plan.count`` (R,). Launches roi_align_kernel on a 1-D grid, a thread per output element.
-    R may be 0: return the empty (0, C, PH, PW) array without launching.
+    ``plan.count`` (R,). Returns ``mrcnn_np.ops.roi_align.roi_align_numpy``'s output (to 1e-12 in
+    float64, 1e-5 in float32). Launches roi_align_kernel on a 1-D grid of whole blocks, at least
+    a thread per output element. R may be 0: return the empty (0, C, PH, PW) array without
+    launching.
     """
     raise NotImplementedError("task (c): write roi_align")

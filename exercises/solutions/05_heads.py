@@ -180,3 +180,33 @@ def mask_loss(mask_logits, labels, mask_targets):
     x = mask_logits[np.arange(len(labels)), labels]  # (R, K, M, M) -> (R, M, M): one channel per RoI
     loss = np.maximum(x, 0) - x * mask_targets + np.log1p(np.exp(-np.abs(x)))  # never overflows
     return float(loss.mean())
+
+
+# --- task (e) ----------------------------------------------------------------------------------
+SMOOTH_L1_BETA = 1.0 / 9  # the box loss's beta (torchvision's fastrcnn_loss)
+
+
+def box_loss_backward(box_regression, labels, regression_targets):
+    """d box_loss / d box_regression, (R, 4K): smooth L1's derivative on each positive's true-class
+    box, divided by the number R of sampled RoIs; zero everywhere else."""
+    R = len(labels)
+    grad = np.zeros_like(box_regression)
+    pos = np.flatnonzero(labels > 0)  # (P,) positives: the background has no box to regress
+    cols = 4 * labels[pos][:, None] + np.arange(4)  # (P, 4): the columns 4k..4k+3 of each one's class k
+    d = box_regression[pos[:, None], cols] - regression_targets[pos]  # (P, 4) prediction - target
+    d_loss = np.where(np.abs(d) < SMOOTH_L1_BETA, d / SMOOTH_L1_BETA, np.sign(d))  # 0.5 d^2 / beta, |d| - beta / 2
+    grad[pos[:, None], cols] = d_loss / max(R, 1)  # the sum over positives is divided by every sampled RoI
+    return grad
+
+
+# --- task (f) ----------------------------------------------------------------------------------
+def mask_loss_backward(mask_logits, labels, mask_targets):
+    """d mask_loss / d mask_logits, (R, K, M, M): (sigmoid(x) - t) / (R M M) on each RoI's
+    ground-truth channel, zero on the others (and nothing to divide when R = 0)."""
+    grad = np.zeros_like(mask_logits)
+    rows = np.arange(len(labels))
+    x = mask_logits[rows, labels]  # (R, M, M): the channels the loss reads
+    e = np.exp(-np.abs(x))  # <= 1: never overflows
+    sigmoid = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    grad[rows, labels] = (sigmoid - mask_targets) / max(x.size, 1)  # the mean over R x M x M pixels
+    return grad

@@ -1,6 +1,8 @@
 """RoIPool (Fast R-CNN), kept for comparison with RoIAlign: it rounds the box to whole
-feature pixels and takes the maximum of each bin, so pooled features are misaligned with
-the box by up to half a pixel of the feature map (2 image pixels on P2, 16 on P5).
+feature pixels, then its bins too, and takes the maximum of each bin, so a bin reads pixels
+up to about one feature pixel away from where it lies (rounding the corners alone moves it by
+up to half a pixel; the bins' rounding and the "+ 1" in the box size add the rest). Chapter 9
+measures it: on average 1.1 image pixels on P2 and 9.1 on P5, at worst 4.2 and 32.
 
 In:  features (N, C, H, W), boxes (R, 5) or [(R_i, 4)], output_size, spatial_scale.
 Out: (R, C, ph, pw); the gradient goes to each bin's maximum (first one on ties).

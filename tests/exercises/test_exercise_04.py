@@ -16,11 +16,11 @@ import torch
 import torchvision
 
 from mrcnn_np import exercises
-from mrcnn_np.exercises import PASS, TODO
+from mrcnn_np.exercises import PASS, TODO, assert_gradient
 from tests.exercises import support
 
 CHAPTER = "04_roi_align"
-TASK_NAMES = ["bilinear_interpolate", "roi_align", "map_levels"]
+TASK_NAMES = ["bilinear_interpolate", "roi_align", "roi_align_backward", "map_levels"]
 GRADER = support.grader(CHAPTER)
 TABLE = exercises.load_module(support.EXERCISES / CHAPTER / "mistakes.py")
 MISTAKES = {m.name: m for m in GRADER.MISTAKES}
@@ -46,6 +46,12 @@ SHOWS = {
     "adaptive grid rounded to the nearest": ["sampling_ratio=0 (adaptive)"],
     "sampling_ratio <= 0 taken literally": ["sampling_ratio=0 (adaptive)"],
     "every box read from the first image": ["image 2, box"],
+    "the gradient not divided by the sample count": [
+        "roi_align_backward(grad_output (16, 4, 7, 7), rois (16, 5), input_shape=(3, 4, 23, 31), spatial_scale=0.25, "
+        "sampling_ratio=2, aligned=False) [aligned=False, sampling_ratio=2 (Mask R-CNN's box head)] vs "
+        "mrcnn_np.ops.roi_align (autograd): values differ"],
+    "points outside the map send gradient to the edge": ["vs mrcnn_np.ops.roi_align (autograd): values differ"],
+    "every box's gradient into the first image": ["max abs error"],
     "levels without eps": ["whose float corners make them a hair (< 1e-12 px) smaller", "5 of 5 levels differ",
                            "sqrt(area) = 111.99999999999994: expected level 3, got 2"],
     "levels rounded instead of floored": ["random boxes"],
@@ -109,6 +115,18 @@ BUGS = {
         [("    return out\n", "    out\n")],
         "roi_align", ["got None (a missing return?)"],
     ),
+    "a gradient for the first image only": (
+        [("grad_input = np.zeros(input_shape, dtype=grad_output.dtype)",
+          "grad_input = np.zeros((1, *input_shape[1:]), dtype=grad_output.dtype)"),
+         ("grad_input[int(rois[r, 0])]", "grad_input[0]")],
+        "roi_align_backward", ["expected shape (3, 4, 23, 31), got (1, 4, 23, 31)",
+                               "hint: the gradient has the features' shape input_shape (N, C, H, W)"],
+    ),
+    "a gradient that crashes on the adaptive zero-width box": (
+        [(TABLE.SHARE, "share = 1.0 / (n_y * n_x)")],
+        "roi_align_backward", ["aligned=True, sampling_ratio=-1 (adaptive)]:\nraised ZeroDivisionError",
+                               "hint: count = max(g_h * g_w, 1)"],
+    ),
     "float levels": (
         [(TABLE.CLIP, "return np.clip(k, k_min, k_max)")],
         "map_levels", ["expected int64 levels, got dtype float64", "hint: np.floor returns floats"],
@@ -141,7 +159,9 @@ def test_a_bug_in_one_task_leaves_the_unrelated_tasks_passing(tmp_path):
     results = support.grade(CHAPTER, support.broken(CHAPTER, changes), tmp_path)
     assert [name for name, r in results.items() if r.status != PASS] == ["roi_align"]
     results = support.grade(CHAPTER, support.broken(CHAPTER, MISTAKES["rounding instead of flooring"].changes), tmp_path)
-    assert [name for name, r in results.items() if r.status != PASS] == ["bilinear_interpolate", "roi_align"]
+    # the solution's roi_align_backward shares bilinear_interpolate's neighbour rule (_neighbours)
+    assert [name for name, r in results.items() if r.status != PASS] == ["bilinear_interpolate", "roi_align",
+                                                                         "roi_align_backward"]
 
 
 def test_roi_align_needs_bilinear_interpolate_when_it_uses_it(tmp_path):
@@ -216,3 +236,47 @@ def test_level_cases_need_the_eps_and_hit_the_powers_of_two():
     assert {112.0, 224.0, 448.0} <= set(sides.tolist())
     for side in (112.0, 224.0, 448.0):
         assert 4 + math.log2(side / 224) == int(4 + math.log2(side / 224))  # exactly on a level boundary
+
+
+# --- the backward pass: its cases, and its third judge -------------------------------------------------
+def test_backward_cases_are_the_forward_cases_with_a_gradient():
+    forward, backward = list(GRADER._roi_align_cases()), list(GRADER._backward_cases())
+    assert [c[0] for c in forward] == [c[0] for c in backward]
+    for case, (*same, grad_output) in zip(forward, backward, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(case[1:3], same[1:3], strict=True)) and case[3:] == tuple(same[3:])
+        assert grad_output.shape == (len(case[2]), case[1].shape[1], *case[4]) and grad_output.dtype == np.float64
+
+
+def test_the_gradient_is_the_adjoint_of_the_forward():
+    """<g, roi_align(f)> = <roi_align_backward(g), f> for the solution, on every case: the grader's
+    references (torch and mrcnn_np autograd) compute the same map."""
+    solution = exercises.load_module(support.solution(CHAPTER))
+    rng = np.random.default_rng(0)
+    for _, features, rois, _, output_size, scale, sampling, aligned, grad_output in GRADER._backward_cases():
+        f = rng.standard_normal(features.shape)
+        forward = solution.roi_align(f, rois, output_size, scale, sampling, aligned)
+        backward = solution.roi_align_backward(grad_output, rois, features.shape, scale, sampling, aligned)
+        assert math.isclose((grad_output * forward).sum(), (backward * f).sum(), rel_tol=1e-12, abs_tol=1e-12)
+        theirs = torch.tensor(features, requires_grad=True)
+        torchvision.ops.roi_align(theirs, torch.tensor(rois), output_size, scale, sampling, aligned).backward(
+            torch.tensor(grad_output))
+        assert np.abs(theirs.grad.numpy() - backward).max() <= 1e-12 * max(np.abs(backward).max(), 1.0)
+
+
+@pytest.mark.parametrize("name", [m.name for m in GRADER.MISTAKES if m.task == "roi_align_backward"])
+def test_central_differences_alone_reject_each_backward_mistake(name):
+    """The third judge is not a formality: on the first case where a tabled mistake's gradient
+    differs, central differences of sum(grad_output * roi_align(features)) reject it."""
+    broken = exercises.broken_solution(support.solution(CHAPTER), MISTAKES[name].changes)
+    solution = exercises.load_module(support.solution(CHAPTER))
+    for _, features, rois, _, output_size, scale, sampling, aligned, grad_output in GRADER._backward_cases():
+        args = (grad_output, rois, features.shape, scale, sampling, aligned)
+        right, wrong = solution.roi_align_backward(*args), broken.roi_align_backward(*args)
+        if not exercises.matches(wrong, right):
+            def f(x, rest=(rois, output_size, scale, sampling, aligned), grad_output=grad_output):
+                return float((grad_output * GRADER._library_roi_align(x, *rest)).sum())
+            assert_gradient(right, f, features, "the solution", probes=96)
+            with pytest.raises(AssertionError, match="vs central differences"):
+                assert_gradient(wrong, f, features, name, probes=96)
+            return
+    raise AssertionError(f"{name}: no case tells it from the solution")

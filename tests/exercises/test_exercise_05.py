@@ -14,11 +14,12 @@ import torch
 from torchvision.models.detection import roi_heads as tv_roi_heads
 
 from mrcnn_np import exercises
-from mrcnn_np.exercises import PASS, TODO
+from mrcnn_np.exercises import PASS, TODO, assert_gradient
 from tests.exercises import support
 
 CHAPTER = "05_heads"
-TASK_NAMES = ["postprocess_detections", "paste_masks_in_image", "mask_targets", "mask_loss"]
+TASK_NAMES = ["postprocess_detections", "paste_masks_in_image", "mask_targets", "mask_loss", "box_loss_backward",
+              "mask_loss_backward"]
 GRADER = support.grader(CHAPTER)
 TABLE = exercises.load_module(support.EXERCISES / CHAPTER / "mistakes.py")
 EXACT = "exact coordinates, 8 proposals"
@@ -39,6 +40,13 @@ SHOWS = {
     "targets aligned=True": ["vs mrcnn_np.model.roi_heads.project_masks_on_boxes: values differ"],
     "targets without the minimum size": ["(tiny: 0.4 x 0.3 px, on its object's edge)"],
     "every class's mask in the loss": ["vs mrcnn_np.model.roi_heads.maskrcnn_loss: values differ"],
+    "not divided by the number of sampled RoIs": [
+        "box_loss_backward(box_regression (32, 20), labels (32,), regression_targets (32, 4)) [2 images, 16 + 16 "
+        "sampled RoIs", "vs mrcnn_np.model.roi_heads.fastrcnn_loss (autograd): values differ"],
+    "background RoIs trained too": ["vs mrcnn_np.model.roi_heads.fastrcnn_loss (autograd): values differ"],
+    "not divided by the number of elements": [
+        "mask_loss_backward(mask_logits (12, 4, 28, 28), labels (12,), mask_targets (12, 28, 28)) [2 images",
+        "vs mrcnn_np.model.roi_heads.maskrcnn_loss (autograd): values differ"],
 }
 
 # broken copies the message explains in its own words: ([(old, new), ...], the task that fails, texts of its message)
@@ -88,6 +96,15 @@ BUGS = {
     "no positive RoI: mean of nothing": (
         [("    if len(labels) == 0:\n        return 0.0", "    if False:\n        return 0.0")],
         "mask_loss", ["without positive RoIs", "got nan", "hint: with no positive RoI the loss is 0"],
+    ),
+    "the box gradient of the picked columns only": (
+        [(TABLE.PER_ROI, "return d_loss / max(R, 1)")],
+        "box_loss_backward", ["expected shape (32, 20), got", "hint: the gradient has the input's shape (32, 20)"],
+    ),
+    "the mask gradient of the picked channel only": (
+        [(TABLE.SIGMOID_GRAD, "return (sigmoid - mask_targets) / max(x.size, 1)")],
+        "mask_loss_backward", ["expected shape (12, 4, 28, 28), got (12, 28, 28)",
+                               "hint: the gradient has the input's shape (12, 4, 28, 28)"],
     ),
     "an array, not a float": (
         [(TABLE.MEAN, "return loss.mean(axis=(1, 2))")],
@@ -184,3 +201,60 @@ def test_the_loss_cases_include_no_positives_and_extreme_logits():
                                               ("proposals", "gt_masks", "gt_labels", "mask_matched_idxs"))).item()
         solution = exercises.load_module(support.solution(CHAPTER))
         assert abs(solution.mask_loss(**learner) - theirs) <= 1e-12 * max(abs(theirs), 1)
+
+
+# --- the gradients of the losses: their cases, and the third judge ------------------------------------
+def test_the_box_loss_cases_reach_both_branches_and_exact_predictions():
+    beta, reached = 1 / 9, set()
+    for label, learner, lists in GRADER._box_loss_cases():
+        labels = learner["labels"]
+        assert np.array_equal(np.concatenate(lists["labels"]), labels) and lists["box_regression"] is learner[
+            "box_regression"]
+        pos = np.flatnonzero(labels > 0)
+        cols = 4 * labels[pos][:, None] + np.arange(4)
+        d = np.abs(learner["box_regression"][pos[:, None], cols] - learner["regression_targets"][pos])
+        reached |= {"quadratic"} if (d < beta).any() else set()
+        reached |= {"linear"} if (d >= beta).any() else set()
+        reached |= {"d = 0"} if (d == 0).any() else set()
+        reached |= {"no positive"} if not len(pos) else set()
+        assert (np.abs(d - beta) > 1e-4).all(), label  # central differences (eps 1e-6) never straddle the kink
+    assert reached == {"quadratic", "linear", "d = 0", "no positive"}
+
+
+def backward_cases(task):
+    if task == "box_loss_backward":
+        for _, learner, lists in GRADER._box_loss_cases():
+            yield learner, (lambda x, lists=lists: GRADER._library_box_loss(lists, x)[0].item()), "box_regression", {
+                "probes": None}
+    else:
+        for _, learner, _ in GRADER._loss_cases():
+            yield learner, GRADER._bce_of_the_true_class(learner), "mask_logits", {"probes": 256, "eps": 1e-4}
+
+
+@pytest.mark.parametrize("task", ["box_loss_backward", "mask_loss_backward"])
+def test_the_solutions_gradient_matches_torchvision_and_central_differences(task):
+    solution = exercises.load_module(support.solution(CHAPTER))
+    torch_grad = {"box_loss_backward": GRADER._torch_box_loss_grad, "mask_loss_backward": GRADER._torch_mask_loss_grad}
+    cases = GRADER._box_loss_cases() if task == "box_loss_backward" else GRADER._loss_cases()
+    for (_, learner, lists), (_, loss, name, options) in zip(cases, backward_cases(task), strict=True):
+        mine = getattr(solution, task)(**learner)
+        theirs = torch_grad[task](torch, tv_roi_heads, lists)
+        assert mine.shape == learner[name].shape
+        assert np.abs(mine - theirs).max(initial=0.0) <= 1e-12 * max(np.abs(theirs).max(initial=0.0), 1e-300)
+        assert_gradient(mine, loss, learner[name], task, **options)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("mistake", [m for m in GRADER.MISTAKES if m.task.endswith("_backward")], ids=lambda m: m.name)
+def test_central_differences_alone_reject_each_backward_mistake(mistake):
+    """The third judge is not a formality: on the first case where a tabled mistake's gradient
+    differs, central differences of the library's loss reject it."""
+    broken = exercises.broken_solution(support.solution(CHAPTER), mistake.changes)
+    solution = exercises.load_module(support.solution(CHAPTER))
+    for learner, loss, name, options in backward_cases(mistake.task):
+        right, wrong = (getattr(module, mistake.task)(**learner) for module in (solution, broken))
+        if not exercises.matches(wrong, right):
+            with pytest.raises(AssertionError, match="vs central differences"):
+                assert_gradient(wrong, loss, learner[name], mistake.name, **options)
+            return
+    raise AssertionError(f"{mistake.name}: no case tells it from the solution")
