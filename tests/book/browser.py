@@ -263,23 +263,17 @@ def _served_here(resource: str, server: Server) -> bool:
 
 
 def _screenshot(driver, path: Path) -> None:
-    """A full-page PNG (cut at SCREENSHOT_MAX_HEIGHT px)."""
-    import base64
-
-    width, height = driver.execute_script(
-        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight];"
-    )
-    height = min(int(height), SCREENSHOT_MAX_HEIGHT)
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": int(width), "height": height, "scale": 1},
-        },
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(base64.b64decode(shot["data"]))
+    """A full-page PNG (cut at SCREENSHOT_MAX_HEIGHT px): the window made as tall as the page, so
+    the theme lays it out as a reader sees it (a clipped capture beyond the viewport shifts the
+    scrolled content against the sticky sidebars)."""
+    width, height = driver.get_window_size()["width"], driver.get_window_size()["height"]
+    page_height = driver.execute_script("return document.documentElement.scrollHeight;")
+    try:
+        driver.set_window_size(width, min(int(page_height), SCREENSHOT_MAX_HEIGHT))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(path))
+    finally:
+        driver.set_window_size(width, height)
 
 
 # -- a whole site -----------------------------------------------------------------------------------
