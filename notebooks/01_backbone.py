@@ -447,6 +447,53 @@ if torch is not None:
 # %% [markdown]
 # In float32 the levels agree to about 1e-6 relative: the two implementations differ only in the
 # order of floating-point additions inside the matrix products. `tests/reference/` repeats this
-# check in float64. The exercise of this chapter (`exercises/01_backbone/`, graded by
-# `mrcnn-np check 01`) asks you to write im2col, the convolution's forward and backward passes,
-# and a bottleneck block yourself.
+# check in float64.
+
+# %% [markdown]
+# ## Summary
+#
+# - A convolution is one matrix product: `weight.reshape(C_out, -1) @ im2col(x)`. A 3x3 kernel on
+#   a 5x5 map unfolds into 9 columns of 9 values, and for 2 images, 3 -> 4 channels, stride 2 and
+#   padding 1 the product gives `conv2d`'s `(2, 4, 5, 4)` output exactly. The columns repeat
+#   every input value up to `kh * kw` times; a 1x1 convolution with stride 1 needs no unfolding.
+# - A bottleneck block is 1x1 (reduce to `planes`), 3x3 (the block's stride, "ResNet v1.5" as in
+#   torchvision), 1x1 (expand to `4 * planes`), each followed by a frozen batch norm, plus a
+#   shortcut (a strided 1x1 conv and a norm when the shape changes) and a ReLU after the sum.
+# - ResNet-50 is a stem of stride 4 and stages of 3, 4, 6 and 3 blocks. On a 224x224 input, C2 ...
+#   C5 are `(256, 56, 56)`, `(512, 28, 28)`, `(1024, 14, 14)` and `(2048, 7, 7)`, at strides 4 to
+#   32, and `layer3` and `layer4` hold 22.0 million of the four stages' 23.4 million parameters.
+# - `FrozenBatchNorm2d` is `x * scale + shift` computed from four fixed buffers (eps 1e-5):
+#   detection batches are too small for batch statistics.
+# - The FPN adds a 1x1 lateral of each `C_i` to the 256-channel running sum from above, upsampled
+#   (nearest neighbour) to the lateral's exact size, and smooths it with a 3x3 conv. P6 is P5
+#   max-pooled with kernel 1 and stride 2. The output is `{"0": P2, ..., "3": P5, "pool": P6}`.
+# - On the 576x512 photograph the pyramid runs from P2 `(1, 256, 144, 128)` to P6 `(1, 256, 9, 8)`,
+#   and the ResNet-50-FPN has 26,799,296 parameters (26,576,896 trainable with
+#   `trainable_layers=3`). With random weights and identity norms the rms grows from 0.9 on C2 to
+#   52.0 on C5, and the top-down sum swamps the fine laterals.
+# - The RPN reads every level P2 ... P6, with 3 anchors per position; RoIAlign reads P2 ... P5.
+# - Torchvision's backbone loads into ours with no renaming (no missing or unexpected keys), and
+#   every level agrees with it to about 2e-6 relative in float32.
+
+# %% [markdown]
+# ## Exercises
+#
+# The exercise is in `exercises/01_backbone/`. `mrcnn-np check 01` grades your functions against
+# `mrcnn_np` and, when it is installed, torch; `mrcnn-np check 01 --hint` reveals the hints of the
+# first failing task one at a time. The tasks:
+#
+# 1. `im2col`: unfold every receptive field of `(N, C, H, W)` into a column.
+# 2. `conv2d_forward`: the convolution as im2col and one matrix product, with stride and padding.
+# 3. `conv2d_backward`: `d_x`, `d_weight` and `d_bias` of the convolution, also judged by central
+#    differences in float64.
+# 4. `bottleneck_forward`: a ResNet bottleneck block with frozen batch norms and its shortcut.
+#
+# Further questions:
+#
+# - For a 3x3 convolution with stride 1 on a P2 of 256 channels and 200 x 272 positions (a COCO-size
+#   image, chapter 2), how many bytes does the float32 im2col matrix take? How could a convolution
+#   avoid building it whole?
+# - The original ResNet put the stride on the first 1x1 conv of a block. Which input positions
+#   does such a block never read, and why does the 3x3 conv not have that problem?
+# - What would you set the frozen norms' statistics to so that every level of the random
+#   network keeps an rms near 1? (Chapter 6, section 6.3, takes up the question.)

@@ -737,8 +737,57 @@ if torch is not None:
     assert np.array_equal(ours_many, theirs_many)
 
 # %% [markdown]
-# `tests/reference/` repeats these checks on many more cases, in float32 and float64. The
-# exercise of this chapter (`exercises/02_anchors_and_matching/`, graded by `mrcnn-np check 02`)
-# asks you to write `box_iou`, the anchors, the box coder and NMS yourself. Chapter 3 puts the
+# `tests/reference/` repeats these checks on many more cases, in float32 and float64. Chapter 3 puts the
 # pieces together in the RPN: a small head predicts objectness and deltas for every anchor, the
 # deltas are decoded into proposals, and NMS thins them.
+
+# %% [markdown]
+# ## Summary
+#
+# - Each FPN level has one anchor size (32 on P2 up to 512 on P6) and three ratios (0.5, 1, 2),
+#   so `A = 3` cell anchors per position: `w = s / sqrt(r)`, `h = s * sqrt(r)`, corners rounded
+#   half to even in float32 (46 x 22 for size 32 and ratio 0.5), ratios outer and sizes inner.
+# - The cell anchors are copied to every position with the stride `image size // feature size`.
+#   The 576x512 photograph gets 73,656 anchors, three quarters of them on P2; 11,308 cross the
+#   image border and are kept. Because the image is padded to a multiple of 32, P6's stride is 60
+#   for 544 rows and 61 for a COCO-size 800 x 1088 image (217,413 anchors).
+# - `box_iou` maps `(R1, 4)` and `(R2, 4)` to `(R1, R2)`, as `inter / (area1 + area2 - inter)`.
+#   The anchor size is 8 strides on every level, so no level is assigned to an object in
+#   advance: the object is matched to the anchors that fit it.
+# - The `Matcher` marks an anchor positive at IoU >= 0.7, negative below 0.3 and neutral in
+#   between. On the photograph only the head (P5, IoU 0.80) passes 0.7; the name tag, the
+#   ribbons and the 14 x 14 button (best IoU 0.19, shared by 32 anchors) get positives only
+#   from the low-quality rule. The result is 43 positive, 391 neutral and 73,222 negative
+#   anchors, of which a sample of 256 is drawn (43 + 213).
+# - The box coder writes a box as `dx = wx (Gx - Px) / Pw`, `dw = ww log(Gw / Pw)` (and likewise
+#   for y and h), with weights `(1, 1, 1, 1)` for the RPN and `(10, 10, 5, 5)` for the box head.
+#   Decoding clamps `dw` and `dh` at `log(1000 / 16) = 4.135`, at most 62.5 times the anchor;
+#   then boxes are clipped and those below `min_size` removed.
+# - Greedy NMS suppresses a box whose IoU with a kept box is strictly greater than the threshold,
+#   with equal scores visited in index order. The cluster of 11 boxes keeps `[0 6 4 9]` at 0.5.
+#   `batched_nms` suppresses only within a category.
+# - Anchors, matches and kept indices are identical to torchvision's (NMS also on 2,000 random
+#   boxes: 1,791 kept), and IoU and deltas agree to float32 rounding.
+
+# %% [markdown]
+# ## Exercises
+#
+# The exercise is in `exercises/02_anchors_and_matching/`. `mrcnn-np check 02` grades it against
+# `mrcnn_np` and torchvision; `mrcnn-np check 02 --hint` reveals the hints one at a time. The tasks:
+#
+# 1. `box_iou`: the IoU of every pair of boxes.
+# 2. `cell_anchors`: the anchors of one location, in float32, rounded as torchvision rounds them.
+# 3. `grid_anchors`: those anchors at every location of every level, in the RPN's order.
+# 4. `encode`: boxes to regression deltas relative to reference boxes.
+# 5. `decode`: deltas back to boxes, with the clamp; it must invert `encode`.
+# 6. `nms`: greedy non-maximum suppression, with torchvision's rules for ties.
+#
+# Further questions:
+#
+# - A square of side 181 lies halfway between the sizes of P3 and P4, and its best IoU with an
+#   anchor of either level is 0.5. How would two sizes per level change that, and what would it
+#   cost in anchors?
+# - Decoding clamps `dw` and `dh`, but encoding does not clamp anything. Why is the asymmetry
+#   safe?
+# - Why does "drop every box that overlaps a better one" keep fewer boxes than greedy NMS? Find
+#   a cluster of three boxes where the two differ.

@@ -911,6 +911,55 @@ if torch is not None:
 # float32: the two libraries order such ties differently (torchvision's order of equal scores
 # comes from an unstable sort; see the docstring of `mrcnn_np/ops/nms.py`). The losses agree to float32 rounding. `tests/reference/test_rpn.py`
 # repeats these checks in float64, where the proposals agree to 1e-8 pixels, and compares the
-# gradients of both losses. The exercise of this chapter (`exercises/03_rpn/`, graded by
-# `mrcnn-np check 03`) asks you to write the flattening, the decoding, the selection of the
-# proposals and the two losses yourself.
+# gradients of both losses.
+
+# %% [markdown]
+# ## Summary
+#
+# - `RPNHead` is a 3x3 conv from 256 to 256 channels with a ReLU, then two 1x1 convs: `cls_logits`
+#   to `A = 3` objectness logits and `bbox_pred` to `4A = 12` deltas per position. Its weights
+#   are drawn from N(0, 0.01²) and the same weights run on all five levels; on the 512x512
+#   photograph that is 65,472 anchors, 75.1% of them on P2.
+# - `permute_and_flatten` turns `(N, A*C, h, w)` into `(N, h*w*A, C)`, and
+#   `concat_box_prediction_layers` stacks the levels in exactly the order of the anchors, so row
+#   `k` of the logits, the deltas and the anchors is the same box.
+# - Decoding uses the weights `(1, 1, 1, 1)` and the clamp `log(1000 / 16)`. The random head's
+#   deltas (std 2.32) push 41% of the boxes past the image border.
+# - In training the matcher (0.7 / 0.3, plus the low-quality matches) labels 21 anchors
+#   positive, 64,980 negative and 471 ignored. Each object is served by the level whose anchors
+#   fit it: the face by P5, the name tag and the ribbons by P3. The face and the ribbons get
+#   positives only from the low-quality rule.
+# - The losses use a sample of 256 anchors (here 21 positive + 235 negative): binary
+#   cross-entropy of the objectness, and smooth L1 (`beta = 1/9`) of the deltas of the
+#   positives, summed and divided by the 256 sampled.
+# - Proposals are selected by the top 1000 per level, clipping, `min_size` 1e-3,
+#   `score_thresh` 0.0, NMS 0.7 per level and the best 1000 overall. For the simulated head that
+#   is 65,472 -> 3,960 -> 2,367 after NMS -> 1,000.
+# - The simulated head covers all three objects at IoU 0.5 within its first 10 proposals. Without
+#   regression, its recall at IoU 0.7 stops at one in three, and the random head finds none. The
+#   trained shapes RPN puts a box of IoU >= 0.7 on each of the three shapes among its first three
+#   proposals.
+# - Against torchvision in float32, the same 1000 proposals agree to 2.6e-3 px (the order differs
+#   only at exactly equal scores), and the two losses agree to float32 rounding.
+
+# %% [markdown]
+# ## Exercises
+#
+# The exercise is in `exercises/03_rpn/`. `mrcnn-np check 03` grades it against `mrcnn_np` and
+# torchvision; `mrcnn-np check 03 --hint` reveals the hints one at a time. The tasks:
+#
+# 1. `flatten_head_outputs`: the head's per-level maps to one row per anchor, in the anchors'
+#    order.
+# 2. `decode_proposals`: deltas and anchors to proposals, with the clamp.
+# 3. `select_proposals`: top-n per level, clip, drop small and low-scoring boxes, NMS per level,
+#    and the best overall.
+# 4. `rpn_loss`: the objectness BCE and the box smooth L1 over the sampled anchors.
+#
+# Further questions:
+#
+# - With one global top-1000 instead of a top-n per level, how many of the 1000 boxes could come
+#   from P5 and P6? What would that do to large objects?
+# - The box loss is divided by the number of sampled anchors, not by the number of positives.
+#   How much does one positive anchor weigh in an image with 5 positives and in one with 100?
+# - NMS runs per level, so a P4 box and a P5 box on the same face can both survive. Which later
+#   stage removes the duplicate, and how?

@@ -757,3 +757,54 @@ if torch is not None:
 # kernel gives the same bits on CPU), so the errors are 0 or at the level of float32
 # rounding. `tests/reference/test_roi_align.py` repeats these checks in float32 and float64,
 # for the gradients too, on boxes of every kind: tiny, partly and wholly outside the map.
+
+# %% [markdown]
+# ## Summary
+#
+# - RoIPool rounds the box to feature pixels and cuts bins with whole-pixel edges (`floor` and
+#   `ceil`). Over 400 random boxes per level, its corners are off by up to `stride / 2` and its
+#   bin centres by about a stride (on P5, 15.9 and 31.9 image pixels), while RoIAlign's bin
+#   centres are exact to 1e-4 px. RoIPool's output is also a step function of the box: 65
+#   shifts of 1/4 pixel give only 5 distinct outputs.
+# - Bilinear interpolation is separable: a point's four weights are the outer product of
+#   `[hy, ly]` and `[hx, lx]`. A point within one pixel outside the map is clamped to the edge,
+#   and one farther out reads 0.
+# - Each bin averages a `g_h x g_w` grid of points at the centres of equal sub-cells. Mask R-CNN
+#   uses `sampling_ratio=2` (4 points per bin); `sampling_ratio <= 0` adapts the grid to the box,
+#   `ceil(roi_h / 7)` points per axis.
+# - For one box, RoIAlign is two small matrix products, `W_y @ f[c] @ W_x.T / (g_h * g_w)`, with
+#   `W_y` of shape `(7, H)` whose rows sum to `g_h`. This is the library's specification, and
+#   the Numba kernel computes the same sums point by point.
+# - `aligned=False`, torchvision's Mask R-CNN setting and the library's, reads half a feature
+#   pixel down and to the right of the pixel model (4 image pixels on C3, 16 on P5);
+#   `aligned=True` subtracts that half pixel.
+# - A box goes to level `floor(4 + log2(sqrt(wh) / 224) + 1e-6)`, clamped to 2 ... 5: below 112
+#   pixels P2, 112 to 224 P3, 224 to 448 P4, and above that P5. P6 serves only the RPN.
+# - `MultiScaleRoIAlign` infers the scales 1/4 ... 1/32 from the map sizes and returns
+#   `(R, 256, 7, 7)` for the box head and `(R, 256, 14, 14)` for the mask head, in the boxes'
+#   order.
+# - `roi_align` (both `aligned` settings, fixed and adaptive sampling), `roi_pool` and both
+#   poolers agree with torchvision with a relative error of 0.0 in float32.
+
+# %% [markdown]
+# ## Exercises
+#
+# The exercise is in `exercises/04_roi_align/`. `mrcnn-np check 04` grades it against `mrcnn_np`
+# and torchvision; `mrcnn-np check 04 --hint` reveals the hints one at a time. The tasks:
+#
+# 1. `bilinear_interpolate`: one point of a map, bilinearly interpolated with torchvision's edge
+#    rules.
+# 2. `roi_align`: a `ph x pw` grid of averaged sample points per box.
+# 3. `roi_align_backward`: the gradient of `roi_align` with respect to the features, checked
+#    against torch autograd and central differences in float64.
+# 4. `map_levels`: the FPN level of each box.
+#
+# Further questions:
+#
+# - The backward pass scatters each output's gradient onto the pixels that the output read.
+#   Write it for one box with the matrices `W_y` and `W_x`. Where do two boxes' gradients
+#   collide?
+# - A box 150 pixels wide is read from P3 with `sampling_ratio=2`. How many feature pixels does
+#   one of its 7 bins span, and how many of them get no weight?
+# - A model trained with `aligned=False` is run with `aligned=True`. In which direction, and by
+#   how much on each level, do its inputs move? What would you expect to happen to its masks?

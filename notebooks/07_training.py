@@ -858,3 +858,55 @@ if torch is not None:
 
 # %%
 print(f"chapter run time: {time.perf_counter() - chapter_start:.0f} s")
+
+# %% [markdown]
+# ## Summary
+#
+# - A COCO dataset is one JSON file with `images`, `annotations` (an `image_id`, a `category_id`,
+#   a `bbox` as `[x, y, width, height]`, a `segmentation` as RLE or polygons, an `area` and
+#   `iscrowd`) and `categories`. `CocoDataset` gives the model's layout: `xyxy` float32 boxes,
+#   labels 1..K (0 is the background) and `(G, H, W)` uint8 masks.
+# - RLE lists the lengths of the runs of a mask read column by column, starting with a run of
+#   0s, and pycocotools compresses them into a string. Crowd regions (`iscrowd: 1`) are not
+#   training targets but stay in the ground truth for evaluation.
+# - `CocoDataset` checks the whole file when it is built. Each broken annotation becomes a
+#   `DatasetProblem` that says what was done (skipped, or clipped), and `strict=True` turns any
+#   problem into an error.
+# - `TrainRecipe`'s defaults are torchvision's reference recipe scaled to 4 images per batch:
+#   SGD with lr 0.005, momentum 0.9 and weight decay 1e-4, a linear warm-up over 100 iterations
+#   from 0.001 times the peak, and steps down by 10 at iterations 750 and 920. The demo trains
+#   for 2,100 iterations at a peak of 0.02.
+# - Torchvision freezes its pretrained batch norms; the small model trains from scratch with
+#   trainable `BatchNorm2d` in every layer, so its running statistics are part of its state.
+# - A checkpoint holds the weights and batch-norm statistics, the momentum buffers and the
+#   iteration, recipe and schedule. Resuming a 40-iteration run from iteration 30 gives the same
+#   losses and the same weights, bit for bit.
+# - COCO's AP is the area under the interpolated precision-recall curve (101 recall levels),
+#   averaged over 10 IoU thresholds from 0.50 to 0.95 and over the classes. The table adds AP50,
+#   AP75, AP by object size (below 32², up to 96², above) and AR at 1, 10 and 100 detections; -1
+#   means there is no object of that size.
+# - One float64 training step matches torchvision's: the losses agree to about 1e-15, and all
+#   144 parameters and statistics afterwards to float64 rounding.
+
+# %% [markdown]
+# ## Exercises
+#
+# The exercise is in `exercises/07_training/`. `mrcnn-np check 07` grades it against `mrcnn_np`,
+# torch and pycocotools; `mrcnn-np check 07 --hint` reveals the hints one at a time. The tasks:
+#
+# 1. `sgd_momentum_step`: one step of SGD with momentum and weight decay, against
+#    `torch.optim.SGD`.
+# 2. `warmup_lr`: the learning rate at any iteration (linear warm-up, then steps down), against
+#    torch's `LinearLR` chained with `MultiStepLR`.
+# 3. `average_precision`: COCO's box AP of one class at one IoU threshold (such as 0.5), with
+#    crowd regions, worked out by hand and compared with pycocotools' `COCOeval`.
+#
+# Further questions:
+#
+# - PyTorch's momentum accumulates `v = m v + g` and steps by `lr * v`, while some papers step by
+#   `v = m v + lr g`. When are the two the same, and what happens to each when the learning
+#   rate drops at a milestone?
+# - Why does AP stay the same if every score is squared, and what changes if two detections
+#   swap places in the ranking?
+# - A square detected with a good mask but labelled a triangle: how does COCOeval count it, and
+#   how does section 7.6?

@@ -859,13 +859,58 @@ assert same and step.syncs == sum(step_sites.values())
 #   calls after those.
 #
 # Until those numbers exist, the README says so ("Measured GPU numbers are still to come").
-#
-# **Exercise 08** has you write two of these kernels yourself: box IoU with one thread per pair,
-# then the RoIAlign forward pass with one thread per output element, from the sampling plan of
-# 8.3. `mrcnn-np check 08` grades them in numba's simulator when there is no GPU (on the GPU when
-# there is one), against `box_iou(impl="numpy")` and `roi_align_numpy`.
 
 # %%
 if not ON_GPU:
     fake_cupy.uninstall()  # `import cupy` no longer finds the stand-in
 print(f"chapter run time: {time.perf_counter() - chapter_start:.0f} s, in {mode}")
+
+# %% [markdown]
+# ## Summary
+#
+# - The same code runs on the CPU and on a GPU: every stage asks `get_array_module(x)` for
+#   `numpy` or `cupy`, and `model.to("cuda")` moves the parameters and buffers. Nothing is
+#   converted between host and device implicitly; data crosses only at four named points (the
+#   model's input, its output, checkpoints and evaluation), and `predict` returns host NumPy
+#   arrays on either device.
+# - Without a GPU the chapter runs on the test suite's CuPy stand-in and numba's CUDA simulator.
+#   There the device path predicts and trains exactly as the host does, bit for bit.
+# - A sync happens whenever the host needs a value of device data: `bool(x.any())`, `int`,
+#   `float`, `.item()`, a boolean mask, `nonzero`. Arithmetic, device reductions, integer
+#   indexing and shapes cost none. Counted by the stand-in, a prediction of two shapes images
+#   makes 28 syncs, once per image, level or call and never per box, and `trusted()` skips the
+#   value checks inside the model.
+# - The RoIAlign forward kernel gives one thread to each output element, numbered in NCHW order.
+#   3 boxes x 2 channels x 3 x 3 bins make 54 threads in one block of 128, and the kernel agrees
+#   with the specification to 1.2e-7 (float32, another order of addition). The taps of one
+#   thread equal `outer(W_y[p], W_x[q])` up to float32 rounding.
+# - The backward kernel scatters gradients onto shared pixels, so there threads collide and add
+#   with `cuda.atomic.add`.
+# - NMS splits into a parallel bitmask on the device (one `uint64` word per box and block of 64:
+#   n²/2 IoU tests in one launch) and a sequential walk on the host over the bits. The 20-box
+#   example keeps boxes `[5, 10, 17, 9, 2, 13]`, and 150 boxes keep 119, as `nms_numpy` does.
+# - One training step makes 66 syncs (24 of them in NMS). The chapter reports no GPU timings; they
+#   belong to `benchmarks/gpu_check.py`, which synchronises before reading the clock and warms up
+#   first.
+
+# %% [markdown]
+# ## Exercises
+#
+# The exercise is in `exercises/08_gpu/`. `mrcnn-np check 08` grades your numba.cuda kernels in
+# numba's simulator when there is no GPU (on the GPU when there is one), against
+# `box_iou(impl="numpy")` and `roi_align_numpy`; `mrcnn-np check 08 --hint` reveals the hints one
+# at a time. The tasks:
+#
+# 1. `box_iou`: a 2-D grid of threads, one per pair of boxes.
+# 2. `element_index`: a flat thread index to the output element `(r, c, p, q)` in NCHW order.
+# 3. `roi_align`: the RoIAlign forward pass from the sampling plan of section 8.3, one thread per
+#    output element.
+#
+# Further questions:
+#
+# - The forward kernel needs no atomics and the backward one does. Could the backward give one
+#   thread to each *input* pixel instead? What would that thread have to find out first?
+# - In the NMS walk, a suppressed box's bits are ignored. For the 20-box example, which boxes
+#   would be lost if they were OR-ed in as well?
+# - Which of the 28 syncs of a prediction could a fixed-size design remove (padding to a fixed
+#   number of boxes instead of `nonzero`), and what would the padding cost?
