@@ -1092,8 +1092,8 @@ if torch is not None:
 #   with stride 2 to 28x28, and a 1x1 conv to `K` masks, 2,623,748 parameters (a dense layer
 #   would have 157 million). A change in one cell of the 14x14 grid reaches only an 18x18 block
 #   of the 28x28 output.
-# - `paste_masks_in_image` pads the 28x28 map to 30x30, expands the box by 30/28, rounds it to
-#   integers and resizes bilinearly into it. The constructed circle mask, pasted and
+# - `paste_masks_in_image` pads the 28x28 map to 30x30, expands the box by 30/28, truncates it to
+#   whole pixels and resizes bilinearly into it. The constructed circle mask, pasted and
 #   thresholded at 0.5, has IoU 0.914 with the ground truth.
 # - A mask target is the matched ground-truth mask seen through the *proposal*: `roi_align` of
 #   the full-size mask to 28x28, soft along the object's edge, and different for every

@@ -80,11 +80,13 @@ if torch is not None:
 #
 # The shipped shapes model (`mrcnn_np.pretrained.shapes_model()`, trained by `mrcnn-np demo`)
 # runs its RPN as torchvision does: one shared head on every level P2..P6, each level with
-# anchors of one size (32, 64, 128, 256, 512 pixels) and three aspect ratios. To test the claim
-# we run the *same trained head* on P2 alone, with P2's anchors, and ask how many ground-truth
-# objects of 16 held-out images get a proposal that overlaps them: the **proposal recall** at
-# IoU 0.5 and 0.7 (the fraction of ground-truth boxes whose best proposal reaches that IoU).
-# Both RPNs keep at most the model's 100 proposals per image.
+# anchors of one size (32, 64, 128, 256, 512 pixels) and three aspect ratios. What we measure
+# is what this trained model loses when its RPN sees only P2: we run the *same trained head* on
+# P2 alone, with P2's anchors, and ask how many ground-truth objects of 16 held-out images get a
+# proposal that overlaps them: the **proposal recall** at IoU 0.5 and 0.7 (the fraction of
+# ground-truth boxes whose best proposal reaches that IoU). Both RPNs keep at most the model's
+# 100 proposals per image. This puts the head outside the setting it was trained for; an RPN
+# *trained* on P2 alone is a different experiment (it needs training), not run here.
 
 # %%
 trained = shapes_model()  # MaskRCNN(config.tiny()) with the shipped weights, in eval mode
@@ -138,16 +140,20 @@ for label, pick in [("all", rows[:, 1] > 0), ("small (side < 48 px)", rows[:, 1]
 # %% [markdown]
 # First, "same size as image" is not what P2 is: the finest FPN level has stride 4, a quarter
 # of the image's height and width (32 x 32 for these 128 x 128 images, 200 x 200 for an 800 x
-# 800 one, section 9.5). Then the recall: on the small objects P2 alone does about as well, but
-# the large ones lose most of their good proposals. A P2 anchor is 32 pixels; the head would
-# have to regress it to three times its size, which it was never trained to do, because in
-# training every large object is matched to anchors of P3 or P4 of about its size. Each dot
-# below is one ground-truth object; the diagonal is "no difference".
+# 800 one, section 9.5). Then the recall: on the small objects the head run on P2 alone does
+# about as well, but the large ones lose most of their proposals at IoU 0.7. The reason is the
+# anchor sizes: P2's anchors have an area of about 32^2 pixels (three ratios), and IoU is at
+# most the ratio of the two areas, so a P2 anchor has IoU at most 32^2 / 48^2 = 0.44 with a box
+# of side 48 or more, below the RPN's positive threshold of 0.7.
+# So in training such objects got their positive anchors from the larger sizes of P3 and up
+# (except a box's best-anchor match), and the head, run on P2 alone, would have to regress a
+# 32-pixel anchor to two or three times its size. Each dot below is one ground-truth object.
+# The blue dots are the model as trained, the red ones the same head on P2 only.
 
 # %% tags=["hide-input"]
 fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(11, 4.4), width_ratios=[5, 4])
 ax.scatter(rows[:, 1], rows[:, 2], s=28, label="RPN on P2..P6 (the model)", color="tab:blue")
-ax.scatter(rows[:, 1], rows[:, 3], s=28, marker="x", label="RPN on P2 only (the tutorial)", color="tab:red")
+ax.scatter(rows[:, 1], rows[:, 3], s=28, marker="x", label="the same head on P2 only", color="tab:red")
 for t in (0.5, 0.7):
     ax.axhline(t, color="gray", lw=0.8, ls="--")
 ax.set_xlabel("ground-truth box side sqrt(w h), pixels")
@@ -175,7 +181,10 @@ plt.show()
 # **Verdict: wrong.** With FPN, the RPN's head (3x3 conv, then objectness and deltas) slides
 # over *every* level P2..P6, with shared weights, and each level has anchors of a single size:
 # 32 on P2 up to 512 on P6 (Lin et al., "Feature Pyramid Networks", 2017, sec. 4.1; Mask R-CNN
-# sec. 3.1 "RPN anchors span 5 scales"). Torchvision: `models/detection/rpn.py`
+# sec. 3.1 "RPN anchors span 5 scales"). The design needs every level: a single level with a
+# single anchor size cannot cover objects of all sizes, which is what the measurement above
+# shows for the trained model when its head sees only P2 (it does not measure how well an RPN
+# trained on P2 alone, e.g. with anchors of several sizes there, would do). Torchvision: `models/detection/rpn.py`
 # (`RPNHead.forward` loops over the feature maps; `RegionProposalNetwork.filter_proposals`
 # keeps the top-n *per level* and runs NMS per level) and `backbone_utils.py` (the FPN returns
 # P2..P5 and the "pool" level P6). What the tutorial describes next, picking *for the RoI heads*
@@ -249,19 +258,19 @@ for level, (lo, hi) in level_sides.items():
                            roi_align(maps, [boxes], pooled, scale, 2, aligned=False).data, atol=1e-9)
 print("offset of a bin's centre from the exact one, image pixels (300 boxes x 7 bins per level)")
 print(f"{'level':<6} {'stride':>6} {'box sides':>10}   {'RoIPool mean |.|':>16} {'max |.|':>8}   "
-      f"{'RoIAlign max |.|':>16}")
+      f"{'RoIAlign max |.|':>16}   {'RoIPool max / stride':>20}")
 for level, (pool, align) in misalignment.items():
     lo, hi = level_sides[level]
     print(f"P{level:<5} {2 ** level:>6} {lo:>4}..{hi:<5}   {np.abs(pool).mean():16.2f} {np.abs(pool).max():8.2f}   "
-          f"{np.abs(align).max():16.1e}")
+          f"{np.abs(align).max():16.1e}   {np.abs(pool).max() / 2 ** level:20.3f}")  # in feature pixels
 if torch is not None:
     print("torchvision.ops.roi_pool and roi_align give the same pooled ramps (checked above)")
 
 # %% [markdown]
 # On P2 a RoIPool bin sits on average about 1 image pixel from where it should, and up to 4;
 # on P5, where the large boxes are pooled, about 9 on average and up to 32, because the
-# roundings together are worth up to a feature pixel, and a feature pixel of P5 is 32 image
-# pixels.
+# roundings together are worth about one feature pixel (at most 1.06 measured, the last
+# column), and a feature pixel of P5 is 32 image pixels.
 # RoIAlign's bins are where they should be, to float rounding. Below, one box is slid to the
 # right one image pixel at a time on P4 (stride 16): RoIAlign's first bin follows it, RoIPool's
 # stays put for up to 16 pixels and then jumps.
@@ -291,9 +300,10 @@ plt.show()
 # %% [markdown]
 # **Verdict: misleading.** A pooling layer of the Fast R-CNN kind (RoIPool, Girshick 2015,
 # sec. 2.1) is what Faster R-CNN used; Mask R-CNN's first contribution is to replace it,
-# because "RoIPool ... introduces misalignments between the RoI and the extracted features.
-# While this may not impact classification, ... it has a large negative effect on predicting
-# pixel-accurate masks" (Mask R-CNN, sec. 3, "RoIAlign"; table 2c: RoIAlign improves mask AP
+# because of RoIPool's roundings (the paper's "quantizations"): "These quantizations introduce
+# misalignments between the RoI and the extracted features. While this may not impact
+# classification, which is robust to small translations, it has a large negative effect on
+# predicting pixel-accurate masks" (Mask R-CNN, sec. 3, "RoIAlign"; table 2c: RoIAlign improves mask AP
 # by about 3 points over RoIPool, and AP at IoU 0.75 by about 5). Torchvision uses
 # `MultiScaleRoIAlign` (`ops/poolers.py`, over `ops/roi_align.py`) in both heads of
 # `maskrcnn_resnet50_fpn`; `ops/roi_pool.py` exists but no detection model uses it.
@@ -382,8 +392,9 @@ plt.show()
 
 # %% [markdown]
 # **Verdict: wrong.** The mask branch is "a small FCN applied to each RoI" (Mask R-CNN,
-# sec. 3, "Mask Representation": "we predict an m x m mask from each RoI using an FCN ... This
-# pixel-to-pixel behavior requires our RoI features ... to be well aligned"); table 2e measures
+# sec. 1, Introduction); sec. 3, "Mask Representation", says "we predict an m x m mask from
+# each RoI using an FCN" and "This pixel-to-pixel behavior requires our RoI features ... to be
+# well aligned"; table 2e measures
 # the fully connected alternative at 2.1 mask AP lower (31.5 vs 33.6). Torchvision:
 # `models/detection/mask_rcnn.py` (`MaskRCNNHeads`: four `Conv2dNormActivation` 3x3 layers;
 # `MaskRCNNPredictor`: `ConvTranspose2d(2, stride 2)` and a 1x1 `Conv2d`). What *is* fully
@@ -403,7 +414,9 @@ plt.show()
 # the 0.5 governs there is the *label* of a proposal in the box head's training: IoU >= 0.5 is
 # a positive (the class of the matched box), anything below is a *negative* (background), and
 # negatives are not neglected, they make up most of the mini-batch: 512 RoIs per image, at
-# most 25% positive. The RPN, one stage earlier, uses other thresholds, 0.7 and 0.3. Both
+# most 25% (128) positive. When there are more background RoIs than 512 minus the sampled
+# positives, the sampler draws a random subset of that many; when fewer, it takes them all (and
+# the batch is smaller than 512). The RPN, one stage earlier, uses other thresholds, 0.7 and 0.3. Both
 # matchers and samplers run here on one held-out image, with the trained model's proposals and
 # torchvision's default settings (`MaskRCNNConfig()`).
 
@@ -436,15 +449,20 @@ print(f"{len(gt)} ground-truth boxes; {len(proposals)} proposals + {len(gt)} gro
 print(f"RoI heads (IoU >= {defaults.box_fg_iou_thresh} positive, < {defaults.box_bg_iou_thresh} background):")
 print(f"  positive {int((roi_labels > 0).sum()):>5}, background {int((roi_labels == 0).sum()):>5}, "
       f"ignored {int((roi_labels == -1).sum())}")
+n_background, n_sampled_neg = int((roi_labels == 0).sum()), int(roi_neg.sum())
+room = defaults.box_batch_size_per_image - int(roi_pos.sum())  # places left for negatives after the positives
 print(f"  sampled (at most {defaults.box_batch_size_per_image}, positives at most "
       f"{int(defaults.box_batch_size_per_image * defaults.box_positive_fraction)}): {int(roi_pos.sum())} positive + "
-      f"{int(roi_neg.sum())} background -- every background RoI below 0.5 is trained on")
+      f"{n_sampled_neg} background")
+print(f"  background RoIs sampled: {n_sampled_neg} of {n_background} (room for {room} after the positives) -- "
+      + ("all of them are trained on" if n_sampled_neg == n_background else "a random subset"))
 print(f"RPN (IoU >= {defaults.rpn_fg_iou_thresh} positive, < {defaults.rpn_bg_iou_thresh} negative, between: ignored),"
       f" {len(anchors)} anchors:")
 print(f"  positive {int((rpn_labels == 1).sum()):>5} ({low_quality} below 0.7: a box's best anchors), "
       f"negative {int((rpn_labels == 0).sum())}, ignored {int((rpn_labels == -1).sum())}")
 print(f"  sampled (at most {defaults.rpn_batch_size_per_image}, half positive): {int(rpn_pos.sum())} positive + "
-      f"{int(rpn_neg.sum())} negative")
+      f"{int(rpn_neg.sum())} negative ({'all' if rpn_neg.sum() == (rpn_labels == 0).sum() else 'a random subset'} "
+      f"of the {int((rpn_labels == 0).sum())} negatives)")
 if torch is not None:  # torchvision's matchers on the same IoU matrices, and its samplers' counts
     tv_roi = tv_utils.Matcher(0.5, 0.5, allow_low_quality_matches=False)(torch.from_numpy(roi_iou)).numpy()
     tv_rpn = tv_utils.Matcher(0.7, 0.3, allow_low_quality_matches=True)(torch.from_numpy(anchor_iou)).numpy()
@@ -458,7 +476,7 @@ if torch is not None:  # torchvision's matchers on the same IoU matrices, and it
 fig, (ax_roi, ax_rpn) = plt.subplots(1, 2, figsize=(11, 3.6))
 best_roi = roi_iou.max(axis=0)
 ax_roi.hist([best_roi[roi_labels > 0], best_roi[roi_labels == 0]], bins=np.linspace(0, 1, 41), stacked=True,
-            color=["tab:green", "tab:gray"], label=["positive (class)", "background (trained on!)"])
+            color=["tab:green", "tab:gray"], label=["positive (class)", "background (negatives)"])
 ax_roi.axvline(0.5, color="k", ls="--")
 ax_roi.set_title("RoI heads: every RoI gets a label at 0.5")
 ax_roi.set_xlabel("IoU with the best ground-truth box")
@@ -639,18 +657,18 @@ if torch is not None:
 # R-CNN sec. 3.1), and torchvision's head has k logits, one sigmoid each
 # (`models/detection/rpn.py`, `RPNHead.cls_logits = Conv2d(in_channels, num_anchors, 1)`;
 # `anchor_utils.py`; `faster_rcnn.py`, `_default_anchorgen`: sizes 32..512, one per level). The
-# "about 200k anchors" of the same seed is right for 1024 x 1024 (261,888); torchvision's 800 x
-# 800 gives 159,882.
+# "about 200k anchors" of the same seed is the right order of magnitude: measured above,
+# 261,888 anchors for a 1024 x 1024 image and 159,882 for torchvision's 800 x 800.
 
 # %% [markdown]
 # ## Summary
 #
 # | Claim (seed) | Measured | Verdict |
 # |---|---|---|
-# | RPN on the lowest FPN level only (002) | P2 only loses most large objects' proposals (recall at 0.7) | wrong: every level, one anchor size each |
-# | a pooling layer makes regions the same shape (003) | RoIPool bins off by ~1 px on P2 to ~9 px on P5 on average, up to a stride; RoIAlign ~1e-13 | misleading: Mask R-CNN replaces RoIPool by RoIAlign |
+# | RPN on the lowest FPN level only (002) | the trained head run on P2 only loses most large objects' proposals at IoU 0.7 (no RPN trained on P2 alone) | wrong: every level, one anchor size each |
+# | a pooling layer makes regions the same shape (003) | RoIPool bins off by ~1 px on P2 to ~9 px on P5 on average, up to ~1.06 strides; RoIAlign ~1e-13 | misleading: Mask R-CNN replaces RoIPool by RoIAlign |
 # | the mask comes from a fully connected network (001) | FCN 2.6 M parameters vs 126 M; the FCN's mask follows a shift exactly | wrong: a small FCN |
-# | only RoIs with IoU >= 0.5 are kept (003) | every RoI is labelled: >= 0.5 class, < 0.5 background, both sampled | wrong: 0.5 labels the RoIs in training |
+# | only RoIs with IoU >= 0.5 are kept (003) | every RoI is labelled: >= 0.5 class, < 0.5 background, both sampled (25% positive cap) | wrong: 0.5 labels the RoIs in training |
 # | 32x32x2048 feature map (002) | C5 is 25x25x2048 at 800, 32x32x2048 at 1024; the heads read P2..P6 of 256 | true of one size only |
 # | level formula, k0 = 4, 224 (002) | boxes < 56 px and >= 896 px leave P2..P5; eps matters at 112 | right, without clamp and eps |
 # | 9 anchors, 2k scores (002) | 3 anchors per location and level; k logits | Faster R-CNN without FPN |

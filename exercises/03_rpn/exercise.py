@@ -75,15 +75,16 @@ def select_proposals(proposals, objectness, num_anchors_per_level, image_size, p
     proposals: (total, 4) decoded boxes; objectness: (total,) logits, both in anchor order;
     num_anchors_per_level: list of ints (H_l * W_l * A), summing to total;
     image_size: (height, width) of the image (before padding).
-    Returns ``(boxes, scores)``: (P, 4) float64 boxes and their (P,) probabilities
-    (the sigmoid of their logits), by decreasing score; (0, 4) and (0,) when nothing survives.
-    The candidates are, per level, the ``pre_nms_top_n`` anchors of largest logit (all of a
-    level with fewer; equal logits: the lower index ranks first). A candidate's box is clipped
-    to the image (x to [0, width], y to [0, height]); it is dropped when its clipped width or
-    height is < min_size or its score is < score_thresh (a score equal to it stays); the rest go
-    through NMS with ``nms_thresh`` within their own level only (boxes of different levels never
-    suppress each other). Of the survivors of all levels, ordered by decreasing score (equal
-    scores: the earlier candidate, levels in order, first), the first ``post_nms_top_n``.
+    Returns ``(boxes, scores)``: what filter_proposals returns for this image with these
+    arguments (as the RPN's pre_nms_top_n, post_nms_top_n, nms_thresh, score_thresh and its
+    min_size), as NumPy: (P, 4) float64 boxes, clipped to the image (x in [0, width], y in
+    [0, height]), and their (P,) float64 probabilities, the sigmoid of their logits, by
+    decreasing score, P <= post_nms_top_n; (0, 4) and (0,) when nothing survives.
+    What the grader checks beyond the common cases, as torchvision does it: pre_nms_top_n
+    counts per level (a level with fewer anchors gives all of them); boxes of different levels
+    never suppress each other; a score equal to score_thresh stays; min_size applies to the
+    clipped box; equal logits rank the lower anchor index first, and equal scores keep the
+    candidates' order (levels in order, within a level by logit rank).
     The inputs are not modified.
     """
     raise NotImplementedError("task (c): write select_proposals")

@@ -109,10 +109,11 @@ def mask_loss(mask_logits, labels, mask_targets):
     mask_logits: (R, K, M, M) the mask head's logits, one M x M mask per class;
     labels: (R,) int64 the ground-truth class of each positive RoI (1..K-1);
     mask_targets: (R, M, M) from task (c).
-    Returns a float: the mean over the R x M x M pixels of the binary cross-entropy with logits
-    between each RoI's ground-truth class channel, mask_logits[r, labels[r]], and its target,
-    max(x, 0) - x t + log(1 + exp(-|x|)); finite for logits as large as +-50 (log(1 - sigmoid(50))
-    is log(0) in floating point); 0.0 when R = 0 (no positive RoI).
+    Returns a float: torch's F.binary_cross_entropy_with_logits (reduction "mean", over the
+    R x M x M pixels) between each RoI's ground-truth class channel, mask_logits[r, labels[r]],
+    and its target (Mask R-CNN, sec. 3: a per-pixel sigmoid, only the ground-truth class's mask
+    is trained); finite for logits as large as +-50, where the naive log(1 - sigmoid(50)) is
+    log(0) in floating point; 0.0 when R = 0 (no positive RoI).
     """
     raise NotImplementedError("task (d): write mask_loss")
 

@@ -60,7 +60,9 @@ HINTS = {
         "Only the ground-truth class's channel of each RoI is trained (Mask R-CNN, sec. 3), with a\n"
         "per-pixel sigmoid (binary cross-entropy), not a softmax over the classes.",
         "mask_logits[np.arange(R), labels] picks one channel per RoI, (R, M, M);\n"
-        "mask_logits[:, labels] would be (R, R, M, M). Then the mean over all R x M x M pixels.",
+        "mask_logits[:, labels] would be (R, R, M, M). Then the mean over all R x M x M pixels of\n"
+        "the stable BCE with logits, max(x, 0) - x t + log(1 + exp(-|x|)), the rearranged\n"
+        "-[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], which never takes log(0).",
         "The steps, nearly in code:\n"
         "  if R == 0: return 0.0\n"
         "  x = mask_logits[np.arange(R), labels]\n"

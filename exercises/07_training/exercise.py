@@ -16,19 +16,17 @@ import numpy as np  # noqa: F401  (you will need it)
 
 # --- task (a) ----------------------------------------------------------------------------------
 def sgd_momentum_step(params, grads, velocities, lr, momentum, weight_decay):
-    """One step of torch.optim.SGD(lr, momentum, weight_decay) (dampening 0, no Nesterov).
+    """One step of torch.optim.SGD(lr, momentum, weight_decay, dampening=0, nesterov=False) on each array.
 
     params, grads: lists of float64 arrays, one per parameter (each gradient of its parameter's
-    shape); velocities: the momentum buffers of the previous step (a list like params), or None
-    before the first step; lr, momentum (in (0, 1)) and weight_decay (>= 0): floats.
-    Returns (new_params, new_velocities): two lists of arrays of the parameters' shapes, the
-    parameters after the step and the momentum buffers torch.optim.SGD keeps in its state
-    (``optimizer.state[p]["momentum_buffer"]``) after it.
-    PyTorch's formulation, not the paper's: weight decay is the gradient of
-    (weight_decay / 2) |p|^2, added to the loss's gradient; the buffer is a running sum of those
-    gradients with decay factor momentum and no learning rate in it (its first value is the first
-    such gradient); the learning rate scales the buffer in the update. The grader runs several
-    steps, feeding your results back, with the lr changing between steps as a schedule does.
+    shape); velocities: torch's momentum buffers (``optimizer.state[p]["momentum_buffer"]``) of
+    the previous step, a list like params, or None before the first step (torch has no buffer
+    yet); lr, momentum (in (0, 1)) and weight_decay (>= 0): floats.
+    Returns (new_params, new_velocities): two lists of float64 arrays of the parameters' shapes,
+    the parameters after torch.optim.SGD's step and its momentum buffers after that step.
+    PyTorch's formulation, not the paper's (they place the learning rate differently; the
+    hints and torch.optim.SGD's documentation give the rule). The grader runs several steps,
+    feeding your results back, with the lr changing between steps as a schedule does.
     Do not rely on changing the inputs in place: the grader passes copies.
     """
     raise NotImplementedError("task (a): write sgd_momentum_step")
@@ -60,21 +58,16 @@ def average_precision(boxes, scores, image_ids, gt_boxes, gt_image_ids, gt_iscro
     (D,) ints, the image of each. gt_boxes: (G, 4) xyxy ground truth; gt_image_ids: (G,) ints;
     gt_iscrowd: (G,) bools, True for a crowd region (at least one box is not a crowd region).
     iou_threshold: a float in [0.5, 0.95].
-    Returns a float in [0, 1]: COCOeval's AP for this class at this threshold, area "all", at
-    most 100 detections per image (maxDets = 100: each image's highest-scoring ones):
-      - matching is greedy, per image, by decreasing score: a detection takes the unmatched
-        object it overlaps most, if their IoU is at least iou_threshold (exactly the threshold
-        counts); an object is matched once; failing an object, a crowd region it overlaps by at
-        least the threshold (intersection / the detection's own area) makes the detection
-        ignored -- a crowd region can absorb any number of detections;
-      - matched detections are hits, the others false positives, the ignored ones are left out;
-      - ranking every image's detections together by score, precision and recall (over the
-        objects, not the crowd regions) after each detection give a precision-recall curve;
-      - AP is the mean, over the 101 recall levels np.linspace(0, 1, 101), of the interpolated
-        precision: the best precision reached at that recall level or any higher one (0 where
-        the recall level is never reached).
-    Ties in score rank the detection of the smaller image id first, then by the input's order.
-    Images are all the ids in image_ids and gt_image_ids. Lin et al., "Microsoft COCO" (2014);
+    Returns a float in [0, 1]: COCOeval's AP for this one class at this one IoU threshold, iouType
+    "bbox", area range "all", maxDets 100 (only each image's 100 highest-scoring detections
+    count), crowd regions handled as COCOeval handles them (a crowd region is never an object to
+    find, and a detection it absorbs is neither a hit nor a false positive) -- the number
+    pycocotools prints as AP50 (AP75) for a single class at 0.5 (0.75).
+    Edge cases: an IoU exactly at the threshold matches; an image with objects but no
+    detections lowers the recall; detections on an image without objects are false positives
+    (unless a crowd region absorbs them); detections that all miss give 0.0. Images are all
+    the ids in image_ids and gt_image_ids. Equal scores rank the detection of the smaller image
+    id first, ties within an image in the input's order. Lin et al., "Microsoft COCO" (2014);
     pycocotools' cocoeval.py (evaluateImg, accumulate).
     """
     raise NotImplementedError("task (c): write average_precision")

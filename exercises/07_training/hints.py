@@ -6,7 +6,8 @@ HINTS = {
         "docstring of mrcnn_np/nn/optim.py's SGD: three lines per parameter, in a fixed order.",
         "Per parameter: first fold weight decay into the gradient (d = g + weight_decay * p), then\n"
         "update the buffer with d (momentum times the old buffer, plus d; on the first step the\n"
-        "buffer is d itself), then move p by lr times the buffer. lr never enters the buffer.",
+        "buffer is d itself), then move p by lr times the buffer. lr never enters the buffer (the\n"
+        "paper's formulation puts it there). Weight decay is the gradient of (weight_decay / 2) |p|^2.",
         "Nearly in code, for each i:\n"
         "  d = grads[i] + weight_decay * params[i]\n"
         "  v = d.copy() if velocities is None else momentum * velocities[i] + d\n"
@@ -33,14 +34,16 @@ HINTS = {
         "keep 100; put its objects before its crowd regions; compute the (D, G) overlaps (IoU;\n"
         "intersection / detection area for a crowd column). Each detection in turn: the best\n"
         "column with overlap >= threshold, skipping objects already taken, and stopping at the\n"
-        "crowd columns once an object is matched. Object: a hit (take it); crowd: ignored;\n"
-        "none: a false positive.",
+        "crowd columns once an object is matched. Object: a hit (take it); crowd: ignored (a\n"
+        "crowd region absorbs any number of detections); none: a false positive.",
         "Then, over all images together:\n"
         "  order = np.argsort(-all_scores, kind='stable'); drop the ignored detections\n"
         "  tp = np.cumsum(hit); fp = np.cumsum(~hit)\n"
         "  recall = tp / number of non-crowd objects; precision = tp / (tp + fp)\n"
         "  precision = np.maximum.accumulate(precision[::-1])[::-1]   # the envelope\n"
         "  idx = np.searchsorted(recall, np.linspace(0, 1, 101), side='left')\n"
-        "  AP = mean of precision[idx] where idx < len(precision), 0 elsewhere",
+        "  AP = mean of precision[idx] where idx < len(precision), 0 elsewhere\n"
+        "Recall counts the objects only, not the crowd regions; the interpolated precision at a\n"
+        "recall level is the best precision at that recall or any higher one (0 if never reached).",
     ],
 }

@@ -24,14 +24,14 @@ def roi_pool(features, rois, output_size, spatial_scale):
 
     features: (N, C, H, W) float64; rois: (R, 5) rows ``batch_index, x1, y1, x2, y2`` in image
     pixels (R may be 0); output_size: (ph, pw) ints; spatial_scale: float.
-    Returns (R, C, ph, pw) float64, the same numbers as torchvision.ops.roi_pool:
-      - the scaled corners are rounded to whole feature pixels, halves away from zero (C's
-        round: 2.5 to 3, -2.5 to -3), and the rounded box covers both of its end pixels;
-      - the box is cut into ph x pw bins of equal (fractional) size; bin (p, q) reads the whole
-        pixels from the floor of its start to the ceiling of its end (end excluded), the range
-        clamped to the map;
-      - each output is the maximum over its bin's pixels, per channel; a bin that holds no
-        pixel of the map (outside it) reads 0.
+    Returns (R, C, ph, pw) float64 (R may be 0: a (0, C, ph, pw) array), exactly the numbers of
+    torchvision.ops.roi_pool(features, rois, output_size, spatial_scale) (and of
+    mrcnn_np.ops.roi_pool): out[r, c, p, q] is the maximum of channel c over the whole feature
+    pixels of image batch_index that bin (p, q) of roi r covers, where RoIPool, unlike RoIAlign,
+    quantises the box and its bins to whole pixels (torchvision's rounding: see the hints).
+    Edge cases, as torchvision's: a roi may lie partly or wholly outside the map (only the
+    pixels on the map count); a bin that covers no pixel of the map reads 0; a roi smaller than
+    a pixel still covers at least one.
     """
     raise NotImplementedError("task (a): write roi_pool")
 

@@ -5,10 +5,14 @@ HINTS = {
         "RoIPool quantises twice: the box's corners to whole feature pixels, then each bin's edges.\n"
         "torchvision's rule is roi_pool_forward_kernel_impl in csrc/ops/cpu/roi_pool_kernel.cpp;\n"
         "the library's version is mrcnn_np/ops/roi_pool.py (read it after trying).",
-        "Per roi: round x1 * spatial_scale (and the other three) half away from zero -- Python's\n"
-        "round and np.round round halves to even, so write it with floor(|v| + 0.5) and the sign.\n"
+        "Per roi: round x1 * spatial_scale (and the other three) half away from zero, as C's round\n"
+        "(2.5 -> 3, -2.5 -> -3) -- Python's round and np.round round halves to even, so write it\n"
+        "with floor(|v| + 0.5) and the sign.\n"
         "The rounded box is x2 - x1 + 1 pixels wide (at least 1); a bin is that width / pw.",
-        "The steps, nearly in code (the same along x with W and pw):\n"
+        "Bin p of ph spans [p * bin_h, (p + 1) * bin_h) of the rounded box, a fractional range; it\n"
+        "reads the whole pixels from the floor of its start to the ceiling of its end (end\n"
+        "excluded), shifted by the box's start and clamped to the map. The steps, nearly in code\n"
+        "(the same along x with W and pw):\n"
         "  bin_h = roi_h / ph\n"
         "  h0 = clamp(floor(p * bin_h) + y1, 0, H);  h1 = clamp(ceil((p + 1) * bin_h) + y1, 0, H)\n"
         "  out[r, :, p, q] = features[b, :, h0:h1, w0:w1].max(axis=(1, 2))  when h1 > h0 and w1 > w0\n"

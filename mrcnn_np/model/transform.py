@@ -15,7 +15,7 @@ Out: an :class:`ImageList` (the padded batch (N, 3, H', W') and every image's si
 
 ``postprocess`` maps detections back: boxes scaled to the original size, 28x28 mask
 probabilities pasted into their boxes (``paste_masks_in_image``, torchvision's rule: the
-mask padded by one pixel, its box grown to match, rounded to integers, resized bilinearly).
+mask padded by one pixel, its box grown to match, truncated to whole pixels, resized bilinearly).
 
 Torchvision: ``models/detection/transform.py`` (``GeneralizedRCNNTransform``) and
 ``roi_heads.py`` (``paste_masks_in_image``).

@@ -151,7 +151,7 @@ return Array.from(document.images).map(img => ({
     src: img.currentSrc || img.src,
     complete: img.complete,
     width: img.naturalWidth,
-    in_output: img.closest('.cell_output, .output, figure') !== null,
+    in_output: img.closest('.cell_output, .output') !== null,  // a chapter's figures are cell outputs
 }));
 """
 _EAGER_JS = """

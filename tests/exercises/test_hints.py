@@ -3,7 +3,8 @@
 Every task of every chapter has progressive hints (``hints.py``) that ``mrcnn-np check NN
 --hint`` reveals one at a time, remembered between calls; no stub docstring gives the
 algorithm step by step: none has a line that reads as a code statement, and none repeats a
-line of the reference solution's code.
+line of the reference solution's code, and none is an ordered list of steps (numbered lines,
+"step 2", or a run of "first ... then ... next ... finally").
 """
 
 from __future__ import annotations
@@ -23,6 +24,20 @@ CHAPTERS = sorted(p.parent.name for p in EXERCISES.glob("[0-9][0-9]_*/grader.py"
 # a docstring line that reads as code: a statement keyword, or an assignment at the start of the line
 CODE_LINE = re.compile(r"^\s*(for|if|elif|else|while|return|def)\b|^\s*[A-Za-z_][\w\[\], .]*\s*[-+*/]?=[^=]")
 SHORTEST_COPIED_LINE = 15  # characters: shorter solution lines ("return out") say nothing
+# a docstring line that numbers a step: "1. ", "2) ", "step 3", "Step 4:"
+STEP_LINE = re.compile(r"^\s*(\d+[.)](\s|$)|step\s*\d+)", re.IGNORECASE)
+SEQUENCE_WORD = re.compile(r"\b(then|next|finally)\b", re.IGNORECASE)
+MOST_SEQUENCE_WORDS = 2  # "ordered by level, then location, then anchor" is a contract; a third reads as a recipe
+
+
+def steps_in(docstring: str) -> list[str]:
+    """What makes a docstring read as an ordered list of steps: its numbered lines, and its sequence words
+    ("then", "next", "finally") when there are more than MOST_SEQUENCE_WORDS of them. Empty: contract prose."""
+    found = [line.strip() for line in docstring.splitlines() if STEP_LINE.match(line)]
+    words = SEQUENCE_WORD.findall(docstring)
+    if len(words) > MOST_SEQUENCE_WORDS:
+        found.append(f"{len(words)} sequence words: {', '.join(w.lower() for w in words)}")
+    return found
 
 
 def task_names(chapter: str) -> list[str]:
@@ -148,6 +163,8 @@ def test_stub_docstrings_state_the_contract_not_the_algorithm(chapter):
         docstring = ast.get_docstring(node) or ""
         code_like = [line for line in docstring.splitlines() if CODE_LINE.match(line)]
         assert not code_like, f"{chapter}: {name}'s docstring reads as code (move the steps to hints.py): {code_like}"
+        steps = steps_in(docstring)
+        assert not steps, f"{chapter}: {name}'s docstring lists the steps in order (move them to hints.py): {steps}"
         if name in solution_functions:
             copied = [line for line in body_lines(solution, solution_functions[name]) if line in docstring]
             assert not copied, f"{chapter}: {name}'s docstring repeats the solution's code: {copied}"
@@ -162,3 +179,23 @@ def test_the_contract_rule_recognises_code():
                 "the level is floor(k0 + log2(sqrt(area) / 224) + eps), clipped; x == y compares."]
     assert all(CODE_LINE.match(line) for line in old_style)
     assert not any(CODE_LINE.match(line) for line in contract)
+
+
+def test_the_contract_rule_recognises_ordered_steps():
+    """The step rule is not vacuous either: numbered steps and a first-then-next-finally recipe break it, while
+    contract prose (numbers, decimals, "then" in an order of the output, an edge case) passes."""
+    numbered = ["1. scores = softmax over the K classes", "  2) decode every class's deltas", "10. sort by score",
+                "Step 3: clip the boxes to the image", "    step 4 -- NMS within each class", "3.", "step2 keep"]
+    assert all(STEP_LINE.match(line) for line in numbered)
+    assert steps_in("\n".join(numbered)) == [line.strip() for line in numbered]
+    recipe = ("Round the corners first, then cut the box into bins;\n"
+              "next take each bin's maximum, and finally write 0 where a bin is empty.")
+    assert steps_in(recipe) == ["3 sequence words: then, next, finally"]
+    assert steps_in("THEN a. Then b.\nThen c.") == ["3 sequence words: then, then, then"]
+    contract = ("features: (N, C, H, W) float64; rois: (R, 5) rows batch_index, x1, y1, x2, y2.\n"
+                "Returns (R, C, ph, pw): exactly torchvision.ops.roi_pool's numbers; a bin that covers no pixel\n"
+                "0.5 d^2 / beta where |d| < beta; 1 x 1 pixel at least; 2.5 rounds to 3, (0, 4) when empty.\n"
+                "ordered by level, then location (row-major), then anchor; R may be 0: a (0, 4) array.\n"
+                "Ties: the first index wins; the steps are in hints.py; a step size of 2; nextafter; thence.")
+    assert not any(STEP_LINE.match(line) for line in contract.splitlines())
+    assert steps_in(contract) == []
