@@ -118,7 +118,7 @@ def test_checker_finds_an_image_removed_from_a_copy_of_the_book(built_book, tmp_
     name = removed.name
     assert any("missing resource" in p and name in p for p in chapter_report.problems), chapter_report.problems
     assert any("undecoded image" in p and name in p for p in chapter_report.problems), chapter_report.problems
-    assert len(chapter_report.problems) == 2, chapter_report.problems  # the image, and nothing else
+    assert all(name in p for p in chapter_report.problems), chapter_report.problems  # the image, nothing else
     assert len(intro_report.problems) == 1 and "injected fault" in intro_report.problems[0], intro_report.problems
 
 
