@@ -379,18 +379,21 @@ def check_targets(targets, num_images: int) -> list:
     return list(targets)
 
 
-def check_target(i: int, target, image_size, dtype, num_classes: int | None = None) -> dict:
+def check_target(i: int, target, image_size, dtype, num_classes: int | None = None,
+                 require_masks: bool = True) -> dict:
     """One training target checked against its image of ``image_size`` (H, W) and normalised:
     lists become arrays (boxes in ``dtype``, labels int64). Expected: ``boxes`` (G, 4) float
     xyxy with positive width and height, ``labels`` (G,) ints in 1..num_classes - 1 (0 is the
-    background), ``masks`` (G, H, W). Raises TypeError / ValueError naming the key and index."""
+    background), ``masks`` (G, H, W) -- optional when not ``require_masks`` (a detection model
+    without a mask branch), checked when present. Raises TypeError / ValueError naming the key
+    and index."""
     name = f"targets[{i}]"
     if not isinstance(target, dict):
         raise TypeError(f"{name} must be a dict with boxes, labels and masks, got {type(target).__name__}")
-    missing = [k for k in ("boxes", "labels", "masks") if k not in target]
+    missing = [k for k in ("boxes", "labels", "masks") if k not in target and (require_masks or k != "masks")]
     if missing:
         raise ValueError(f"{name} has no {', '.join(repr(k) for k in missing)}; expected keys 'boxes' (G, 4), "
-                         f"'labels' (G,) and 'masks' (G, H, W)")
+                         f"'labels' (G,) and 'masks' (G, H, W)" + ("" if require_masks else " (masks optional)"))
     target = dict(target)
     boxes = as_boxes_arg(target["boxes"], f"{name}['boxes']", dtype)
     check_boxes(boxes, f"{name}['boxes']")
@@ -415,6 +418,9 @@ def check_target(i: int, target, image_size, dtype, num_classes: int | None = No
             valid = "1 or more" if top is None else f"1..{top}"
             raise ValueError(f"{name}['labels'][{j}] = {int(labels[j])}; expected a class in {valid} "
                              f"(0 is the background)")
+    if "masks" not in target:
+        target.update(boxes=boxes, labels=labels.astype(np.int64, copy=False))
+        return target
     masks = as_array_arg(target["masks"], f"{name}['masks']", np.uint8)
     if getattr(masks.dtype, "kind", None) not in ("b", "u", "i", "f"):
         raise TypeError(f"{name}['masks'] must be 0/1 masks of dtype uint8 (or bool, int, float), got dtype "

@@ -26,12 +26,14 @@ def _add_demo(subparsers) -> None:
     d = DemoSettings()
     p = subparsers.add_parser(
         "demo",
-        help="the main job: train a small Mask R-CNN on generated shapes and evaluate it with pycocotools",
+        help="the main job: train a small Mask R-CNN on generated shapes and evaluate it with pycocotools "
+             "(--task detection: a Faster R-CNN)",
         description=(
             "Generates a shapes dataset (COCO JSON with RLE masks + PNG images) under OUT/data, trains the "
             "small Mask R-CNN configuration from scratch on the CPU, evaluates it on held-out images with "
             "pycocotools (bbox and segm AP table), and writes a loss curve and a figure of predictions. "
-            f"Exits with status 1 when bbox or segm AP@0.5 is below {DEMO_MIN_AP50}."
+            f"Exits with status 1 when bbox or segm AP@0.5 is below {DEMO_MIN_AP50}. With --task detection it "
+            "trains and evaluates Faster R-CNN, the same configuration without the mask branch (bbox AP only)."
         ),
     )
     p.add_argument("--iterations", type=_positive_int, default=d.iterations,
@@ -43,6 +45,7 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--image-size", type=_positive_int, default=d.image_size,
                    help="side of the square images, in pixels (default: %(default)s)")
     p.add_argument("--seed", type=_nonnegative_int, default=d.seed, help="random seed (default: %(default)s)")
+    _add_task(p)
     p.add_argument("--out", default="runs/demo", help="folder for data, weights, log and figures "
                    "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
@@ -58,7 +61,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from .demo import DEMO_MIN_AP50, DemoSettings, run_shapes_demo
 
     settings = replace(DemoSettings(), iterations=args.iterations, train_images=args.train_images,
-                       test_images=args.test_images, image_size=args.image_size, seed=args.seed)
+                       test_images=args.test_images, image_size=args.image_size, seed=args.seed, task=args.task)
     from .train import RunExistsError, TrainingInterrupted
 
     try:
@@ -70,8 +73,8 @@ def run_demo(args: argparse.Namespace) -> int:
         return _error(e, 2)
     except TrainingInterrupted as e:
         return _error(e, 130)
-    ap50 = {k: result["metrics"][k]["AP50"] for k in ("bbox", "segm")}
-    print(f"AP@0.5: bbox {ap50['bbox']:.3f}, segm {ap50['segm']:.3f}  "
+    ap50 = {k: m["AP50"] for k, m in result["metrics"].items()}  # bbox, and segm for Mask R-CNN
+    print(f"AP@0.5: {', '.join(f'{k} {v:.3f}' for k, v in ap50.items())}  "
           f"(training {result['train_seconds']:.0f} s, whole demo {result['seconds']:.0f} s)")
     for name, path in result["files"].items():
         print(f"{name}: {path}")
@@ -88,7 +91,7 @@ def _add_train(subparsers) -> None:
     r = TrainRecipe()
     p = subparsers.add_parser(
         "train",
-        help="train a Mask R-CNN on a COCO-format dataset",
+        help="train a Mask R-CNN (or, with --task detection, a Faster R-CNN) on a COCO-format dataset",
         description=(
             "Trains a Mask R-CNN from scratch on a COCO-format instance-segmentation dataset (JSON with polygon "
             "or RLE masks, images next to it or under --images). SGD with momentum 0.9 and weight decay, linear "
@@ -105,6 +108,7 @@ def _add_train(subparsers) -> None:
     p.add_argument("--val-images", default=None, help="image folder of --val")
     p.add_argument("--config", choices=("tiny", "resnet50_fpn"), default="tiny",
                    help="network size (default: %(default)s)")
+    _add_task(p)
     p.add_argument("--min-size", type=_positive_int, default=None, help="shorter side after resizing "
                    "(default: the configuration's)")
     p.add_argument("--max-size", type=_positive_int, default=None, help="longer side at most")
@@ -161,7 +165,8 @@ def run_train(args: argparse.Namespace) -> int:
     if "min_size" in sizes and "max_size" not in sizes:
         sizes["max_size"] = max(sizes["min_size"], getattr(configs, args.config)().max_size)
     try:
-        config = getattr(configs, args.config)(num_classes=len(dataset.categories), **sizes)
+        config = getattr(configs, args.config)(num_classes=len(dataset.categories), **sizes,
+                                               mask_branch=args.task == "segmentation")
     except (TypeError, ValueError) as e:
         return _error(e, 2)
     milestones = args.milestones if args.milestones is not None else (
@@ -207,7 +212,8 @@ def _add_evaluate(subparsers) -> None:
         help="COCO AP of trained weights on a COCO-format dataset (pycocotools)",
         description=(
             "Runs the model saved in WEIGHTS (a .safetensors file written by mrcnn-np train or demo) on every "
-            "image of a COCO-format dataset and prints pycocotools' bbox and segm AP tables."
+            "image of a COCO-format dataset and prints pycocotools' bbox and segm AP tables (bbox only for a "
+            "Faster R-CNN, a model trained with --task detection)."
         ),
     )
     p.add_argument("annotations", help="COCO-format annotation file (JSON)")
@@ -306,11 +312,12 @@ def run_predict(args: argparse.Namespace) -> int:
 def _add_convert(subparsers) -> None:
     p = subparsers.add_parser(
         "convert",
-        help="torchvision Mask R-CNN weights file -> .safetensors (needs the reference extra)",
+        help="torchvision Mask R-CNN or Faster R-CNN weights file -> .safetensors (needs the reference extra)",
         description=(
-            "Reads a torchvision maskrcnn_resnet50_fpn state dict (a .pth file, loaded with torch.load("
-            "weights_only=True)), checks it fits mrcnn_np's MaskRCNN, and writes it as .safetensors with the "
-            "configuration, ready for mrcnn-np predict/evaluate --weights. Needs torch: "
+            "Reads a torchvision maskrcnn_resnet50_fpn (or fasterrcnn_resnet50_fpn) state dict (a .pth file, "
+            "loaded with torch.load(weights_only=True)), checks it fits mrcnn_np's MaskRCNN (with or without "
+            "the mask branch), and writes it as .safetensors with the configuration, ready for mrcnn-np "
+            "predict/evaluate --weights. Needs torch: "
             "pip install 'mrcnn-np[reference]'."
         ),
     )
@@ -326,7 +333,8 @@ def run_convert(args: argparse.Namespace) -> int:
         config = convert_torchvision_file(args.source, args.target)
     except (ImportError, OSError, ValueError, KeyError) as e:
         return _error(e, 2)
-    print(f"wrote {args.target}: Mask R-CNN {config.backbone}-FPN, {config.num_classes} classes")
+    model = "Mask R-CNN" if config.mask_branch else "Faster R-CNN"
+    print(f"wrote {args.target}: {model} {config.backbone}-FPN, {config.num_classes} classes")
     return 0
 
 
@@ -478,6 +486,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # --- helpers ----------------------------------------------------------------------------
+def _add_task(p) -> None:
+    p.add_argument("--task", choices=("segmentation", "detection"), default="segmentation",
+                   help="segmentation: Mask R-CNN (boxes and masks); detection: Faster R-CNN, the same model "
+                        "without the mask branch (boxes only, bbox AP) (default: %(default)s)")
+
+
 def _add_device(p) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the model runs: cpu, or cuda (an NVIDIA GPU, with pip install "

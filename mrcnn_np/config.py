@@ -4,9 +4,10 @@
 weights (``models/detection/mask_rcnn.py`` and ``faster_rcnn.py``): FrozenBatchNorm2d and 3
 trainable backbone layers. (Called with ``weights=None, weights_backbone=None``, torchvision
 builds ordinary BatchNorm2d with all 5 layers trainable instead: ``frozen_batch_norm=False,
-trainable_backbone_layers=5`` here.) :func:`resnet50_fpn` names the default; :func:`tiny`
-is a small network for CPU training from scratch -- narrower and shallower, never a different
-algorithm.
+trainable_backbone_layers=5`` here.) :func:`resnet50_fpn` names the default;
+:func:`fasterrcnn_resnet50_fpn` is torchvision's Faster R-CNN, the same settings without the mask
+branch (``mask_branch=False``); :func:`tiny` is a small network for CPU training from scratch --
+narrower and shallower, never a different algorithm.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ class MaskRCNNConfig:
     box_batch_size_per_image: int = 512
     box_positive_fraction: float = 0.25
     bbox_reg_weights: tuple = (10.0, 10.0, 5.0, 5.0)
-    # mask branch (mask_rcnn.py: MaskRCNNHeads (256,)*4, MaskRCNNPredictor 256)
+    # mask branch (mask_rcnn.py: MaskRCNNHeads (256,)*4, MaskRCNNPredictor 256). mask_branch=False is
+    # Faster R-CNN (faster_rcnn.py: FasterRCNN, i.e. RoIHeads with mask_roi_pool = mask_head =
+    # mask_predictor = None, ``has_mask()`` False): boxes, labels and scores only, no mask settings used
+    mask_branch: bool = True
     mask_layers: tuple = (256, 256, 256, 256)
     mask_dim_reduced: int = 256
 
@@ -144,6 +148,7 @@ def _validate(c: MaskRCNNConfig) -> None:
         c.backbone_layers = _int_tuple("backbone_layers", c.backbone_layers, 4)
     c.trainable_backbone_layers = check_int(OP, "trainable_backbone_layers", c.trainable_backbone_layers, 0, 5)
     check_bool(OP, "frozen_batch_norm", c.frozen_batch_norm)
+    c.mask_branch = check_bool(OP, "mask_branch", c.mask_branch)
     c.anchor_sizes = _per_level("anchor_sizes", c.anchor_sizes)
     c.aspect_ratios = _per_level("aspect_ratios", c.aspect_ratios)
     per_location = {len(s) * len(r) for s, r in zip(c.anchor_sizes, c.aspect_ratios, strict=True)}
@@ -193,11 +198,18 @@ def resnet50_fpn(num_classes: int = 91, **overrides) -> MaskRCNNConfig:
     return MaskRCNNConfig(num_classes=num_classes, **overrides)
 
 
+def fasterrcnn_resnet50_fpn(num_classes: int = 91, **overrides) -> MaskRCNNConfig:
+    """torchvision's ``fasterrcnn_resnet50_fpn`` defaults: those of ``maskrcnn_resnet50_fpn`` (both
+    build ``resnet50`` + ``_resnet_fpn_extractor`` and pass the same keywords on to ``FasterRCNN``,
+    which ``MaskRCNN`` subclasses) without the mask branch."""
+    return MaskRCNNConfig(**{"num_classes": num_classes, "mask_branch": False, **overrides})
+
+
 def tiny(num_classes: int = 4, **overrides) -> MaskRCNNConfig:
     """A small Mask R-CNN for CPU experiments: ResNet with one bottleneck per stage and base width
     16, 64 FPN channels, smaller heads and images, fewer proposals and samples. Trainable
     BatchNorm2d everywhere, because it trains from scratch (frozen statistics only make sense
-    for a pretrained backbone)."""
+    for a pretrained backbone). ``tiny(mask_branch=False)`` is the small Faster R-CNN."""
     settings = dict(
         num_classes=num_classes, min_size=256, max_size=384, backbone_layers=(1, 1, 1, 1), backbone_width=16,
         trainable_backbone_layers=5, frozen_batch_norm=False, fpn_channels=64, representation_size=256,

@@ -184,10 +184,11 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 def convert_torchvision_file(source: str | os.PathLike, target: str | os.PathLike):
-    """A torchvision ``maskrcnn_resnet50_fpn`` state dict saved with ``torch.save`` -> ``.safetensors``
-    with its configuration (:func:`save_model`). The file is read with ``torch.load(weights_only=True)``
-    (no arbitrary pickle); the number of classes is read off the box predictor, the backbone depth off
-    the layer3 blocks (ResNet-50 or -101). Returns the configuration."""
+    """A torchvision ``maskrcnn_resnet50_fpn`` or ``fasterrcnn_resnet50_fpn`` state dict saved with
+    ``torch.save`` -> ``.safetensors`` with its configuration (:func:`save_model`). The file is read with
+    ``torch.load(weights_only=True)`` (no arbitrary pickle); the number of classes is read off the box
+    predictor, the backbone depth off the layer3 blocks (ResNet-50 or -101), the model (Mask R-CNN or
+    Faster R-CNN: ``mask_branch``) off the presence of the mask predictor. Returns the configuration."""
     torch = _torch()
     from .config import resnet50_fpn
     from .model.mask_rcnn import MaskRCNN
@@ -204,10 +205,11 @@ def convert_torchvision_file(source: str | os.PathLike, target: str | os.PathLik
         sd = sd["model"]
     key = "roi_heads.box_predictor.cls_score.weight"
     if not isinstance(sd, dict) or key not in sd:
-        raise ValueError(f"{source}: not a torchvision Mask R-CNN state dict (no {key})")
+        raise ValueError(f"{source}: not a torchvision Mask R-CNN or Faster R-CNN state dict (no {key})")
     blocks = {int(k.split(".")[3]) for k in sd if k.startswith("backbone.body.layer3.")}
     backbone = "resnet101" if len(blocks) == 23 else "resnet50"
-    model = MaskRCNN(resnet50_fpn(num_classes=int(sd[key].shape[0]), backbone=backbone))
+    mask_branch = any(k.startswith("roi_heads.mask_") for k in sd)
+    model = MaskRCNN(resnet50_fpn(num_classes=int(sd[key].shape[0]), backbone=backbone, mask_branch=mask_branch))
     load_torchvision_state_dict(model, sd)
     save_model(model, target)
     return model.config

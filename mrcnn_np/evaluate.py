@@ -2,8 +2,8 @@
 
 In:  ground truth as a pycocotools ``COCO`` object (from a COCO-format JSON file, or built in
      memory from targets with :func:`coco_from_targets`), and the model's outputs per image
-     (``boxes (D, 4)`` xyxy, ``labels (D,)``, ``scores (D,)``, ``masks (D, 1, H, W)``
-     probabilities).
+     (``boxes (D, 4)`` xyxy, ``labels (D,)``, ``scores (D,)``, and from Mask R-CNN ``masks (D, 1,
+     H, W)`` probabilities; Faster R-CNN's outputs have none and are scored on boxes only).
 Out: the standard AP table printed by ``COCOeval.summarize()``, and the numbers as a dict per
      IoU type (``"bbox"``, ``"segm"``): AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs,
      ARm, ARl.
@@ -111,10 +111,11 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], iou_types=("bbox", "segm")
     return metrics
 
 
-def evaluate_model(model, dataset, iou_types=("bbox", "segm"), batch_size: int = 4, progress: bool = True,
+def evaluate_model(model, dataset, iou_types=None, batch_size: int = 4, progress: bool = True,
                    verbose: bool = True) -> tuple[dict, list]:
     """Run ``model`` (in eval mode) on every image of ``dataset`` (a
-    :class:`~mrcnn_np.data.coco.CocoDataset`) and score it against ``dataset.coco``.
+    :class:`~mrcnn_np.data.coco.CocoDataset`) and score it against ``dataset.coco``. ``iou_types``
+    None: ``("bbox", "segm")`` for a model with the mask branch, ``("bbox",)`` without (Faster R-CNN).
 
     Returns ``(metrics, outputs)``: the numbers of :func:`coco_evaluate` and the model's
     outputs per image, in the dataset's order."""
@@ -124,6 +125,9 @@ def evaluate_model(model, dataset, iou_types=("bbox", "segm"), batch_size: int =
     if classes is not None and classes != len(dataset.categories):
         raise ValueError(f"evaluate_model: the model has {classes} classes (background included) but the dataset "
                          f"{len(dataset.categories)} ({', '.join(dataset.categories[1:])})")
+    if iou_types is None:
+        has_mask = getattr(getattr(model, "config", None), "mask_branch", True)
+        iou_types = ("bbox", "segm") if has_mask else ("bbox",)
     model.eval()
     outputs = []
     with progress_bar(progress, total=len(dataset), desc="evaluate") as bar:

@@ -66,7 +66,8 @@ from .convert import CONFIG_KEY, load_safetensors, load_weights, read_metadata, 
 from .nn.optim import SGD, WarmupMultiStepLR
 from .progress import progress_bar
 
-LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
+LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")  # Mask R-CNN's;
+# a model without the mask branch (Faster R-CNN) has all but loss_mask
 CHECKPOINT_FORMAT = 1
 
 
@@ -243,7 +244,7 @@ def train(model, dataset, recipe: TrainRecipe, out_dir=None, *, resume=None, ove
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            for k in ("loss", *LOSS_NAMES):  # exponential moving averages for the progress bar
+            for k in ("loss", *(n for n in LOSS_NAMES if n in losses)):  # moving averages for the progress bar
                 smoothed[k] = losses[k] if k not in smoothed else 0.9 * smoothed[k] + 0.1 * losses[k]
             bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in smoothed.items()}, refresh=False)
             bar.update()

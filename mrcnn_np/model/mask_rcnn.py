@@ -1,5 +1,10 @@
 """Mask R-CNN: transform -> backbone + FPN -> RPN -> RoI heads -> back to the image.
 
+Faster R-CNN is the same class with ``config.mask_branch=False``
+(:func:`mrcnn_np.config.fasterrcnn_resnet50_fpn`): no mask head, no ``masks`` in the outputs,
+no ``loss_mask``, optional ``masks`` in the targets; its state dict is torchvision's
+``FasterRCNN``'s.
+
     model = MaskRCNN(config); model.load_state_dict(sd); model.eval()
     outputs = model([image, ...])          # per image: boxes (D, 4), labels (D,), scores (D,),
                                            # masks (D, 1, H, W) probabilities in [0, 1]
@@ -92,7 +97,8 @@ class MaskRCNN(nn.Module):
             return self.transform.postprocess(results, batch.image_sizes, batch.original_sizes, to_host=True)
 
     def loss(self, images: list, targets: list, rng=None, sampled=None, return_sampled: bool = False):
-        """The five training losses (Tensors on the tape).
+        """The five training losses (Tensors on the tape); four, without ``loss_mask``, for a model
+        without the mask branch (Faster R-CNN), whose targets need no ``masks``.
 
         The anchors and RoIs are drawn with ``rng`` (a Generator or a seed: the same ``rng``
         gives the same losses), by default with ``model.generator``; ``sampled = {"rpn": (pos,
@@ -105,7 +111,7 @@ class MaskRCNN(nn.Module):
         sampled = check_sampled(sampled, len(images) if isinstance(images, (list, tuple)) else None)
         check_bool("loss", "return_sampled", return_sampled)
         batch, targets = self.transform(images, targets, dtype=self.dtype, num_classes=self.config.num_classes,
-                                        device=self.device)
+                                        device=self.device, require_masks=self.roi_heads.has_mask())
         with trusted():  # images and targets were checked by the transform; the rest is the model's own
             features = self.backbone(batch.tensors)
             gt_boxes = [t["boxes"] for t in targets]

@@ -4,6 +4,7 @@ In:  FPN features, proposals per image (P_i, 4), the images' sizes.
 Out: inference -- per image ``boxes (D, 4)``, ``labels (D,)``, ``scores (D,)``, and
      ``masks (D, 1, 28, 28)`` probabilities of the predicted class;
      training -- ``loss_classifier``, ``loss_box_reg``, ``loss_mask``.
+     Without the mask branch (Faster R-CNN, ``config.mask_branch=False``): no masks, no loss_mask.
 
     box branch   MultiScaleRoIAlign 7x7 -> flatten -> fc6, fc7 (1024, ReLU) ->
                  K class logits + 4K class-specific deltas (BoxCoder weights 10, 10, 5, 5)
@@ -138,11 +139,14 @@ def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs
 
 
 class RoIHeads(nn.Module):
-    """torchvision's ``RoIHeads`` for Mask R-CNN; :meth:`from_config` builds it, its heads and its
-    poolers with a :class:`~mrcnn_np.config.MaskRCNNConfig`'s settings."""
+    """torchvision's ``RoIHeads``; :meth:`from_config` builds it, its heads and its poolers with a
+    :class:`~mrcnn_np.config.MaskRCNNConfig`'s settings. With ``mask_roi_pool``, ``mask_head`` and
+    ``mask_predictor`` all None it is Faster R-CNN's (boxes only, :meth:`has_mask` False), as in
+    torchvision."""
 
     def __init__(self, *, box_roi_pool: MultiScaleRoIAlign, box_head: TwoMLPHead, box_predictor: FastRCNNPredictor,
-                 mask_roi_pool: MultiScaleRoIAlign, mask_head: MaskRCNNHeads, mask_predictor: MaskRCNNPredictor,
+                 mask_roi_pool: MultiScaleRoIAlign | None = None, mask_head: MaskRCNNHeads | None = None,
+                 mask_predictor: MaskRCNNPredictor | None = None,
                  fg_iou_thresh: float, bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
                  bbox_reg_weights, score_thresh: float, nms_thresh: float, detections_per_img: int):
         super().__init__()
@@ -159,11 +163,20 @@ class RoIHeads(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
 
+    def has_mask(self) -> bool:
+        """Whether the mask branch exists (torchvision's ``RoIHeads.has_mask``): all three parts or none."""
+        parts = (self.mask_roi_pool, self.mask_head, self.mask_predictor)
+        if any(p is None for p in parts) and not all(p is None for p in parts):
+            raise ValueError("RoIHeads: mask_roi_pool, mask_head and mask_predictor must be given together "
+                             "(Mask R-CNN) or all be None (Faster R-CNN)")
+        return parts[0] is not None
+
     @classmethod
     def from_config(cls, config, *, rng=None, **overrides):
         """The RoI heads of ``config``. The poolers, heads and predictors are built from it unless
         given in ``overrides`` -- weights drawn from ``rng`` in torchvision's order (box head, box
-        predictor, mask head, mask predictor); other keywords in ``overrides`` replace settings."""
+        predictor, mask head, mask predictor); other keywords in ``overrides`` replace settings.
+        ``config.mask_branch=False``: the mask parts are None (Faster R-CNN)."""
         c = as_config(config, "RoIHeads.from_config")
         rng = nn.init.make_rng(rng)  # one stream for all four
         parts = dict(
@@ -177,6 +190,9 @@ class RoIHeads(nn.Module):
             mask_predictor=lambda: MaskRCNNPredictor(c.mask_layers[-1], c.mask_dim_reduced, c.num_classes, rng=rng,
                                                      dtype=c.dtype),
         )
+        if not c.mask_branch:
+            for name in ("mask_roi_pool", "mask_head", "mask_predictor"):
+                parts[name] = lambda: None
         for name, build in parts.items():  # in this order: the weights' random draws depend on it
             if name not in overrides:
                 overrides[name] = build()
@@ -215,12 +231,14 @@ class RoIHeads(nn.Module):
 
     @no_grad()
     def predict(self, features: dict, proposals: list, image_shapes: list) -> list:
-        """Detections per image (in the resized image's coordinates), masks (D, 1, 28, 28).
-        Runs without the autograd tape."""
+        """Detections per image (in the resized image's coordinates), masks (D, 1, 28, 28) when the
+        mask branch exists. Runs without the autograd tape."""
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         results = self.postprocess_detections(as_array(class_logits), as_array(box_regression), proposals,
                                               image_shapes)
+        if not self.has_mask():
+            return results
         mask_boxes = [r["boxes"] for r in results]
         mask_features = self.mask_head(self.mask_roi_pool(features, mask_boxes, image_shapes))
         probs = as_array(F.sigmoid(self.mask_predictor(mask_features)))  # (D, K, 28, 28)
@@ -269,7 +287,8 @@ class RoIHeads(nn.Module):
 
     def loss(self, features: dict, proposals: list, image_shapes: list, targets: list, rng=None,
              sampled=None) -> tuple[dict, tuple]:
-        """Losses ``loss_classifier``, ``loss_box_reg``, ``loss_mask`` for one batch, and the RoIs
+        """Losses ``loss_classifier``, ``loss_box_reg``, ``loss_mask`` (with the mask branch; then
+        every target needs its ``masks``) for one batch, and the RoIs
         they were computed on, ``sampled = (pos_masks, neg_masks)`` (see
         :meth:`select_training_samples`; ``rng`` or ``sampled`` must be given)."""
         if rng is None and sampled is None:
@@ -281,6 +300,8 @@ class RoIHeads(nn.Module):
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, reg_targets)
+        if not self.has_mask():
+            return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}, sampled
         positives = [xp.nonzero(lab > 0)[0] for lab in labels]
         mask_proposals = [p[pos] for p, pos in zip(proposals, positives, strict=True)]
         pos_matched = [m[pos] for m, pos in zip(matched_idxs, positives, strict=True)]

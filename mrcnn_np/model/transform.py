@@ -3,7 +3,8 @@
 In:  images as (H, W, 3) or (3, H, W) arrays, float in [0, 1] or uint8 (a float image outside
      [0, 1] by more than 1e-3 is refused, see :func:`as_chw_float`); optional targets
      ``{"boxes": (G, 4) xyxy, "labels": (G,) int64, "masks": (G, H, W) uint8}``, checked by
-     :func:`mrcnn_np.checks.check_target`.
+     :func:`mrcnn_np.checks.check_target` (``masks`` optional with ``require_masks=False``: the
+     targets of a model without a mask branch, Faster R-CNN).
 Out: an :class:`ImageList` (the padded batch (N, 3, H', W') and every image's size before
      padding) and the targets resized with their images.
 
@@ -134,10 +135,10 @@ class GeneralizedRCNNTransform:
                              f"{math.ceil(max(h, w) / self.max_size)} pixels (crop or pad the image)")
 
     def __call__(self, images: list, targets: list | None = None, dtype=np.float32, num_classes: int | None = None,
-                 device: str | None = None):
+                 device: str | None = None, require_masks: bool = True):
         """Images (see :func:`as_chw_float`) and optional targets (checked by
-        :func:`mrcnn_np.checks.check_target`, labels below ``num_classes`` when it is given) ->
-        (ImageList, targets resized with their images).
+        :func:`mrcnn_np.checks.check_target`, labels below ``num_classes`` when it is given, masks
+        optional unless ``require_masks``) -> (ImageList, targets resized with their images).
 
         ``device`` (``"cpu"`` or ``"cuda"``): where the batch and targets go -- the model's input
         transfer point. Images move as given (uint8 is a quarter of the float bytes), targets
@@ -154,9 +155,9 @@ class GeneralizedRCNNTransform:
             self.check_size(f"images[{i}]", original_sizes[-1])
             target = None
             if targets is not None:
-                target = check_target(i, targets[i], original_sizes[-1], dtype, num_classes)
+                target = check_target(i, targets[i], original_sizes[-1], dtype, num_classes, require_masks)
                 if device is not None:
-                    target |= {k: to_device(target[k], device) for k in ("boxes", "labels", "masks")}
+                    target |= {k: to_device(target[k], device) for k in ("boxes", "labels", "masks") if k in target}
             image, target = self.resize(self.normalize(image), target)
             processed.append(image)
             new_targets.append(target)

@@ -97,12 +97,14 @@ def torchvision_model(config, seed: int = 0):
     """torchvision's ``MaskRCNN`` with exactly the architecture of our ``MaskRCNN(config)``: the same
     state-dict keys and shapes, the same parameters frozen (``_resnet_fpn_extractor``), every
     transform / RPN / pooler / RoI-head setting passed through; torchvision's random initialisation after
-    ``torch.manual_seed(seed)``, in the config's dtype.
+    ``torch.manual_seed(seed)``, in the config's dtype. With ``config.mask_branch=False`` it is
+    torchvision's ``FasterRCNN`` (no mask head).
 
     Modules are built in the order torchvision's own constructors build them, so for the default
     config the weights are those of ``MaskRCNN(resnet_fpn_backbone("resnet50", weights=None), ...)``.
     """
     torch = require_torch()
+    from torchvision.models.detection import FasterRCNN as TVFasterRCNN
     from torchvision.models.detection import MaskRCNN as TVMaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -120,12 +122,16 @@ def torchvision_model(config, seed: int = 0):
         backbone.out_channels = c.fpn_channels
     anchors = AnchorGenerator(c.anchor_sizes, c.aspect_ratios)
     # the heads in the order MaskRCNN and FasterRCNN create their defaults: the same random draws
-    mask_head = MaskRCNNHeads(c.fpn_channels, list(c.mask_layers), 1)
-    mask_predictor = MaskRCNNPredictor(c.mask_layers[-1], c.mask_dim_reduced, c.num_classes)
+    mask = {}
+    if c.mask_branch:
+        mask = dict(mask_head=MaskRCNNHeads(c.fpn_channels, list(c.mask_layers), 1),
+                    mask_predictor=MaskRCNNPredictor(c.mask_layers[-1], c.mask_dim_reduced, c.num_classes),
+                    mask_roi_pool=MultiScaleRoIAlign(list(c.roi_featmap_names), c.mask_roi_output_size,
+                                                     c.roi_sampling_ratio))
     rpn_head = RPNHead(c.fpn_channels, anchors.num_anchors_per_location()[0])
     box_head = TwoMLPHead(c.fpn_channels * c.box_roi_output_size**2, c.representation_size)
     box_predictor = FastRCNNPredictor(c.representation_size, c.num_classes)
-    model = TVMaskRCNN(
+    model = (TVMaskRCNN if c.mask_branch else TVFasterRCNN)(
         backbone, None, min_size=c.min_size, max_size=c.max_size, image_mean=list(c.image_mean),
         image_std=list(c.image_std), rpn_anchor_generator=anchors, rpn_head=rpn_head,
         rpn_pre_nms_top_n_train=c.rpn_pre_nms_top_n["training"], rpn_pre_nms_top_n_test=c.rpn_pre_nms_top_n["testing"],
@@ -135,12 +141,11 @@ def torchvision_model(config, seed: int = 0):
         rpn_batch_size_per_image=c.rpn_batch_size_per_image, rpn_positive_fraction=c.rpn_positive_fraction,
         rpn_score_thresh=c.rpn_score_thresh, box_head=box_head, box_predictor=box_predictor,
         box_roi_pool=MultiScaleRoIAlign(list(c.roi_featmap_names), c.box_roi_output_size, c.roi_sampling_ratio),
-        mask_roi_pool=MultiScaleRoIAlign(list(c.roi_featmap_names), c.mask_roi_output_size, c.roi_sampling_ratio),
         box_score_thresh=c.box_score_thresh, box_nms_thresh=c.box_nms_thresh,
         box_detections_per_img=c.box_detections_per_img, box_fg_iou_thresh=c.box_fg_iou_thresh,
         box_bg_iou_thresh=c.box_bg_iou_thresh, box_batch_size_per_image=c.box_batch_size_per_image,
         box_positive_fraction=c.box_positive_fraction, bbox_reg_weights=tuple(c.bbox_reg_weights),
-        mask_head=mask_head, mask_predictor=mask_predictor,
+        **mask,
     )
     return model.to(torch.float64 if np.dtype(c.dtype) == np.float64 else torch.float32)
 

@@ -135,3 +135,60 @@ def test_train_lists_annotation_problems_and_goes_on(shapes_files, tmp_path, cap
     assert status == 0
     assert cli.main(["train", str(bad), "--strict", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "annotation 2" in capsys.readouterr().err
+
+
+# --- Faster R-CNN: --task detection (the model without its mask branch) -----------------------
+def test_demo_task_detection_passes_the_task_and_reports_bbox_only(monkeypatch, capsys):
+    calls = []
+
+    def fake_demo(settings, out_dir, progress, overwrite, device):
+        calls.append(settings)
+        return {"metrics": {"bbox": {"AP50": 0.95}}, "seconds": 2.0, "train_seconds": 1.0, "files": {}}
+
+    monkeypatch.setattr(demo, "run_shapes_demo", fake_demo)
+    assert cli.main(["demo", "--task", "detection", "--out", "x", "--no-progress"]) == 0
+    assert calls[0].task == "detection" and calls[0].config().mask_branch is False
+    out = capsys.readouterr().out
+    assert "AP@0.5: bbox 0.950  (" in out and "segm" not in out
+
+
+def test_the_detection_demo_runs_end_to_end(tmp_path, capsys):
+    argv = ["demo", "--task", "detection", "--iterations", "2", "--train-images", "4", "--test-images", "2",
+            "--image-size", "64", "--out", str(tmp_path), "--no-progress"]
+    assert cli.main(argv) in (0, 1)  # two iterations learn nothing: the exit status follows the AP bar
+    out = capsys.readouterr().out
+    assert "AP@0.5: bbox" in out and "segm" not in out
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(saved["metrics"]) == {"bbox"} and saved["settings"]["task"] == "detection"
+    assert (tmp_path / "predictions.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_train_evaluate_predict_a_detection_model(shapes_files, tmp_path, capsys):
+    from mrcnn_np.convert import load_model
+
+    train_json, test_json = shapes_files
+    run = tmp_path / "run"
+    assert cli.main(["train", str(train_json), "--task", "detection", "--iterations", "2", "--batch-size", "2",
+                     "--min-size", "64", "--milestones", "2", "--out", str(run), "--no-progress",
+                     "--val", str(test_json)]) == 0
+    out = capsys.readouterr().out
+    assert "bbox:" in out and "segm:" not in out
+    model = load_model(run / "model.safetensors")
+    assert model.config.mask_branch is False and not model.roi_heads.has_mask()
+    assert "loss_mask" not in json.loads((run / "log.jsonl").read_text().splitlines()[0])
+
+    assert cli.main(["evaluate", str(test_json), "--weights", str(run / "model.safetensors"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "bbox:" in out and "segm:" not in out
+
+    figure = tmp_path / "predict.png"
+    image = test_json.parent / "images" / "000001.png"
+    assert cli.main(["predict", str(image), "--weights", str(run / "model.safetensors"), "--out", str(figure),
+                     "--score-thresh", "0"]) == 0
+    assert figure.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bad_task_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "a.json", "--task", "keypoints"])
+    assert exit_.value.code == 2 and "--task" in capsys.readouterr().err

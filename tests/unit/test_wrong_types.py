@@ -603,6 +603,7 @@ CONFIG_CASES = {
     "bbox_reg_weights": [None, (10.0, 10.0, 5.0), (10.0, 10.0, 5.0, 0.0), ("a", "b", "c", "d"), 10.0],
     "mask_layers": [None, (), (64, 0), (64, 1.5), 64, "64"],
     "mask_dim_reduced": [0, 1.5, None],
+    "mask_branch": ["no", None, 1, 0],
 }
 
 
