@@ -40,4 +40,4 @@ def test_convert_refuses_what_is_not_a_mask_rcnn(tmp_path, capsys):
     source = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(2, 3)}, source)
     assert cli.main(["convert", str(source), str(tmp_path / "x.safetensors")]) == 2
-    assert "not a torchvision Mask R-CNN state dict" in capsys.readouterr().err
+    assert "not a torchvision Mask R-CNN or Faster R-CNN state dict" in capsys.readouterr().err
