@@ -21,7 +21,7 @@ from . import __version__
 
 # --- demo --------------------------------------------------------------------------------
 def _add_demo(subparsers) -> None:
-    from .demo import DEMO_MIN_AP50, DemoSettings
+    from .demo import DEMO_MIN_AP50, VARIANTS, DemoSettings
 
     d = DemoSettings()
     p = subparsers.add_parser(
@@ -46,6 +46,10 @@ def _add_demo(subparsers) -> None:
                    help="side of the square images, in pixels (default: %(default)s)")
     p.add_argument("--seed", type=_nonnegative_int, default=d.seed, help="random seed (default: %(default)s)")
     _add_task(p)
+    p.add_argument("--variant", choices=VARIANTS, default=d.variant,
+                   help="v1: torchvision's maskrcnn_resnet50_fpn recipe (narrower); v2: its _v2 recipe (BatchNorm in "
+                        "the FPN and heads, two RPN convs, a conv box head); c4: the paper's ResNet-C4 model (one "
+                        "stride-16 map, res5 as the RoI head) (default: %(default)s)")
     p.add_argument("--out", default="runs/demo", help="folder for data, weights, log and figures "
                    "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
@@ -61,7 +65,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from .demo import DEMO_MIN_AP50, DemoSettings, run_shapes_demo
 
     settings = replace(DemoSettings(), iterations=args.iterations, train_images=args.train_images,
-                       test_images=args.test_images, image_size=args.image_size, seed=args.seed, task=args.task)
+                       test_images=args.test_images, image_size=args.image_size, seed=args.seed, task=args.task,
+                       variant=args.variant)
     from .train import RunExistsError, TrainingInterrupted
 
     try:
@@ -85,6 +90,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 # --- train -------------------------------------------------------------------------------
+# train --config NAME: the preset of mrcnn_np.config.PRESETS it builds (--task sets mask_branch)
+TRAIN_CONFIGS = {"tiny": "tiny", "tiny_v2": "tiny_v2", "tiny_c4": "tiny_c4", "resnet50_fpn": "maskrcnn_resnet50_fpn",
+                 "resnet50_fpn_v2": "maskrcnn_resnet50_fpn_v2", "resnet50_c4": "maskrcnn_resnet50_c4"}
+
+
 def _add_train(subparsers) -> None:
     from .train import TrainRecipe
 
@@ -106,8 +116,11 @@ def _add_train(subparsers) -> None:
     p.add_argument("--images", default=None, help="image folder (default: next to the JSON, or its images/)")
     p.add_argument("--val", default=None, help="a COCO-format file of held-out images to evaluate at the end")
     p.add_argument("--val-images", default=None, help="image folder of --val")
-    p.add_argument("--config", choices=("tiny", "resnet50_fpn"), default="tiny",
-                   help="network size (default: %(default)s)")
+    p.add_argument("--config", choices=TRAIN_CONFIGS, default="tiny",
+                   help="the network: tiny (the demo's), tiny_v2 (the same with torchvision's v2 recipe), tiny_c4 "
+                        "(with the ResNet-C4 architecture), resnet50_fpn (torchvision's maskrcnn/fasterrcnn_resnet50_"
+                        "fpn), resnet50_fpn_v2 (their _v2), resnet50_c4 (the paper's R50-C4); --task picks the mask "
+                        "branch (default: %(default)s)")
     _add_task(p)
     p.add_argument("--min-size", type=_positive_int, default=None, help="shorter side after resizing "
                    "(default: the configuration's)")
@@ -161,12 +174,13 @@ def run_train(args: argparse.Namespace) -> int:
                                f"has {dataset.categories[1:]}: --val must name the same categories")
     except (DatasetError, OSError) as e:
         return _error(e, 2)
+    name = TRAIN_CONFIGS[args.config]
     sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
     if "min_size" in sizes and "max_size" not in sizes:
-        sizes["max_size"] = max(sizes["min_size"], getattr(configs, args.config)().max_size)
+        sizes["max_size"] = max(sizes["min_size"], configs.preset(name).max_size)
     try:
-        config = getattr(configs, args.config)(num_classes=len(dataset.categories), **sizes,
-                                               mask_branch=args.task == "segmentation")
+        config = configs.preset(name, num_classes=len(dataset.categories), **sizes,
+                                mask_branch=args.task == "segmentation")
     except (TypeError, ValueError) as e:
         return _error(e, 2)
     milestones = args.milestones if args.milestones is not None else (
@@ -314,7 +328,7 @@ def _add_convert(subparsers) -> None:
         "convert",
         help="torchvision Mask R-CNN or Faster R-CNN weights file -> .safetensors (needs the reference extra)",
         description=(
-            "Reads a torchvision maskrcnn_resnet50_fpn (or fasterrcnn_resnet50_fpn) state dict (a .pth file, "
+            "Reads a torchvision maskrcnn_resnet50_fpn or fasterrcnn_resnet50_fpn (or _v2) state dict (a .pth file, "
             "loaded with torch.load(weights_only=True)), checks it fits mrcnn_np's MaskRCNN (with or without "
             "the mask branch), and writes it as .safetensors with the configuration, ready for mrcnn-np "
             "predict/evaluate --weights. Needs torch: "
@@ -334,7 +348,9 @@ def run_convert(args: argparse.Namespace) -> int:
     except (ImportError, OSError, ValueError, KeyError) as e:
         return _error(e, 2)
     model = "Mask R-CNN" if config.mask_branch else "Faster R-CNN"
-    print(f"wrote {args.target}: {model} {config.backbone}-FPN, {config.num_classes} classes")
+    v2 = " v2" if config.box_head == "FastRCNNConvFCHead" else ""
+    print(f"wrote {args.target}: {model}{v2} {config.backbone}-{config.architecture.upper()}, "
+          f"{config.num_classes} classes")
     return 0
 
 
@@ -381,14 +397,15 @@ def run_check(args: argparse.Namespace) -> int:
 
     try:
         chapter_dir = find_chapter(args.chapter, args.exercises_dir)
-        path = Path(args.path) if args.path else chapter_dir / load_grader(chapter_dir).STUB
+        grader = load_grader(chapter_dir)  # once: grade() reuses it
+        path = Path(args.path) if args.path else chapter_dir / grader.STUB
         if not path.is_file():
             raise ExerciseError(f"no such file: {path}")
     except ExerciseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        results = grade(chapter_dir, path)
+        results = grade(chapter_dir, path, grader=grader)
     except ExerciseError as exc:  # the learner's file does not import
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -414,11 +431,14 @@ def run_check(args: argparse.Namespace) -> int:
 
 # --- verify -------------------------------------------------------------------------------
 def _add_verify(subparsers) -> None:
+    from .config import PRESETS
+
     p = subparsers.add_parser(
         "verify",
         help="compare every stage with torchvision on a photograph (needs the reference extra)",
         description=(
-            "Builds torchvision's Mask R-CNN (ResNet-50-FPN) with seeded random weights, loads them into "
+            "Builds torchvision's Mask R-CNN (ResNet-50-FPN; or --model: Faster R-CNN, the v2 recipes) with seeded "
+            "random weights, loads them into "
             "mrcnn_np's, runs both on a photograph matplotlib ships and prints a stage-by-stage table of "
             "the largest differences: transform, backbone levels, proposals, box head, detections, masks. "
             "Needs torch and torchvision: pip install 'mrcnn-np[reference]'."
@@ -429,6 +449,9 @@ def _add_verify(subparsers) -> None:
     p.add_argument("--min-size", type=_positive_int, default=512,
                    help="shorter image side after resizing (torchvision's default is 800; default: %(default)s)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the random weights (default: %(default)s)")
+    p.add_argument("--model", choices=sorted(PRESETS), default="maskrcnn_resnet50_fpn",
+                   help="the architecture, by torchvision's name (tiny, tiny_v2: the small networks of the demo) "
+                        "(default: %(default)s)")
     _add_device(p)
     p.set_defaults(run=run_verify)
 
@@ -442,7 +465,7 @@ def run_verify(args: argparse.Namespace) -> int:
     dtype = np.dtype(args.dtype)
     try:
         rows = verify(dtype=dtype, seed=args.seed, min_size=args.min_size, max_size=max(1333, args.min_size),
-                      device=_check_device_usable(args.device))
+                      device=_check_device_usable(args.device), model=args.model)
     except (ImportError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

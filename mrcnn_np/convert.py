@@ -184,13 +184,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 def convert_torchvision_file(source: str | os.PathLike, target: str | os.PathLike):
-    """A torchvision ``maskrcnn_resnet50_fpn`` or ``fasterrcnn_resnet50_fpn`` state dict saved with
-    ``torch.save`` -> ``.safetensors`` with its configuration (:func:`save_model`). The file is read with
-    ``torch.load(weights_only=True)`` (no arbitrary pickle); the number of classes is read off the box
-    predictor, the backbone depth off the layer3 blocks (ResNet-50 or -101), the model (Mask R-CNN or
-    Faster R-CNN: ``mask_branch``) off the presence of the mask predictor. Returns the configuration."""
+    """A torchvision ``maskrcnn_resnet50_fpn`` or ``fasterrcnn_resnet50_fpn`` (or their ``_v2``) state dict
+    saved with ``torch.save`` -> ``.safetensors`` with its configuration (:func:`save_model`). The file is
+    read with ``torch.load(weights_only=True)`` (no arbitrary pickle); the configuration is read off its
+    keys and shapes (:func:`settings_of_state_dict`). Returns the configuration."""
     torch = _torch()
-    from .config import resnet50_fpn
+    from .config import resnet50_c4, resnet50_fpn
     from .model.mask_rcnn import MaskRCNN
 
     if not os.path.isfile(source):
@@ -206,10 +205,35 @@ def convert_torchvision_file(source: str | os.PathLike, target: str | os.PathLik
     key = "roi_heads.box_predictor.cls_score.weight"
     if not isinstance(sd, dict) or key not in sd:
         raise ValueError(f"{source}: not a torchvision Mask R-CNN or Faster R-CNN state dict (no {key})")
-    blocks = {int(k.split(".")[3]) for k in sd if k.startswith("backbone.body.layer3.")}
-    backbone = "resnet101" if len(blocks) == 23 else "resnet50"
-    mask_branch = any(k.startswith("roi_heads.mask_") for k in sd)
-    model = MaskRCNN(resnet50_fpn(num_classes=int(sd[key].shape[0]), backbone=backbone, mask_branch=mask_branch))
+    settings = settings_of_state_dict(sd)
+    model = MaskRCNN((resnet50_c4 if settings.pop("architecture") == "c4" else resnet50_fpn)(**settings))
     load_torchvision_state_dict(model, sd)
     save_model(model, target)
     return model.config
+
+
+def settings_of_state_dict(sd) -> dict:
+    """The :class:`~mrcnn_np.config.MaskRCNNConfig` settings that differ from ``resnet50_fpn()`` (or, for
+    ``architecture`` "c4", from ``resnet50_c4()``), read off the keys and shapes of a torchvision
+    detection state dict: the architecture (a res5 box head: C4), the number of classes (box
+    predictor), ResNet-50 or -101 (layer3 blocks), the mask branch, and the v2 recipe's parts --
+    BatchNorm2d in the backbone (``num_batches_tracked`` counters; torchvision's own v1 weights have
+    FrozenBatchNorm2d, which has none), in the FPN and the heads, the RPN's conv depth and the box head
+    (``box_head.0.0.weight``: FastRCNNConvFCHead, its conv widths and fc width)."""
+    blocks = {int(k.split(".")[3]) for k in sd if k.startswith("backbone.body.layer3.")}
+    settings = {"architecture": "c4" if "roi_heads.box_head.res5.0.conv1.weight" in sd else "fpn",
+                "num_classes": int(sd["roi_heads.box_predictor.cls_score.weight"].shape[0]),
+                "backbone": "resnet101" if len(blocks) == 23 else "resnet50",
+                "mask_branch": any(k.startswith("roi_heads.mask_") for k in sd),
+                "frozen_batch_norm": not any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked")
+                                             for k in sd),
+                "fpn_batch_norm": "backbone.fpn.inner_blocks.0.1.weight" in sd,
+                "rpn_conv_depth": len({k.split(".")[3] for k in sd if k.startswith("rpn.head.conv.")}),
+                "head_batch_norm": "roi_heads.mask_head.0.1.weight" in sd or "roi_heads.box_head.0.1.weight" in sd}
+    if "roi_heads.box_head.0.0.weight" in sd:  # FastRCNNConvFCHead: convs "i.0", then Flatten, then the fc
+        convs = sorted({int(k.split(".")[2]) for k in sd if k.startswith("roi_heads.box_head.")
+                        and k.split(".")[3:4] == ["0"] and k.endswith(".0.weight")})
+        settings["box_head"] = "FastRCNNConvFCHead"
+        settings["box_conv_layers"] = tuple(int(sd[f"roi_heads.box_head.{i}.0.weight"].shape[0]) for i in convs)
+        settings["representation_size"] = int(sd["roi_heads.box_predictor.cls_score.weight"].shape[1])
+    return settings

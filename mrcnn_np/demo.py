@@ -11,6 +11,8 @@ the CPU, evaluate it with pycocotools, draw what it learned.
 
 ``DemoSettings(task="detection")`` (``mrcnn-np demo --task detection``) runs the same demo with
 Faster R-CNN, the same configuration without the mask branch: bbox AP only.
+``DemoSettings(variant="v2")`` (``--variant v2``) trains the model with torchvision's v2 recipe,
+``variant="c4"`` the paper's ResNet-C4 model.
 
 With the defaults (2100 iterations) it runs in about 10.5 minutes on two CPU cores (625 s
 measured from a fresh clone) and reaches COCO AP@0.5 of 0.961 for boxes and 0.953 for masks on
@@ -29,6 +31,8 @@ from pathlib import Path
 
 DEMO_MIN_AP50 = 0.9  # ``mrcnn-np demo`` exits with status 1 below this bbox or segm AP@0.5
 TASKS = ("segmentation", "detection")  # Mask R-CNN, Faster R-CNN (the model without its mask branch)
+# torchvision's maskrcnn_resnet50_fpn recipe, its _v2 (mrcnn_np.config.V2), and the paper's ResNet-C4 model (C4)
+VARIANTS = ("v1", "v2", "c4")
 
 
 @dataclass
@@ -52,10 +56,14 @@ class DemoSettings:
     min_contrast: float = 0.4
     seed: int = 0
     task: str = "segmentation"  # "segmentation": Mask R-CNN; "detection": Faster R-CNN (mask_branch=False)
+    # "v2": torchvision's v2 recipe (BatchNorm in FPN and heads, 2 RPN convs, conv box head); "c4": ResNet-C4
+    variant: str = "v1"
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"DemoSettings: task must be one of {TASKS}, got {self.task!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"DemoSettings: variant must be one of {VARIANTS}, got {self.variant!r}")
 
     def data(self) -> dict:
         """Keyword arguments of :func:`mrcnn_np.data.shapes.write_shapes_dataset` besides ``n`` and ``seed``."""
@@ -67,12 +75,18 @@ class DemoSettings:
         cheaper where an iteration spends its time, the RoI heads: a 32-channel mask head (4 convs as
         torchvision's, narrower), 64 sampled RoIs per image (at most 16 positives, the mask head's
         input) and 150 proposals per image in training: an iteration takes about 0.6x as long as with
-        128 RoIs and 300 proposals. For ``task="detection"`` the same without the mask branch."""
-        from .config import tiny
+        128 RoIs and 300 proposals. For ``task="detection"`` the same without the mask branch; for
+        ``variant="v2"`` the same with :data:`mrcnn_np.config.V2`'s settings, the conv box head 32
+        channels wide like the mask head; for ``variant="c4"`` the ResNet-C4 model
+        (:func:`mrcnn_np.config.tiny_c4`: res5 is the box and mask head) with the same RoI and proposal counts."""
+        from .config import V2, tiny, tiny_c4
 
-        return tiny(num_classes=4, min_size=self.image_size, max_size=self.image_size,
-                    mask_layers=(32, 32, 32, 32), mask_dim_reduced=32, box_batch_size_per_image=64,
-                    rpn_post_nms_top_n={"training": 150, "testing": 100}, mask_branch=self.task == "segmentation")
+        variant = {"v1": {}, "v2": {**V2, "box_conv_layers": (32, 32, 32, 32)}, "c4": {}}[self.variant]
+        build = tiny_c4 if self.variant == "c4" else tiny
+        return build(num_classes=4, min_size=self.image_size, max_size=self.image_size,
+                     mask_layers=(32, 32, 32, 32), mask_dim_reduced=32, box_batch_size_per_image=64,
+                     rpn_post_nms_top_n={"training": 150, "testing": 100}, mask_branch=self.task == "segmentation",
+                     **variant)
 
     def recipe(self):
         """Warm-up over the first 10% of the iterations, lr / 10 at 75% and again at 92%."""
@@ -113,7 +127,8 @@ def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", p
     metrics, outputs = evaluate_model(model, test_set, progress=progress)
 
     names = ["background", *SHAPES]
-    model_name = "Mask R-CNN" if s.task == "segmentation" else "Faster R-CNN"
+    model_name = ("Mask R-CNN" if s.task == "segmentation" else "Faster R-CNN") + {"v1": "", "v2": " v2",
+                                                                                   "c4": " C4"}[s.variant]
     ap50 = ", ".join(f"{k} AP@0.5 {v['AP50']:.3f}" for k, v in metrics.items())
     n = min(8, len(test_set))
     samples = [test_set[i] for i in range(n)]

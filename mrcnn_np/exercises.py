@@ -148,11 +148,12 @@ def load_grader(chapter_dir: Path) -> ModuleType:
 
 # --- grading -----------------------------------------------------------------------------------
 def grade(chapter: str | int | Path, path: str | Path | None = None,
-          exercises_dir: str | Path | None = None) -> list[TaskResult]:
+          exercises_dir: str | Path | None = None, grader=None) -> list[TaskResult]:
     """Grade the learner's file ``path`` (default: the chapter's stub) on every task of
-    ``chapter``; one :class:`TaskResult` per task, in the grader's order."""
+    ``chapter``; one :class:`TaskResult` per task, in the grader's order. ``grader``: the chapter's
+    grader module when the caller has loaded it already (else it is loaded here)."""
     chapter_dir = find_chapter(chapter, exercises_dir)
-    grader = load_grader(chapter_dir)
+    grader = load_grader(chapter_dir) if grader is None else grader
     learner_path = Path(path) if path is not None else chapter_dir / grader.STUB
     if hasattr(grader, "prepare"):
         grader.prepare()
@@ -617,20 +618,22 @@ class Mistakes:
         return itertools.chain.from_iterable(self.by_task.values())
 
     def hint(self, task: str, got, expected, call: Callable, parts: Callable | None = None,
-             rtol: float = 1e-9) -> str | None:
+             rtol: float = 1e-9, same: Callable | None = None) -> str | None:
         """The hint of the first mistake of ``task`` whose broken solution returns ``got`` where
         the solution returns ``expected``: ``call(function)`` runs the broken solution's function
         ``task`` on the case. ``parts(result)`` splits a result into parts that are recognised
         each on its own (e.g. the x and the y coordinates, when they are computed apart); ``rtol``
-        how close to the broken solution's result is the same."""
+        how close to the broken solution's result is the same, or ``same(a, b)`` whether two
+        results (parts) are the same, for results :func:`matches` cannot compare."""
         parts = parts or (lambda result: [result])
+        same = same or (lambda a, b: matches(a, b, rtol))
         for mistake in self.by_task.get(task, []):
             try:
                 function = getattr(broken_solution(self.solution, mistake.changes), task)
                 with warnings.catch_warnings(), np.errstate(all="ignore"):
                     warnings.simplefilter("ignore")
                     result = call(function)
-                if any(matches(g, r, rtol) and not matches(r, e, rtol) for g, r, e in zip(
+                if any(same(g, r) and not same(r, e) for g, r, e in zip(
                         parts(got), parts(result), parts(expected), strict=True)):
                     return mistake.hint
             except Exception:  # the mistake crashes on this case, or a part does not apply to ``got``

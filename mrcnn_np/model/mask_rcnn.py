@@ -1,5 +1,8 @@
 """Mask R-CNN: transform -> backbone + FPN -> RPN -> RoI heads -> back to the image.
 
+The ResNet-C4 model (the paper's fig. 4, left) is the same class with ``config.architecture="c4"``
+(:func:`mrcnn_np.config.resnet50_c4`): one stride-16 feature map ``{"0": C4}``, res5 as the RoI head.
+
 Faster R-CNN is the same class with ``config.mask_branch=False``
 (:func:`mrcnn_np.config.fasterrcnn_resnet50_fpn`): no mask head, no ``masks`` in the outputs,
 no ``loss_mask``, optional ``masks`` in the targets; its state dict is torchvision's
@@ -52,7 +55,7 @@ from .. import nn
 from ..autograd import no_grad
 from ..checks import check_bool, check_int, describe, trusted
 from ..config import MaskRCNNConfig, as_config
-from .backbone import resnet_fpn_backbone
+from .backbone import resnet_c4_backbone, resnet_fpn_backbone
 from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork
 from .transform import GeneralizedRCNNTransform
@@ -67,10 +70,16 @@ class MaskRCNN(nn.Module):
         c = self.config = MaskRCNNConfig() if config is None else as_config(config, "MaskRCNN")
         rng = nn.init.make_rng(rng)
         self.transform = GeneralizedRCNNTransform.from_config(c)
-        self.backbone = resnet_fpn_backbone(
-            c.backbone, trainable_layers=c.trainable_backbone_layers, layers=c.backbone_layers,
-            width=c.backbone_width, norm_layer=nn.FrozenBatchNorm2d if c.frozen_batch_norm else nn.BatchNorm2d,
-            out_channels=c.fpn_channels, rng=rng, dtype=c.dtype)
+        norm = nn.FrozenBatchNorm2d if c.frozen_batch_norm else nn.BatchNorm2d
+        if c.architecture == "c4":  # res2-res4; res5 is built with the RoI heads
+            self.backbone = resnet_c4_backbone(c.backbone, trainable_layers=c.trainable_backbone_layers,
+                                               layers=c.backbone_layers, width=c.backbone_width, norm_layer=norm,
+                                               rng=rng, dtype=c.dtype)
+        else:
+            self.backbone = resnet_fpn_backbone(
+                c.backbone, trainable_layers=c.trainable_backbone_layers, layers=c.backbone_layers,
+                width=c.backbone_width, norm_layer=norm, out_channels=c.fpn_channels,
+                fpn_norm_layer=nn.BatchNorm2d if c.fpn_batch_norm else None, rng=rng, dtype=c.dtype)
         self.rpn = RegionProposalNetwork.from_config(c, rng=rng)
         self.roi_heads = RoIHeads.from_config(c, rng=rng)
         self.generator = rng.spawn(1)[0]  # the sampling draws' own stream (the weights' draws are unchanged)

@@ -7,11 +7,13 @@ Out: inference -- per image ``boxes (D, 4)``, ``labels (D,)``, ``scores (D,)``, 
      Without the mask branch (Faster R-CNN, ``config.mask_branch=False``): no masks, no loss_mask.
 
     box branch   MultiScaleRoIAlign 7x7 -> flatten -> fc6, fc7 (1024, ReLU) ->
-                 K class logits + 4K class-specific deltas (BoxCoder weights 10, 10, 5, 5)
+                 K class logits + 4K class-specific deltas (BoxCoder weights 10, 10, 5, 5);
+                 torchvision's v2: 4 x (3x3 conv 256 + BatchNorm + ReLU) -> flatten -> fc 1024 + ReLU
     postprocess  softmax; decode per class; clip; drop background, scores <= 0.05 and boxes
                  under 0.01 px; NMS 0.5 per class; keep the 100 best
     mask branch  MultiScaleRoIAlign 14x14 -> 4 x (3x3 conv 256 + ReLU) -> 2x2 transposed conv
-                 (stride 2) + ReLU -> 1x1 conv to K masks of 28x28 (a small FCN, not an MLP)
+                 (stride 2) + ReLU -> 1x1 conv to K masks of 28x28 (a small FCN, not an MLP);
+                 torchvision's v2: BatchNorm after each of the 4 convs
     training     ground-truth boxes added to the proposals; matched at IoU 0.5; 512 sampled
                  per image, 25% positive; cross-entropy + smooth L1 (beta 1/9, summed, divided
                  by the number sampled) on the true class's deltas; mask targets = RoIAlign of
@@ -19,7 +21,7 @@ Out: inference -- per image ``boxes (D, 4)``, ``labels (D,)``, ``scores (D,)``, 
 
 He et al., "Mask R-CNN" (2017), sec. 3 and fig. 4 (right); torchvision
 ``models/detection/roi_heads.py``, ``faster_rcnn.py`` (``TwoMLPHead``,
-``FastRCNNPredictor``), ``mask_rcnn.py`` (``MaskRCNNHeads``, ``MaskRCNNPredictor``).
+``FastRCNNConvFCHead``, ``FastRCNNPredictor``), ``mask_rcnn.py`` (``MaskRCNNHeads``, ``MaskRCNNPredictor``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,61 @@ class TwoMLPHead(nn.Module):
         return F.relu(self.fc7(F.relu(self.fc6(x))))
 
 
+class FastRCNNConvFCHead(nn.Sequential):
+    """torchvision's v2 box head: (R, C, 7, 7) -> (R, fc_layers[-1]). 3x3 conv (+ norm) + ReLU blocks of
+    ``conv_layers`` widths, flatten, then fc + ReLU of ``fc_layers`` widths. Keys ``i.0.weight`` (conv),
+    ``i.1.*`` (norm), ``{len(conv_layers) + 1}.weight`` (the first fc, after the Flatten)."""
+
+    def __init__(self, input_size: tuple, conv_layers, fc_layers, norm_layer=None, *, rng=None, dtype=np.float32):
+        rng = nn.init.make_rng(rng)
+        in_channels, height, width = input_size
+        blocks = [conv_norm_relu(c_in, c_out, 1, norm_layer, rng=rng, dtype=dtype)
+                  for c_in, c_out in zip((in_channels, *conv_layers), conv_layers, strict=False)]
+        blocks.append(nn.Flatten())
+        features = (conv_layers[-1] if conv_layers else in_channels) * height * width
+        for width_out in fc_layers:
+            blocks += [nn.Linear(features, width_out, rng=rng, dtype=dtype), nn.ReLU()]
+            features = width_out
+        super().__init__(*blocks)
+        self.num_convs = len(conv_layers)
+
+    def forward(self, x):
+        blocks = list(self)
+        for block in blocks[: self.num_convs]:  # conv (+ norm) + ReLU: one folded conv at inference
+            x = conv_norm(block[0], block[1] if len(block) > 2 else None, x, relu=True)
+        for layer in blocks[self.num_convs :]:  # Flatten (R, C, 7, 7) -> (R, C*49), then fc, ReLU, ...
+            x = layer(x)
+        return x
+
+
+class Res5Head(nn.Module):
+    """The ResNet-C4 model's box head (Mask R-CNN paper, fig. 4 left; detectron2's ``Res5ROIHeads``):
+    ``res5``, ResNet's fourth stage (stride 2), then the average over each RoI's map:
+    (R, 16w, 14, 14) -> (R, 32w, 7, 7) -> (R, 32w). The mask branch shares ``res5`` (its ``mask_head``)."""
+
+    def __init__(self, res5: nn.Sequential):
+        super().__init__()
+        self.res5 = res5
+
+    def forward(self, x):
+        return self.res5(x).mean(axis=(2, 3))  # (R, 32w, 7, 7) -> (R, 32w)
+
+
+def res5_head(config, rng=None) -> Res5Head:
+    """:class:`Res5Head` of ``config``'s ResNet: its fourth stage, from C4's 16w channels to 32w,
+    initialised as torchvision's ResNet initialises its convs (He normal, fan_out)."""
+    from .backbone import RESNET_LAYERS, make_stage
+
+    c = config
+    blocks = (c.backbone_layers or RESNET_LAYERS[c.backbone])[3]
+    norm = nn.FrozenBatchNorm2d if c.frozen_batch_norm else nn.BatchNorm2d
+    res5 = make_stage(c.backbone_width * 16, c.backbone_width * 8, blocks, 2, norm, rng=rng, dtype=c.dtype)
+    for module in res5.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight.data, mode="fan_out", nonlinearity="relu", rng=rng)
+    return Res5Head(res5)
+
+
 class FastRCNNPredictor(nn.Module):
     """(R, D) -> class logits (R, K) and class-specific deltas (R, 4K)."""
 
@@ -68,23 +125,33 @@ class FastRCNNPredictor(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
 
-class MaskRCNNHeads(nn.Sequential):
-    """Four 3x3 conv + ReLU blocks, (R, C, 14, 14) -> (R, 256, 14, 14); keys ``i.0.weight``."""
+def conv_norm_relu(in_channels: int, out_channels: int, dilation: int = 1, norm_layer=None, *, rng=None,
+                   dtype=np.float32) -> nn.Sequential:
+    """torchvision's ``Conv2dNormActivation`` of a 3x3 conv, as the box and mask heads build it:
+    ``Sequential(conv, ReLU)`` or, with ``norm_layer``, ``Sequential(conv without bias, norm, ReLU)``.
+    The conv's weight He normal (fan_out), its bias 0, as both heads re-initialise them."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=norm_layer is None,
+                     rng=rng, dtype=dtype)
+    nn.init.kaiming_normal_(conv.weight.data, mode="fan_out", nonlinearity="relu", rng=rng)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias.data)
+    norm = () if norm_layer is None else (norm_layer(out_channels, dtype=dtype),)
+    return nn.Sequential(conv, *norm, nn.ReLU())
 
-    def __init__(self, in_channels: int, layers, dilation: int = 1, *, rng=None, dtype=np.float32):
+
+class MaskRCNNHeads(nn.Sequential):
+    """Four 3x3 conv (+ norm, torchvision's v2) + ReLU blocks, (R, C, 14, 14) -> (R, 256, 14, 14);
+    keys ``i.0.weight`` (conv) and, with ``norm_layer``, ``i.1.*``."""
+
+    def __init__(self, in_channels: int, layers, dilation: int = 1, norm_layer=None, *, rng=None,
+                 dtype=np.float32):
         rng = nn.init.make_rng(rng)
-        blocks, channels = [], in_channels
-        for width in layers:
-            conv = nn.Conv2d(channels, width, 3, padding=dilation, dilation=dilation, rng=rng, dtype=dtype)
-            nn.init.kaiming_normal_(conv.weight.data, mode="fan_out", nonlinearity="relu", rng=rng)
-            nn.init.zeros_(conv.bias.data)
-            blocks.append(nn.Sequential(conv, nn.ReLU()))
-            channels = width
-        super().__init__(*blocks)
+        super().__init__(*(conv_norm_relu(c_in, c_out, dilation, norm_layer, rng=rng, dtype=dtype)
+                           for c_in, c_out in zip((in_channels, *layers), layers, strict=False)))
 
     def forward(self, x):
-        for conv, _ in self:  # each block is conv -> ReLU: one fused conv at inference (mrcnn_np.nn.fused)
-            x = conv_norm(conv, None, x, relu=True)
+        for block in self:  # conv (+ norm) + ReLU: one folded, fused conv at inference (mrcnn_np.nn.fused)
+            x = conv_norm(block[0], block[1] if len(block) > 2 else None, x, relu=True)
         return x
 
 
@@ -102,6 +169,16 @@ class MaskRCNNPredictor(nn.Module):
 
     def forward(self, x):
         return self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
+
+
+def make_box_head(config, norm_layer=None, rng=None):
+    """``config.box_head``: TwoMLPHead (v1) or FastRCNNConvFCHead (v2), on the pooled
+    (fpn_channels, box_roi_output_size, box_roi_output_size) features."""
+    c = config
+    if c.box_head == "FastRCNNConvFCHead":
+        return FastRCNNConvFCHead((c.fpn_channels, c.box_roi_output_size, c.box_roi_output_size), c.box_conv_layers,
+                                  (c.representation_size,), norm_layer, rng=rng, dtype=c.dtype)
+    return TwoMLPHead(c.fpn_channels * c.box_roi_output_size**2, c.representation_size, rng=rng, dtype=c.dtype)
 
 
 def fastrcnn_loss(class_logits, box_regression, labels, regression_targets):
@@ -144,7 +221,8 @@ class RoIHeads(nn.Module):
     ``mask_predictor`` all None it is Faster R-CNN's (boxes only, :meth:`has_mask` False), as in
     torchvision."""
 
-    def __init__(self, *, box_roi_pool: MultiScaleRoIAlign, box_head: TwoMLPHead, box_predictor: FastRCNNPredictor,
+    def __init__(self, *, box_roi_pool: MultiScaleRoIAlign, box_head: TwoMLPHead | FastRCNNConvFCHead | Res5Head,
+                 box_predictor: FastRCNNPredictor,
                  mask_roi_pool: MultiScaleRoIAlign | None = None, mask_head: MaskRCNNHeads | None = None,
                  mask_predictor: MaskRCNNPredictor | None = None,
                  fg_iou_thresh: float, bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
@@ -179,17 +257,25 @@ class RoIHeads(nn.Module):
         ``config.mask_branch=False``: the mask parts are None (Faster R-CNN)."""
         c = as_config(config, "RoIHeads.from_config")
         rng = nn.init.make_rng(rng)  # one stream for all four
+        norm = nn.BatchNorm2d if c.head_batch_norm else None
         parts = dict(
             box_roi_pool=lambda: MultiScaleRoIAlign(c.roi_featmap_names, c.box_roi_output_size, c.roi_sampling_ratio),
-            box_head=lambda: TwoMLPHead(c.fpn_channels * c.box_roi_output_size ** 2, c.representation_size, rng=rng,
-                                        dtype=c.dtype),
+            box_head=lambda: make_box_head(c, norm, rng),
             box_predictor=lambda: FastRCNNPredictor(c.representation_size, c.num_classes, rng=rng, dtype=c.dtype),
             mask_roi_pool=lambda: MultiScaleRoIAlign(c.roi_featmap_names, c.mask_roi_output_size,
                                                      c.roi_sampling_ratio),
-            mask_head=lambda: MaskRCNNHeads(c.fpn_channels, c.mask_layers, rng=rng, dtype=c.dtype),
+            mask_head=lambda: MaskRCNNHeads(c.fpn_channels, c.mask_layers, 1, norm, rng=rng, dtype=c.dtype),
             mask_predictor=lambda: MaskRCNNPredictor(c.mask_layers[-1], c.mask_dim_reduced, c.num_classes, rng=rng,
                                                      dtype=c.dtype),
         )
+        if c.architecture == "c4":  # res5 is the box head and, shared, the mask head (paper fig. 4, left)
+            width = c.backbone_width * 32  # res5's output channels
+            parts.update(
+                box_head=lambda: res5_head(c, rng),
+                box_predictor=lambda: FastRCNNPredictor(width, c.num_classes, rng=rng, dtype=c.dtype),
+                mask_head=lambda: overrides["box_head"].res5,
+                mask_predictor=lambda: MaskRCNNPredictor(width, c.mask_dim_reduced, c.num_classes, rng=rng,
+                                                         dtype=c.dtype))
         if not c.mask_branch:
             for name in ("mask_roi_pool", "mask_head", "mask_predictor"):
                 parts[name] = lambda: None

@@ -5,7 +5,8 @@ In:  FPN features {"0": P2, ..., "pool": P6}, each (N, C, h_l, w_l); the padded 
 Out: per image, proposals (P_i, 4) xyxy and their objectness probabilities (P_i,);
      in training also ``loss_objectness`` and ``loss_rpn_box_reg``.
 
-    head       shared over levels: 3x3 conv + ReLU, then 1x1 convs to A logits and 4A deltas
+    head       shared over levels: 3x3 conv + ReLU (twice in torchvision's v2), then 1x1 convs to A
+               logits and 4A deltas
     flatten    (N, A*C, h, w) -> (N, h*w*A, C) per level, levels concatenated (anchor order)
     decode     deltas applied to the anchors with BoxCoder(1, 1, 1, 1)
     select     per level the pre_nms_top_n highest logits; then per image: clip to the image,
@@ -44,17 +45,19 @@ from .anchors import AnchorGenerator
 
 
 class RPNHead(nn.Module):
-    """3x3 conv (C -> C) + ReLU, then 1x1 convs to ``A`` objectness logits and ``4A`` deltas;
-    weights N(0, 0.01^2), biases 0, as torchvision. Applied to every level with shared weights."""
+    """``conv_depth`` blocks of 3x3 conv (C -> C) + ReLU (1; torchvision's v2: 2), then 1x1 convs to
+    ``A`` objectness logits and ``4A`` deltas; weights N(0, 0.01^2), biases 0, as torchvision.
+    Applied to every level with shared weights."""
 
-    def __init__(self, in_channels: int, num_anchors: int, *, rng=None, dtype=np.float32):
+    def __init__(self, in_channels: int, num_anchors: int, conv_depth: int = 1, *, rng=None, dtype=np.float32):
         super().__init__()
         rng = nn.init.make_rng(rng)
-        self.conv = nn.Sequential(nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1, rng=rng,
-                                                          dtype=dtype)))
+        # keys conv.i.0.weight: each block is torchvision's Conv2dNormActivation (conv, ReLU)
+        self.conv = nn.Sequential(*(nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1, rng=rng,
+                                                            dtype=dtype)) for _ in range(conv_depth)))
         self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1, rng=rng, dtype=dtype)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1, rng=rng, dtype=dtype)
-        for conv in (self.conv[0][0], self.cls_logits, self.bbox_pred):
+        for conv in (*(block[0] for block in self.conv), self.cls_logits, self.bbox_pred):
             nn.init.normal_(conv.weight.data, std=0.01, rng=rng)
             nn.init.zeros_(conv.bias.data)
 
@@ -62,7 +65,9 @@ class RPNHead(nn.Module):
         """[(N, C, h_l, w_l)] -> logits [(N, A, h_l, w_l)], deltas [(N, 4A, h_l, w_l)]."""
         logits, deltas = [], []
         for feature in features:
-            t = conv_norm(self.conv[0][0], None, feature, relu=True)  # conv + ReLU, fused at inference
+            t = feature
+            for block in self.conv:
+                t = conv_norm(block[0], None, t, relu=True)  # conv + ReLU, fused at inference
             logits.append(self.cls_logits(t))
             deltas.append(self.bbox_pred(t))
         return logits, deltas
@@ -129,7 +134,8 @@ class RegionProposalNetwork(nn.Module):
             overrides["anchor_generator"] = AnchorGenerator.from_config(config)
         if "head" not in overrides:
             num_anchors = overrides["anchor_generator"].num_anchors_per_location()[0]
-            overrides["head"] = RPNHead(config.fpn_channels, num_anchors, rng=rng, dtype=config.dtype)
+            overrides["head"] = RPNHead(config.feature_channels, num_anchors, config.rpn_conv_depth, rng=rng,
+                                        dtype=config.dtype)
         settings = dict(
             fg_iou_thresh=config.rpn_fg_iou_thresh, bg_iou_thresh=config.rpn_bg_iou_thresh,
             batch_size_per_image=config.rpn_batch_size_per_image, positive_fraction=config.rpn_positive_fraction,

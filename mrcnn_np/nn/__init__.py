@@ -5,6 +5,7 @@ from .modules import (
     BatchNorm2d,
     Conv2d,
     ConvTranspose2d,
+    Flatten,
     FrozenBatchNorm2d,
     Linear,
     MaxPool2d,
@@ -16,6 +17,6 @@ from .modules import (
 )
 
 __all__ = [
-    "BatchNorm2d", "Conv2d", "ConvTranspose2d", "FrozenBatchNorm2d", "Linear", "MaxPool2d",
+    "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Flatten", "FrozenBatchNorm2d", "Linear", "MaxPool2d",
     "Module", "ModuleList", "Parameter", "ReLU", "Sequential", "functional", "init", "optim",
 ]

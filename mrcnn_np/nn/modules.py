@@ -81,10 +81,19 @@ class Module:
         self._modules[name] = module
 
     # --- traversal ---------------------------------------------------------------------
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True,
+                      _memo: set | None = None) -> Iterator[tuple[str, Module]]:
+        """Every sub-module with its dotted path, this one first (path ``prefix``). A module reachable by
+        two paths (shared, as the C4 model's res5 by its box and mask heads) comes once, at its first
+        path, unless ``remove_duplicate`` is False; so do its parameters, as in torch."""
+        if remove_duplicate:
+            _memo = set() if _memo is None else _memo
+            if id(self) in _memo:
+                return
+            _memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name, remove_duplicate, _memo)
 
     def children(self) -> Iterator[Module]:
         yield from self._modules.values()
@@ -109,9 +118,10 @@ class Module:
 
     # --- state dict ----------------------------------------------------------------------
     def state_dict(self) -> OrderedDict:
-        """Parameters and persistent buffers by dotted name; arrays are shared, not copied."""
+        """Parameters and persistent buffers by dotted name; arrays are shared, not copied. A shared
+        module's arrays appear under each of its paths, as in torch's state dicts."""
         out = OrderedDict()
-        for path, module in self.named_modules():
+        for path, module in self.named_modules(remove_duplicate=False):
             for name, p in module._parameters.items():
                 out[f"{path}.{name}" if path else name] = p.data
             for name, b in module._buffers.items():
@@ -394,6 +404,13 @@ class BatchNorm2d(Module):
 class ReLU(Module):
     def forward(self, x):
         return F.relu(x)
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...), torch's ``nn.Flatten()`` (start_dim 1)."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)  # (N, C, h, w) -> (N, C*h*w)
 
 
 class MaxPool2d(Module):

@@ -120,21 +120,10 @@ BUGS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # broken copies divide by zero (zero-area IoU, log(0))
-@pytest.mark.parametrize("mistake", list(GRADER.MISTAKES), ids=lambda m: m.name)
-def test_each_mistake_is_recognised_with_its_hint(mistake, tmp_path):
-    support.assert_recognised(CHAPTER, mistake, SHOWS.get(mistake.name, []), tmp_path)
-
-
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize("bug", BUGS)
-def test_a_broken_solution_fails_its_task(bug, tmp_path):
-    support.assert_fails(CHAPTER, *BUGS[bug], tmp_path)
-
-
-def test_the_tables_agree():
-    assert len(MISTAKES) == len(list(GRADER.MISTAKES)) and set(SHOWS) <= set(MISTAKES) and not set(BUGS) & set(MISTAKES)
-    assert {m.task for m in GRADER.MISTAKES} == set(TASK_NAMES)
+test_each_mistake_is_recognised_with_its_hint, test_a_broken_solution_fails_its_task, test_the_tables_agree = \
+    support.chapter_tests(CHAPTER, TASK_NAMES, SHOWS, BUGS,
+                          # broken copies divide by zero (zero-area IoU, log(0))
+                          mistake_warnings="ignore::RuntimeWarning", bug_warnings="ignore::RuntimeWarning")
 
 
 @pytest.mark.parametrize("mistake", ["top-n over all levels together", "box loss divided by the positives",

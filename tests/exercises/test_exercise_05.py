@@ -113,22 +113,10 @@ BUGS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # broken copies overflow, log(0), take the mean of nothing
-@pytest.mark.parametrize("mistake", list(GRADER.MISTAKES), ids=lambda m: m.name)
-def test_each_mistake_is_recognised_with_its_hint(mistake, tmp_path):
-    support.assert_recognised(CHAPTER, mistake, SHOWS.get(mistake.name, []), tmp_path)
-
-
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize("bug", BUGS)
-def test_a_broken_solution_fails_its_task(bug, tmp_path):
-    support.assert_fails(CHAPTER, *BUGS[bug], tmp_path)
-
-
-def test_the_tables_agree():
-    names = [m.name for m in GRADER.MISTAKES]
-    assert len(set(names)) == len(names) and set(SHOWS) <= set(names) and not set(BUGS) & set(names)
-    assert {m.task for m in GRADER.MISTAKES} == set(TASK_NAMES)
+test_each_mistake_is_recognised_with_its_hint, test_a_broken_solution_fails_its_task, test_the_tables_agree = \
+    support.chapter_tests(CHAPTER, TASK_NAMES, SHOWS, BUGS,
+                          # broken copies overflow, log(0), take the mean of nothing
+                          mistake_warnings="ignore::RuntimeWarning", bug_warnings="ignore::RuntimeWarning")
 
 
 def test_a_bug_in_one_task_leaves_the_unrelated_tasks_passing(tmp_path):

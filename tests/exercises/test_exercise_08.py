@@ -67,12 +67,6 @@ SHOWS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # 0 / 0 of a broken copy
-@pytest.mark.parametrize("mistake", list(GRADER.MISTAKES), ids=lambda m: m.name)
-def test_each_mistake_is_recognised_with_its_hint(mistake, tmp_path):
-    support.assert_recognised(CHAPTER, mistake, SHOWS.get(mistake.name, []), tmp_path)
-
-
 GUARD = "    if i < out.shape[0] and j < out.shape[1]:  # the grid is rounded up to whole blocks\n"
 EARLY_IOU = ("    if n == 0 or m == 0:  # a grid of 0 blocks is an error on a GPU: nothing to launch\n"
              "        return np.zeros((n, m), dtype=boxes1.dtype)\n")
@@ -145,15 +139,10 @@ BUGS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("bug", BUGS)
-def test_a_broken_solution_fails_its_task(bug, tmp_path):
-    support.assert_fails(CHAPTER, *BUGS[bug], tmp_path)
-
-
-def test_the_tables_agree():
-    assert len(MISTAKES) == len(list(GRADER.MISTAKES)) and set(SHOWS) <= set(MISTAKES) and not set(BUGS) & set(MISTAKES)
-    assert {m.task for m in GRADER.MISTAKES} == set(TASK_NAMES)
+test_each_mistake_is_recognised_with_its_hint, test_a_broken_solution_fails_its_task, test_the_tables_agree = \
+    support.chapter_tests(CHAPTER, TASK_NAMES, SHOWS, BUGS,  # 0 / 0 of a broken copy:
+                          mistake_warnings="ignore:invalid value encountered:RuntimeWarning",
+                          bug_warnings="ignore:invalid value encountered:RuntimeWarning")
 
 
 def test_the_order_of_the_threads_is_element_index_s_alone(tmp_path):

@@ -26,15 +26,13 @@ from torchvision.models.detection import MaskRCNN as TVMaskRCNN
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as tv_resnet_fpn_backbone
 
-from mrcnn_np import Tensor
 from mrcnn_np.config import MaskRCNNConfig
 from mrcnn_np.convert import load_torchvision_state_dict
 from mrcnn_np.data.shapes import random_image
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.ops import box_iou
-from mrcnn_np.reference.sampling import replay_sampling
 from mrcnn_np.reference.twins import to_torch
-from tests.helpers import assert_rel
+from tests.reference.parity import assert_training_matches
 from tests.reference.torch_models import calibrate_frozen_bn
 
 NUM_CLASSES = 5
@@ -151,30 +149,8 @@ def test_training_losses_and_gradients(float64_pair, empty_second_image):
     if empty_second_image:  # a training image without boxes: negatives only
         targets[1] = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64),
                       "masks": np.zeros((0, *images[1].shape[:2]), np.uint8)}
-    ours.train()
-    tv.train()
-    ours.zero_grad()
-    losses, sampled = ours(images, targets, rng=0, return_sampled=True)
-    replay_sampling(tv, sampled)
-    tv.zero_grad()
-    tv_losses = tv(to_torch(images, np.float64),
-                   [{k: torch.from_numpy(v) for k, v in t.items()} for t in targets])
-    assert set(losses) == set(tv_losses)
-    for name in losses:
-        assert np.isfinite(losses[name].item())
-        assert abs(losses[name].item() - tv_losses[name].item()) <= 1e-8, name
+    losses = assert_training_matches(tv, ours, images, targets, loss_names=None, loss_tol=1e-8, grad_rtol=1e-6)
     assert losses["loss_mask"].item() > 0 and losses["loss_box_reg"].item() > 0
-    sum(losses.values(), Tensor(0.0)).backward()
-    sum(tv_losses.values()).backward()
-    theirs = dict(tv.named_parameters())
-    trainable = [n for n, p in ours.named_parameters() if p.requires_grad]
-    assert trainable == [n for n, p in theirs.items() if p.requires_grad]
-    for name in trainable:
-        p = dict(ours.named_parameters())[name]
-        assert p.grad is not None, name
-        assert_rel(p.grad, theirs[name].grad.numpy(), 1e-6, name)
-    ours.eval()
-    tv.eval()
 
 
 def test_no_detections_gives_empty_arrays_of_the_right_shapes():
@@ -189,16 +165,7 @@ def test_no_detections_gives_empty_arrays_of_the_right_shapes():
 
 def test_full_state_dict_round_trip_is_bit_identical():
     """ours -> torchvision's maskrcnn_resnet50_fpn -> ours, every key, bit for bit."""
-    from mrcnn_np.convert import export_to_torchvision, state_dict_from_torch
+    from tests.reference.parity import assert_state_dict_round_trip
 
-    ours = MaskRCNN(MaskRCNNConfig(num_classes=NUM_CLASSES), rng=7)
-    for _, b in ours.named_buffers():
-        b[...] = np.random.default_rng(b.size).uniform(0.5, 1.5, b.shape)
     backbone = tv_resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
-    tv = TVMaskRCNN(backbone, num_classes=NUM_CLASSES)
-    export_to_torchvision(ours, tv)
-    back = MaskRCNN(MaskRCNNConfig(num_classes=NUM_CLASSES), rng=8)
-    load_torchvision_state_dict(back, state_dict_from_torch(tv))
-    assert list(back.state_dict()) == list(tv.state_dict())
-    for k, v in ours.state_dict().items():
-        assert back.state_dict()[k].dtype == v.dtype and np.array_equal(back.state_dict()[k], v), k
+    assert_state_dict_round_trip(MaskRCNNConfig(num_classes=NUM_CLASSES), TVMaskRCNN(backbone, num_classes=NUM_CLASSES))

@@ -24,6 +24,29 @@ def test_verify_table_float64_agrees_at_every_stage():
     assert "backbone + FPN: P6" in text and "masks (pasted" in text
 
 
+@pytest.mark.parametrize("model", ["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn_v2",
+                                   "tiny_v2"])
+def test_verify_accepts_the_variants(model):
+    """Each variant's table agrees at every stage, with detections to compare; no mask row without masks."""
+    rows = verify.verify(dtype=np.float64, min_size=160, max_size=320, model=model)
+    stages = [r for r in rows if r["max_rel"] is not None]
+    mask = model.startswith("mask") or model == "tiny_v2"
+    assert len(stages) == (12 if mask else 11)
+    for r in stages:
+        assert r["max_rel"] <= 1e-9, r
+    detections = next(r for r in rows if r["stage"] == "detections: boxes")
+    assert "labels identical" in detections["note"] and not detections["note"].startswith("0 ")
+    assert any(r["stage"].startswith("masks") for r in rows) is mask
+
+
+def test_verify_cli_names_the_model(capsys):
+    assert cli.main(["verify", "--model", "tiny_v2", "--min-size", "96"]) == 0
+    assert "detections: boxes" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["verify", "--model", "resnet18"])
+    assert "invalid choice: 'resnet18'" in capsys.readouterr().err
+
+
 def test_verify_on_the_device_gives_the_same_table(fake_cupy):
     """Our model on the CuPy stand-in (NumPy kernels on both: default_impl) against torchvision on the CPU."""
     from mrcnn_np.backend import default_impl

@@ -192,3 +192,49 @@ def test_bad_task_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "a.json", "--task", "keypoints"])
     assert exit_.value.code == 2 and "--task" in capsys.readouterr().err
+
+
+# --- torchvision's v2 recipe: demo --variant v2, train --config tiny_v2 ----------------------------
+def test_demo_variant_v2_passes_the_variant(monkeypatch, capsys):
+    calls = []
+
+    def fake_demo(settings, out_dir, progress, overwrite, device):
+        calls.append(settings)
+        return {"metrics": {"bbox": {"AP50": 0.95}, "segm": {"AP50": 0.93}}, "seconds": 2.0, "train_seconds": 1.0,
+                "files": {}}
+
+    monkeypatch.setattr(demo, "run_shapes_demo", fake_demo)
+    assert cli.main(["demo", "--variant", "v2", "--task", "detection", "--out", "x", "--no-progress"]) == 0
+    config = calls[0].config()
+    assert calls[0].variant == "v2" and config.box_head == "FastRCNNConvFCHead" and config.fpn_batch_norm
+    assert config.mask_branch is False and config.box_conv_layers == (32,) * 4
+    assert demo.DemoSettings().config().box_head == "TwoMLPHead"  # v1 stays the default
+    with pytest.raises(ValueError, match="variant must be one of"):
+        demo.DemoSettings(variant="v3")
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--variant", "v3"])
+    assert "invalid choice: 'v3'" in capsys.readouterr().err
+
+
+def test_train_config_tiny_v2_saves_a_v2_model(shapes_files, tmp_path):
+    from mrcnn_np.convert import load_model
+
+    train_json, _ = shapes_files
+    run = tmp_path / "run"
+    assert cli.main(["train", str(train_json), "--config", "tiny_v2", "--iterations", "2", "--batch-size", "2",
+                     "--min-size", "64", "--milestones", "2", "--out", str(run), "--no-progress"]) == 0
+    model = load_model(run / "model.safetensors")
+    assert model.config.box_head == "FastRCNNConvFCHead" and model.config.head_batch_norm
+    assert model.roi_heads.has_mask() and model.roi_heads.box_head[0][1].num_batches_tracked == 2
+
+
+def test_demo_variant_c4_and_train_config_tiny_c4(monkeypatch, shapes_files, tmp_path):
+    from mrcnn_np.convert import load_model
+
+    assert demo.DemoSettings(variant="c4").config().architecture == "c4"
+    train_json, _ = shapes_files
+    run = tmp_path / "run"
+    assert cli.main(["train", str(train_json), "--config", "tiny_c4", "--iterations", "2", "--batch-size", "2",
+                     "--min-size", "64", "--milestones", "2", "--out", str(run), "--no-progress"]) == 0
+    model = load_model(run / "model.safetensors")
+    assert model.config.architecture == "c4" and model.roi_heads.mask_head is model.roi_heads.box_head.res5

@@ -604,6 +604,12 @@ CONFIG_CASES = {
     "mask_layers": [None, (), (64, 0), (64, 1.5), 64, "64"],
     "mask_dim_reduced": [0, 1.5, None],
     "mask_branch": ["no", None, 1, 0],
+    "architecture": [None, "C5", 4, "FPN"],
+    "fpn_batch_norm": ["yes", None, 1],
+    "rpn_conv_depth": [0, -1, 1.5, "2", None],
+    "box_head": [None, "MLP", 2, "twomlphead"],
+    "box_conv_layers": [None, (), (64, 0), (64, 1.5), 64, "64"],
+    "head_batch_norm": ["no", None, 0],
 }
 
 
