@@ -60,7 +60,8 @@ def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int =
     """Rows ``{"stage", "shape", "max_abs", "max_rel", "note"}`` for every compared stage. ``device``:
     where our model runs (``"cuda"``: on the GPU, against torchvision on the CPU). ``model``: a name of
     :data:`mrcnn_np.config.PRESETS` (torchvision's model functions: ``maskrcnn_resnet50_fpn``,
-    ``fasterrcnn_resnet50_fpn``, their ``_v2``; ``tiny``, ``tiny_v2``), with 91 classes and
+    ``fasterrcnn_resnet50_fpn``, their ``_v2``, ``maskrcnn_resnet50_c4`` against its twin; ``tiny``,
+    ``tiny_v2``, ``tiny_c4``), with 91 classes and
     ``box_score_thresh=0`` (random weights give low scores: every detection up to the 100 per image is
     compared); a model without the mask branch has no mask row."""
     torch = require_torch("mrcnn-np verify")
@@ -90,8 +91,9 @@ def verify(dtype=np.float64, seed: int = 0, min_size: int = 800, max_size: int =
         add("transform: padded batch", batch.tensors, tv_batch.tensors)
         feats = ours.backbone(batch.tensors)
         tv_feats = tv.backbone(tv_batch.tensors)
-        for k, name in zip(feats, ["P2", "P3", "P4", "P5", "P6"], strict=True):
-            add(f"backbone + FPN: {name}", feats[k].data, tv_feats[k])
+        names = ["P2", "P3", "P4", "P5", "P6"] if ours.config.architecture == "fpn" else ["C4"]
+        for k, name in zip(feats, names, strict=True):
+            add(f"backbone + FPN: {name}" if name != "C4" else "backbone: C4", feats[k].data, tv_feats[k])
         proposals, _ = ours.rpn.predict(batch.tensors.shape[-2:], batch.image_sizes, feats)
         tv_props, _ = tv.rpn(ImageList(tv_batch.tensors, tv_batch.image_sizes), tv_feats)
         order, moved = pair_rows(proposals[0], tv_props[0].numpy())

@@ -25,13 +25,15 @@ def test_verify_table_float64_agrees_at_every_stage():
 
 
 @pytest.mark.parametrize("model", ["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn_v2",
-                                   "tiny_v2"])
+                                   "tiny_v2", "tiny_c4"])
 def test_verify_accepts_the_variants(model):
     """Each variant's table agrees at every stage, with detections to compare; no mask row without masks."""
     rows = verify.verify(dtype=np.float64, min_size=160, max_size=320, model=model)
     stages = [r for r in rows if r["max_rel"] is not None]
-    mask = model.startswith("mask") or model == "tiny_v2"
-    assert len(stages) == (12 if mask else 11)
+    mask = model.startswith("mask") or model.startswith("tiny")
+    feature_maps = 1 if model.endswith("c4") else 5  # C4, or the FPN's P2..P6
+    assert len(stages) == 7 + feature_maps - (not mask)
+    assert [r["stage"] for r in stages][1] == ("backbone: C4" if feature_maps == 1 else "backbone + FPN: P2")
     for r in stages:
         assert r["max_rel"] <= 1e-9, r
     detections = next(r for r in rows if r["stage"] == "detections: boxes")
