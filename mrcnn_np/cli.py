@@ -107,7 +107,8 @@ def _add_train(subparsers) -> None:
             "or RLE masks, images next to it or under --images). SGD with momentum 0.9 and weight decay, linear "
             "warm-up then step decay, horizontal flips. Writes OUT/log.jsonl (a line per iteration), "
             "OUT/checkpoints/iter_N/ and OUT/model.safetensors, and a loss curve; --resume goes on from the "
-            "latest checkpoint. Problems in the annotation file are listed with the file and annotation id and "
+            "latest checkpoint. With --task detection the annotations need only a bbox (any segmentation is "
+            "ignored). Problems in the annotation file are listed with the file and annotation id and "
             "skipped (or, with --strict, stop the run). A NaN or infinite loss stops training with the "
             "offending loss (exit status 1)."
         ),
@@ -163,12 +164,16 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.resume and args.overwrite:
         return _error("--resume and --overwrite exclude each other", 2)
+    masks = args.task == "segmentation"  # the mask branch; detection (Faster R-CNN) reads boxes only
     try:
         _check_out_folder(args.out)
-        dataset = CocoDataset(args.annotations, args.images, strict=args.strict)
+        dataset = CocoDataset(args.annotations, args.images, strict=args.strict, masks=masks)
         if not dataset.coco.getAnnIds():
-            raise DatasetError(f"{args.annotations}: no usable annotation, nothing to learn from")
-        val = CocoDataset(args.val, args.val_images, strict=args.strict) if args.val else None
+            boxes_only = masks and any(p.message == "no segmentation" for p in dataset.problems)
+            raise DatasetError(f"{args.annotations}: no usable annotation, nothing to learn from"
+                               + ("; its annotations have no segmentation: --task detection trains Faster R-CNN "
+                                  "on boxes only" if boxes_only else ""))
+        val = CocoDataset(args.val, args.val_images, strict=args.strict, masks=masks) if args.val else None
         if val is not None and val.categories != dataset.categories:
             raise DatasetError(f"{args.val} has the categories {val.categories[1:]}, but {args.annotations} "
                                f"has {dataset.categories[1:]}: --val must name the same categories")
@@ -179,8 +184,7 @@ def run_train(args: argparse.Namespace) -> int:
     if "min_size" in sizes and "max_size" not in sizes:
         sizes["max_size"] = max(sizes["min_size"], configs.preset(name).max_size)
     try:
-        config = configs.preset(name, num_classes=len(dataset.categories), **sizes,
-                                mask_branch=args.task == "segmentation")
+        config = configs.preset(name, num_classes=len(dataset.categories), **sizes, mask_branch=masks)
     except (TypeError, ValueError) as e:
         return _error(e, 2)
     milestones = args.milestones if args.milestones is not None else (
@@ -248,7 +252,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.out:
             _check_out_file(args.out)
         model = load_model(args.weights).to(_check_device_usable(args.device))
-        dataset = CocoDataset(args.annotations, args.images)  # no usable image: a DatasetError
+        # no usable image: a DatasetError; a model without the mask branch is scored on boxes only
+        dataset = CocoDataset(args.annotations, args.images, masks=model.roi_heads.has_mask())
         _check_classes(args.weights, model, dataset.categories, args.annotations)
     except (DatasetError, OSError, ValueError, RuntimeError) as e:
         return _error(e, 2)

@@ -1,4 +1,4 @@
-"""COCO-format instance-segmentation datasets: an annotation file and its images -> training samples.
+"""COCO-format instance-segmentation (and detection) datasets: an annotation file and its images -> training samples.
 
 In:  a COCO annotation file (or a dict in the same layout): ``images`` (``id``, ``file_name``,
      ``height``, ``width``), ``annotations`` (``id``, ``image_id``, ``category_id``, ``bbox``
@@ -10,6 +10,9 @@ Out: ``dataset[i]`` -> ``(image, target)``: ``image`` uint8 (H, W, 3) and ``targ
      "image_id": int}``, the layout torchvision's detection models train on; ``dataset.coco``,
      the cleaned ground truth as a pycocotools ``COCO`` object for ``COCOeval``. Batches and
      flips: :mod:`mrcnn_np.data.loader`.
+     With ``masks=False`` (a detection dataset, for Faster R-CNN) an annotation needs only its
+     ``bbox``; ``segmentation`` is ignored (neither read nor checked), the targets have no
+     ``"masks"`` and ``dataset.coco`` has no ``segmentation`` (bbox evaluation only).
 
 Labels are contiguous, ``1..K`` in the order of sorted category id; 0 is the background
 (``dataset.categories[label]`` is the name, ``dataset.category_ids[label]`` the COCO id).
@@ -111,6 +114,9 @@ class CocoDataset:
     ``verify_images``: decode every image file once now (with :func:`read_image`, as training
     will), so a truncated or unreadable file is an "image skipped" problem now rather than an
     error mid-training; ``False`` reads only the headers (faster for large datasets).
+    ``masks``: ``False`` for a detection dataset (boxes only): ``segmentation`` is ignored, an
+    annotation without a usable ``bbox`` is skipped, targets are ``{boxes, labels, image_id}``
+    and a missing or invalid ``area`` is the clipped box's ``w * h``.
 
     A file with no usable image left (none listed, every file missing ...) raises
     :class:`DatasetError` ``"no usable image"``, listing the problems: there is nothing to
@@ -123,9 +129,12 @@ class CocoDataset:
     """
 
     def __init__(self, annotations, image_dir=None, images: Mapping | None = None, *,
-                 strict: bool = False, name: str | None = None, verify_images: bool = True):
+                 strict: bool = False, name: str | None = None, verify_images: bool = True,
+                 masks: bool = True):
         _check_flag("strict", strict)
         _check_flag("verify_images", verify_images)
+        _check_flag("masks", masks)
+        self._masks = bool(masks)
         for arg, value in (("image_dir", image_dir), ("name", name)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise TypeError(f"CocoDataset: {arg} must be a str or path, got {type(value).__name__}")
@@ -169,7 +178,7 @@ class CocoDataset:
         self.image_ids = list(kept)
         self._paths = {i: e.get("_path") for i, e in kept.items()}
         self._sizes = {i: (e["height"], e["width"]) for i, e in kept.items()}
-        self._targets = {i: ([], [], []) for i in kept}  # image_id -> (boxes xyxy, labels, RLEs)
+        self._targets = {i: ([], [], []) for i in kept}  # image_id -> (boxes xyxy, labels, RLEs or None)
         cleaned = self._check_annotations(raw_annotations, all_ids, label_of)
 
         self.coco = COCO()
@@ -194,11 +203,16 @@ class CocoDataset:
         return len(self.image_ids)
 
     def __getitem__(self, i) -> tuple[np.ndarray, dict]:
-        """Sample ``i`` -> image uint8 (H, W, 3), target {boxes (G, 4), labels (G,), masks (G, H, W), image_id}."""
+        """Sample ``i`` -> image uint8 (H, W, 3), target {boxes (G, 4), labels (G,), masks (G, H, W), image_id}
+        (no ``masks`` with ``masks=False``)."""
         image_id = self.image_ids[self._index(i)]
         image = self._load_image(image_id)
         boxes, labels, rles = self._targets[image_id]
         h, w = self._sizes[image_id]
+        target = {"boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),  # (G, 4)
+                  "labels": np.asarray(labels, dtype=np.int64).reshape(-1)}  # (G,)
+        if not self._masks:
+            return image, target | {"image_id": int(image_id)}
         if rles:
             with warnings.catch_warnings():  # pycocotools' decoder predates NumPy 2's __array__(copy=)
                 warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
@@ -206,10 +220,7 @@ class CocoDataset:
             masks = np.ascontiguousarray(masks.transpose(2, 0, 1))  # (H, W, G) -> (G, H, W)
         else:
             masks = np.zeros((0, h, w), dtype=np.uint8)
-        target = {"boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),  # (G, 4)
-                  "labels": np.asarray(labels, dtype=np.int64).reshape(-1),  # (G,)
-                  "masks": masks, "image_id": int(image_id)}
-        return image, target
+        return image, target | {"masks": masks, "image_id": int(image_id)}
 
     def image(self, i) -> np.ndarray:
         """Only the image of sample ``i``: uint8 (H, W, 3) (no masks decoded)."""
@@ -379,7 +390,8 @@ class CocoDataset:
         return cleaned
 
     def _check_annotation(self, k: int, ann, seen: set, all_ids: set, label_of: dict) -> tuple[dict | None, dict]:
-        """Annotation entry ``k`` -> (its cleaned copy, its RLE), or (None, None) when it is skipped."""
+        """Annotation entry ``k`` -> (its cleaned copy, its RLE (None with ``masks=False``)), or (None, None)
+        when it is skipped."""
         if not isinstance(ann, Mapping):
             self._problem(None, None, f"annotation entry {k} is not an object: {_short(ann)}", SKIPPED)
             return None, None
@@ -411,21 +423,26 @@ class CocoDataset:
             findings.append((f"'iscrowd' must be 0 or 1, got {_short(crowd)}", SKIPPED))
         h, w = self._sizes[image_id]
         rle = segmentation = box = None
-        if not findings:
+        if not findings and self._masks:
             rle, segmentation = _rasterise(ann.get("segmentation"), h, w, findings)
             box = None if rle is None else _clip_box(ann.get("bbox"), rle, h, w, findings)
+        elif not findings:  # boxes only: the segmentation is not looked at
+            box = _clip_box(ann.get("bbox"), None, h, w, findings)
         area = ann.get("area")
         if box is not None and not _positive_number(area):
-            area = float(mask_utils.area(rle))
+            area = float(mask_utils.area(rle)) if self._masks else box[2] * box[3]
             if "area" in ann:
                 findings.append((f"'area' must be a positive number, got {_short(ann['area'])}",
-                                 "area computed from the mask"))
+                                 f"area computed from the {'mask' if self._masks else 'box'}"))
         for message, action in findings:
             self._problem(aid, image_id, message, action)
         if box is None:
             return None, None
-        return dict(ann) | {"id": aid, "image_id": image_id, "category_id": int(category), "bbox": box,
-                            "segmentation": segmentation, "area": area, "iscrowd": int(crowd)}, rle
+        cleaned = dict(ann) | {"id": aid, "image_id": image_id, "category_id": int(category), "bbox": box,
+                               "segmentation": segmentation, "area": area, "iscrowd": int(crowd)}
+        if not self._masks:
+            del cleaned["segmentation"]  # not checked, so it stays out of what pycocotools reads
+        return cleaned, rle
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -685,11 +702,15 @@ def _compressed_rle_total(counts) -> int | None:
     return sum(runs)
 
 
-def _clip_box(bbox, rle: dict, h: int, w: int, findings: list) -> list[float] | None:
+def _clip_box(bbox, rle: dict | None, h: int, w: int, findings: list) -> list[float] | None:
     """An annotation's ``bbox`` [x, y, w, h] -> clipped to the image, or None when unusable.
 
-    A missing ``bbox`` is computed from the mask. Appends ``(message, action)`` to ``findings``.
+    A missing ``bbox`` is computed from the mask ``rle``; without one (boxes only) the annotation
+    is skipped. Appends ``(message, action)`` to ``findings``.
     """
+    if bbox is None and rle is None:
+        findings.append(("no bbox", SKIPPED))
+        return None
     if bbox is None:
         findings.append(("no bbox", "box computed from the mask"))
         return [float(v) for v in mask_utils.toBbox(rle)]
