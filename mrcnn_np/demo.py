@@ -15,8 +15,9 @@ Faster R-CNN, the same configuration without the mask branch: bbox AP only.
 ``variant="c4"`` the paper's ResNet-C4 model.
 
 With the defaults (2100 iterations) it runs in about 10.5 minutes on two CPU cores (625 s
-measured from a fresh clone) and reaches COCO AP@0.5 of 0.961 for boxes and 0.953 for masks on
-the 100 held-out images (AP@[.5:.95] 0.751 and 0.785). The shipped model of
+measured from a fresh clone at 3eb924d) and reached COCO AP@0.5 of 0.961 for boxes and 0.953 for
+masks on the 100 held-out images (AP@[.5:.95] 0.751 and 0.785) at that commit, 0.931 and 0.929 at
+a04fa8f (notebooks/results/architectures.json). The shipped model of
 :mod:`mrcnn_np.pretrained` is an earlier run of the same settings (0.952 / 0.955), from before
 the convolutions were tiled (they round differently). It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
 Everything is seeded: the same settings give the same numbers on the same machine (the BLAS

@@ -6,7 +6,8 @@ predictions without training first.
 
 The file ``mrcnn_np/weights/shapes_tiny.safetensors`` is what ``mrcnn-np demo`` trains with its
 default settings (2100 iterations; held-out AP@0.5 0.952 boxes, 0.955 masks; trained before the
-convolutions were tiled, which round differently: the same settings now give 0.961 / 0.953), stored in float16
+convolutions were tiled, which round differently: the same settings gave 0.961 / 0.953 at 3eb924d,
+0.931 / 0.929 at a04fa8f), stored in float16
 to keep the repository small (the model computes in float32; :func:`shapes_model` casts on
 loading; the float16 copy scores the same AP@0.5). To reproduce it::
 

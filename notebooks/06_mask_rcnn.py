@@ -993,9 +993,8 @@ for loss in record["architectures"]["fpn"]["final_losses"]:
 # boxes: 38.2 box AP for Mask R-CNN against 37.3 for Faster R-CNN with RoIAlign (ResNet-101-FPN),
 # "due solely to the benefits of multi-task training". Here, one run each, Faster R-CNN has the
 # better boxes (AP50 0.98 against 0.93, AP 0.79 against 0.73). That does not contradict the
-# paper: one seed is one draw, and earlier runs of the same demo settings, at commits whose
-# convolutions round differently in the last bits, reached box AP50 0.952 and 0.961. An effect of
-# one point needs several seeds to show. What one run does show is the price of the mask
+# paper: one seed is one draw, and earlier runs of the same demo settings, at earlier commits,
+# reached box AP50 0.952 and 0.961. An effect of one point needs several seeds to show. What one run does show is the price of the mask
 # branch: Faster R-CNN's iterations took a little over half as long as Mask R-CNN's in the runs.
 #
 # **v1 against v2.** torchvision's v2 recipe (normalised FPN and heads, two RPN convs, a conv
