@@ -1,7 +1,7 @@
 """Time one training iteration (losses, backward, SGD step): mrcnn_np against torchvision + torch.optim.
 
-The tiny configuration in float32 as ``mrcnn-np demo`` trains it: a batch of generated shapes
-images (default 4 images of 128x128, min_size = max_size = the image size), torchvision's twin
+``config.tiny()`` in float32 (the demo's network; the demo makes its RoI heads lighter still): a batch
+of generated shapes images (default 4 images of 128x128, min_size = max_size = the image size), torchvision's twin
 of the configuration with the same weights (:func:`mrcnn_np.reference.twins.twin_pair`), both optimisers
 from the same recipe, the same batch. Sampling is not replayed: each library draws its own
 anchors and RoIs (the same numbers of them). Prints best-of-N wall times (calls interleaved),
@@ -9,6 +9,10 @@ the ratio mrcnn_np / torchvision, and each library's iteration split into forwar
 backward and optimiser step (best of N of each part).
 
     python benchmarks/bench_train.py [--repeats 5] [--batch-size 4] [--image-size 128] [--threads 2]
+        [--config tiny|tiny_v2|tiny_c4]
+
+``--config`` picks the architecture (torchvision's v2 recipe, or the ResNet-C4 model against its
+twin assembled from torchvision's modules), each preset as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 from mrcnn_np import Tensor
-from mrcnn_np.config import tiny
+from mrcnn_np.config import preset
 from mrcnn_np.data import DataLoader, shapes_dataset
 from mrcnn_np.reference.training import torchvision_optimizer, torchvision_train_step
 from mrcnn_np.reference.twins import targets_to_torch, to_torch, twin_pair
@@ -56,12 +60,13 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=128, help="square shapes images, also min/max_size")
     parser.add_argument("--threads", type=int, default=2, help="torch and numba threads (default: %(default)s)")
+    parser.add_argument("--config", choices=("tiny", "tiny_v2", "tiny_c4"), default="tiny")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     # numba's OpenMP kernels set the OpenMP thread count (torch's too) to numba's at every launch
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
-    config = tiny(min_size=args.image_size, max_size=args.image_size)
+    config = preset(args.config, min_size=args.image_size, max_size=args.image_size)
     dataset = shapes_dataset(args.batch_size, seed=0, height=args.image_size, width=args.image_size)
     images, targets = DataLoader(dataset, args.batch_size, shuffle=False, flip_prob=0.0).batch(0)
     tv, ours = twin_pair(config, image=images[0])
@@ -93,8 +98,9 @@ def main(argv=None):
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (numba {numba.get_num_threads()}), "
           f"numpy {np.__version__}")
-    print(f"Mask R-CNN tiny (ResNet {'-'.join(map(str, config.backbone_layers))} width {config.backbone_width}, "
-          f"FPN {config.fpn_channels}), one training iteration, batch {args.batch_size} x 3x{args.image_size}x"
+    print(f"Mask R-CNN {args.config} (ResNet {'-'.join(map(str, config.backbone_layers))} width "
+          f"{config.backbone_width}, {'C4' if config.architecture == 'c4' else f'FPN {config.fpn_channels}'}), "
+          f"one training iteration, batch {args.batch_size} x 3x{args.image_size}x"
           f"{args.image_size} float32, best of {args.repeats}")
     print(f"{'':18s} {'mrcnn_np':>10s} {'torchvision':>12s} {'ratio':>7s}")
     rows = [("iteration", t_ours, t_torch)]

@@ -846,19 +846,21 @@ def draw_architecture(ax, stages, title, backbone):
         if i:
             ax.annotate("", (i * 2.1 - 0.8, 1), ((i - 1) * 2.1 + 0.8, 1), arrowprops={"arrowstyle": "->"})
     if "mask_pool" in stages:
-        shared = stages["mask_head"].startswith("res5")
-        bottom = [("mask head", stages["mask_head"]), ("mask predictor", stages["mask_predictor"])]
-        if not shared:
-            bottom.insert(0, ("mask RoIs", stages["mask_pool"]))
-        start = 4 if shared else 3  # C4's mask branch leaves from res5, FPN's from the features
+        bottom = [("mask RoIs", stages["mask_pool"]), ("mask head", stages["mask_head"]),
+                  ("mask predictor", stages["mask_predictor"])]
         for j, (name, text) in enumerate(bottom):
-            x = (start + j) * 2.1
+            x = (3 + j) * 2.1
             ax.text(x, -0.3, f"{name}\n{text}", ha="center", va="center", fontsize=7.5,
                     bbox={"boxstyle": "round,pad=0.4", "facecolor": "#fcbba1", "edgecolor": "#555555"})
             if j:
                 ax.annotate("", (x - 0.8, -0.3), (x - 2.1 + 0.8, -0.3), arrowprops={"arrowstyle": "->"})
-        origin = start * 2.1 if shared else 2.1  # from res5's box, or from the backbone's maps
-        ax.annotate("", (start * 2.1, 0.05), (origin, 0.55), arrowprops={"arrowstyle": "->", "color": "#a50f15"})
+        # the mask RoIs are pooled from the backbone's maps, as the box RoIs are
+        below_features = 1 - 0.11 * (stages["features"].count("\n") + 3)  # under the backbone's box
+        ax.annotate("", (3 * 2.1 - 0.6, -0.15), (2.1, below_features),
+                    arrowprops={"arrowstyle": "->", "color": "#a50f15"})
+        if stages["mask_head"].startswith("res5"):  # C4: the mask head is the box head's res5, the same weights
+            ax.plot([4 * 2.1, 4 * 2.1], [0.72, 0.05], ls="--", color="#a50f15")
+            ax.text(4 * 2.1 + 0.12, 0.38, "same weights", fontsize=7, color="#a50f15", va="center")
     else:
         ax.text(3 * 2.1, -0.3, "no mask branch", ha="center", va="center", fontsize=8, color="#777777")
     ax.set_xlim(-1, 11.6)

@@ -16,7 +16,8 @@ the L3 cache between being written and being multiplied, but at least :data:`MIN
 output positions, below which the product itself slows down. ``_gather`` is one NumPy copy of
 the receptive-field view (the specification's strided windows) into the tile's buffer: its
 inner runs are rows of the input, so a stride-1 copy moves contiguous memory. A 1x1 stride-1
-conv gathers nothing: an image's (C_in, H*W) *is* its ``cols``, a view, one product per image.
+conv gathers nothing: an image's (C_in, H*W) *is* its ``cols``, a view, one product per image
+(images smaller than a tile, a head's RoIs, grouped into one product per tile instead).
 The epilogue is what :mod:`mrcnn_np.nn.fused` uses at inference (a norm folded into the bias,
 the bottleneck's residual sum and ReLU) to save whole passes over the output.
 
@@ -148,6 +149,24 @@ def _product(a, b, out3, n0, n1, r0, r1, Wo):
     return a @ b
 
 
+def _pointwise(w2, x, out) -> None:
+    """``out (N, C_out, L) = w2 (C_out, C_in) @ x (N, C_in, L)``, image by image: a 1x1 stride-1 conv,
+    whose every image is its own ``cols``. Maps of at least :data:`MIN_COLUMNS` positions: one batched
+    product straight into ``out``. Smaller maps (the RoIs of a head: 256 of 14x14) would make as many
+    tiny products, far below BLAS speed, so the images are grouped into tiles of about
+    :data:`TILE_VALUES` / C_in columns, each one product on its (C_in, n*L) layout."""
+    N, C, L = x.shape
+    if L >= MIN_COLUMNS or N == 1:
+        np.matmul(w2, x, out=out)
+        return
+    group = max(1, max(MIN_COLUMNS, TILE_VALUES // C) // L)
+    for n0 in range(0, N, group):
+        n1 = min(N, n0 + group)
+        cols = x[n0:n1].transpose(1, 0, 2).reshape(C, (n1 - n0) * L)  # (n, C, L) -> (C, n, L) -> (C, n*L)
+        # (C_out, n*L) -> (C_out, n, L) -> (n, C_out, L)
+        out[n0:n1] = (w2 @ cols).reshape(-1, n1 - n0, L).transpose(1, 0, 2)
+
+
 def _epilogue(out, bias, residual, relu: bool) -> None:
     """In place on ``out`` (..., C, T): ``+ bias`` (C,), ``+ residual`` (out's shape), then ReLU; each optional."""
     if bias is not None:
@@ -172,9 +191,9 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
     x = np.ascontiguousarray(x)
     out = np.empty((N, C_out, Ho * Wo), dtype=x.dtype)
     if kh == kw == 1 and sh == sw == 1 and ph == pw == 0:
-        # pointwise: each image's (C_in, H*W) is its own cols, a view; one product per image, straight
-        # into the output: (C_out, C_in) @ (N, C_in, H*W) -> (N, C_out, H*W)
-        np.matmul(w2, x.reshape(N, C, H * W), out=out)
+        # pointwise: each image's (C_in, H*W) is its own cols, a view; one product per image (or per
+        # group of small images) into the output: (C_out, C_in) @ (N, C_in, H*W) -> (N, C_out, H*W)
+        _pointwise(w2, x.reshape(N, C, H * W), out)
         _epilogue(out, bias, None if residual is None else residual.reshape(N, C_out, Ho * Wo), relu)
         return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
     windows = _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
@@ -209,7 +228,9 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     d_input = None
     full_pad = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
     if need[0] and pointwise:  # d_cols are the input's own columns: (C_in, C_out) @ (N, C_out, L) -> (N, C_in, L)
-        d_input = np.matmul(w2.T, g.reshape(N, C_out, Ho * Wo)).reshape(x_shape)
+        d_input = np.empty((N, C, H * W), dtype=dtype)
+        _pointwise(w2.T, g.reshape(N, C_out, Ho * Wo), d_input)
+        d_input = d_input.reshape(x_shape)  # (N, C_in, H*W) -> (N, C_in, H, W)
     elif need[0] and sh == sw == 1 and min(full_pad) >= 0:
         # a stride-1 conv's input gradient is itself a stride-1 conv: of grad_out, by the weight flipped
         # in space with C_in and C_out swapped, padded by d*(k-1) - p -- tiled as a forward pass, with no

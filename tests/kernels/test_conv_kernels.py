@@ -23,6 +23,8 @@ RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 CONV_CASES = [
     (2, 3, 9, 7, 4, (3, 2), (2, 1), (1, 2), (1, 2)),
     (3, 5, 6, 6, 2, (1, 1), 1, 0, 1),            # pointwise: no gather
+    (40, 3, 6, 6, 2, (1, 1), 1, 0, 1),           # pointwise on many small maps (RoIs): two groups of images
+    (0, 3, 6, 6, 2, (1, 1), 1, 0, 1),            # pointwise, no images
     (2, 3, 5, 5, 2, (1, 1), 2, 0, 1),            # strided 1x1 (a downsample)
     (1, 4, 11, 13, 3, (3, 3), 2, 1, 1),          # a 3x3 / 2 of the backbone
     (5, 4, 4, 4, 3, (3, 3), 1, 1, 1),            # many small images (the mask head)
