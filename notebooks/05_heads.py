@@ -939,7 +939,7 @@ print(f"loss in {elapsed:.1f} s, on {int(roi_pos[0].sum())} positive and {int(ro
 # trained from scratch by `mrcnn-np demo` on 128 x 128 images of squares, circles and triangles,
 # with the same four classes in the same order (`model.classes`). It is the small configuration
 # `config.tiny()`: 64 feature channels instead of 256, `fc6` and `fc7` of 256 units instead of
-# 1024, mask convolutions of 64 channels, at most 50 detections per image; the heads are the
+# 1024, mask convolutions of 32 channels (the demo narrows `tiny`'s 64), at most 50 detections per image; the heads are the
 # classes of this chapter. On a held-out image (the demo trains on the shapes of seed 0, this
 # one is drawn with seed 1), the trained RPN proposes the boxes, and the box head runs as in
 # section 5.2. The figure is section 5.2's (`draw_box_head`), for each object's best proposal,
