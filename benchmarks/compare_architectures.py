@@ -27,17 +27,15 @@ machine was otherwise idle (each entry records the load average before and after
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import importlib.metadata as md
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from mrcnn_np.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURES = {  # name -> (what it is, the DemoSettings fields that differ from the demo's)
@@ -49,26 +47,6 @@ ARCHITECTURES = {  # name -> (what it is, the DemoSettings fields that differ fr
 }
 WARM_UP_ITERATIONS = 10  # left out of the median time per iteration (first calls compile and allocate)
 FINAL_ITERATIONS = 100  # the final losses: the mean over this many last iterations
-
-
-def provenance() -> dict:
-    """Where and with what a run is made: commit (and whether the tree had uncommitted changes),
-    versions, CPUs, the 1/5/15-minute load average."""
-    out = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-           "python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-           "load_average": [round(x, 2) for x in os.getloadavg()]}
-    for pkg in ("numpy", "numba", "mrcnn-np"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[pkg] = md.version(pkg)
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-        status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True)
-        out["commit"] = head.stdout.strip() or None
-        out["uncommitted_changes"] = bool(status.stdout.strip()) if out["commit"] else None
-    except OSError:
-        out["commit"] = out["uncommitted_changes"] = None
-    return out
 
 
 def seconds_per_iteration(log_path: Path) -> float:

@@ -21,11 +21,15 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .checks import check_bool, check_float_dtype, check_int, check_number, check_numbers, describe, is_int
+from .ops.poolers import ROI_POOLERS  # ("align", "warp", "pool"), Table 2c: RoIAlign, RoIWarp, RoIPool
 
 FPN_LEVELS = ("0", "1", "2", "3", "pool")  # the FPN's outputs, P2..P6, in order
 BOX_HEADS = ("TwoMLPHead", "FastRCNNConvFCHead")  # torchvision's box heads (faster_rcnn.py), v1 and v2
 ARCHITECTURES = ("fpn", "c4")  # ResNet-FPN, ResNet-C4 (Mask R-CNN paper, fig. 4)
 FEATURE_MAPS = {"fpn": FPN_LEVELS, "c4": ("0",)}  # the backbone's outputs, by architecture
+# the ablations of the Mask R-CNN paper's Table 2 that are settings (the first of each is the paper's and torchvision's)
+MASK_LOSSES = ("sigmoid", "softmax")  # Table 2b: per-class sigmoid + BCE, or a softmax over the classes per pixel
+MASK_HEADS = ("fcn", "mlp")  # Table 2e: the small FCN (MaskRCNNHeads + MaskRCNNPredictor), or an MLP
 
 # torchvision's v2 recipe (mask_rcnn.py: maskrcnn_resnet50_fpn_v2; faster_rcnn.py: fasterrcnn_resnet50_fpn_v2):
 # resnet50() with its default BatchNorm2d (not FrozenBatchNorm2d, with or without weights), BatchNorm2d in
@@ -94,6 +98,19 @@ class MaskRCNNConfig:
     mask_branch: bool = True
     mask_layers: tuple = (256, 256, 256, 256)
     mask_dim_reduced: int = 256
+    # ablations (He et al., "Mask R-CNN", sec. 4.2, Table 2): each default is the paper's choice and torchvision's
+    # (the only settings torchvision's weights and mrcnn_np.convert's round trips apply to). The mask settings are
+    # checked but unused without the mask branch (mask_branch=False); roi_pooler applies to both poolers.
+    mask_loss: str = "sigmoid"  # Table 2b: "sigmoid" per-class sigmoid + BCE on the true class's mask only
+    #   (mask_rcnn.py: maskrcnn_loss; 30.3 mask AP); "softmax": a softmax over the K mask channels per pixel and a
+    #   multinomial cross-entropy, object pixels to the true class, the rest to channel 0, background (24.8)
+    class_agnostic_masks: bool = False  # Table 2b: one mask channel used for every class instead of K (29.7 vs 30.3)
+    roi_pooler: str = "align"  # Table 2c, for the box *and* the mask pooler: "align" RoIAlign (MultiScaleRoIAlign;
+    #   30.3), "warp" RoIWarp (Dai et al. 2016: the box rounded to the feature grid, bins bilinear; 27.2),
+    #   "pool" RoIPool (Fast R-CNN: box and bins rounded, max; 26.9); "warp" and "pool" with the FPN's levels
+    mask_head: str = "fcn"  # Table 2e (FPN): "fcn" MaskRCNNHeads + MaskRCNNPredictor (33.6 mask AP); "mlp" the
+    #   pooled RoI flattened -> fc, fc (mask_mlp_dim, ReLU) -> fc to K (or 1) masks of 2 * mask_roi_output_size (31.5)
+    mask_mlp_dim: int = 1024  # the MLP mask head's fc width (paper Table 2e: 1024); unused by "fcn"
 
     @property
     def feature_channels(self) -> int:
@@ -116,6 +133,14 @@ def _pos_int(config, name: str) -> None:
 
 def _unit(config, name: str) -> None:
     check_number(OP, name, getattr(config, name), 0, 1)
+
+
+def _choice(config, name: str, allowed: tuple) -> None:
+    """``config.<name>`` is one of the names ``allowed``: TypeError for a non-str, ValueError for another name."""
+    value = getattr(config, name)
+    if not isinstance(value, str) or value not in allowed:
+        raise (ValueError if isinstance(value, str) else TypeError)(
+            f"{OP}: {name} must be one of {allowed}, got {describe(value)}")
 
 
 def _int_tuple(name: str, value, n: int | None = None) -> tuple:
@@ -224,6 +249,17 @@ def _validate(c: MaskRCNNConfig) -> None:
     c.roi_sampling_ratio = check_int(OP, "roi_sampling_ratio", c.roi_sampling_ratio)
     c.bbox_reg_weights = check_numbers(OP, "bbox_reg_weights", c.bbox_reg_weights, 4, 0, lo_open=True)
     c.mask_layers = _int_tuple("mask_layers", c.mask_layers)
+    _choice(c, "mask_loss", MASK_LOSSES)
+    c.class_agnostic_masks = check_bool(OP, "class_agnostic_masks", c.class_agnostic_masks)
+    _choice(c, "roi_pooler", ROI_POOLERS)
+    _choice(c, "mask_head", MASK_HEADS)
+    _pos_int(c, "mask_mlp_dim")
+    if c.mask_loss == "softmax" and c.class_agnostic_masks:
+        raise ValueError(f"{OP}: mask_loss='softmax' compares the K class channels of each pixel; with "
+                         f"class_agnostic_masks=True there is one channel: use mask_loss='sigmoid' with it")
+    if c.mask_head == "mlp" and c.architecture == "c4":
+        raise ValueError(f"{OP}: mask_head='mlp' replaces the FPN's mask head (paper Table 2e); with "
+                         f"architecture='c4' the mask head is res5, shared with the box head: use mask_head='fcn'")
 
 
 def as_config(config, op: str):

@@ -42,8 +42,35 @@ def state_dict_from_torch(source) -> OrderedDict:
                        for k, v in sd.items())
 
 
+# the ablation settings (the paper's Table 2) torchvision has no counterpart for, with torchvision's value
+TORCHVISION_SETTINGS = {"roi_pooler": "align", "mask_loss": "sigmoid", "class_agnostic_masks": False,
+                        "mask_head": "fcn"}
+WEIGHT_SETTINGS = ("class_agnostic_masks", "mask_head")  # those that change the state dict's keys or shapes
+
+
+def check_torchvision_settings(model, op: str, weights_only: bool = False) -> None:
+    """ValueError naming the ablation settings of ``model.config`` (a MaskRCNN's) that torchvision's
+    Mask R-CNN lacks: its weights would load but compute something else, or not load at all. With
+    ``weights_only``, only the settings that change the state dict's keys or shapes (``mask_head``,
+    ``class_agnostic_masks``). Only ``roi_pooler`` counts without the mask branch (the mask settings are
+    unused there). Objects without a ``config`` (a state dict, another Module) are not checked."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "mask_branch"):
+        return
+    differ = [name for name, default in TORCHVISION_SETTINGS.items()
+              if getattr(config, name, default) != default and (name == "roi_pooler" or config.mask_branch)
+              and (not weights_only or name in WEIGHT_SETTINGS)]
+    if differ:
+        ours = ", ".join(f"{name}={getattr(config, name)!r}" for name in differ)
+        theirs = ", ".join(f"{name}={TORCHVISION_SETTINGS[name]!r}" for name in differ)
+        raise ValueError(f"{op}: this model has {ours}, an ablation torchvision's Mask R-CNN does not have ({theirs} "
+                         f"there); torchvision's weights convert only to and from a model with torchvision's settings")
+
+
 def state_dict_to_torch(state_dict) -> OrderedDict:
-    """``{key: array}`` (ours or a module's ``state_dict()``) -> ``{key: torch.Tensor}`` (copies)."""
+    """``{key: array}`` (ours or a module's ``state_dict()``) -> ``{key: torch.Tensor}`` (copies). A
+    MaskRCNN with an ablation setting torchvision lacks is refused (:func:`check_torchvision_settings`)."""
+    check_torchvision_settings(state_dict, "state_dict_to_torch")
     torch = _torch()
     source = state_dict.state_dict() if hasattr(state_dict, "state_dict") else state_dict
     return OrderedDict((k, torch.from_numpy(np.array(to_numpy(v), copy=True))) for k, v in source.items())
@@ -52,7 +79,10 @@ def state_dict_to_torch(state_dict) -> OrderedDict:
 def load_torchvision_state_dict(model, source, strict: bool = True):
     """Load a torchvision module or state dict into our ``model`` (in place); returns the
     result of ``model.load_state_dict``. Drops ``num_batches_tracked`` keys our model has no
-    place for (FrozenBatchNorm2d), exactly as torchvision does."""
+    place for (FrozenBatchNorm2d), exactly as torchvision does. A model whose ablation settings change
+    its weights (``mask_head="mlp"``, ``class_agnostic_masks``) is refused naming the setting; one with
+    torchvision's weights but another pooler or mask loss loads them (to compare, e.g., RoIPool)."""
+    check_torchvision_settings(model, "load_torchvision_state_dict", weights_only=True)
     sd = state_dict_from_torch(source)
     ours = model.state_dict()
     sd = OrderedDict(
@@ -62,7 +92,10 @@ def load_torchvision_state_dict(model, source, strict: bool = True):
 
 
 def export_to_torchvision(model, target, strict: bool = True):
-    """Copy our ``model``'s weights into a torchvision module ``target`` (in place)."""
+    """Copy our ``model``'s weights into a torchvision module ``target`` (in place). Only for torchvision's
+    settings: a model with an ablation setting (``roi_pooler``, ``mask_loss``, ``class_agnostic_masks``,
+    ``mask_head``) other than torchvision's is refused with a ValueError naming it."""
+    check_torchvision_settings(model, "export_to_torchvision")
     return target.load_state_dict(state_dict_to_torch(model), strict=strict)
 
 

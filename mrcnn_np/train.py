@@ -61,7 +61,7 @@ import numpy as np
 
 from .backend import check_device, device_of, to_device
 from .checks import is_int
-from .config import config_to_dict
+from .config import MaskRCNNConfig, config_to_dict
 from .convert import CONFIG_KEY, load_safetensors, load_weights, read_metadata, save_model, save_safetensors
 from .nn.optim import SGD, WarmupMultiStepLR
 from .progress import progress_bar
@@ -437,6 +437,9 @@ def _restore(ckpt: Path, state: dict, model, optimizer, scheduler, recipe) -> in
     saved_config = json.loads(read_metadata(ckpt / "model.safetensors").get(CONFIG_KEY, "null"))
     if saved_config is not None:
         ours = json.loads(json.dumps(config_to_dict(model.config)))
+        # a setting added after the checkpoint was written (e.g. the ablation switches) had its default then
+        defaults = json.loads(json.dumps(config_to_dict(MaskRCNNConfig())))
+        saved_config = {**{k: v for k, v in defaults.items() if k not in saved_config}, **saved_config}
         diff = [f"{k} {saved_config.get(k)!r} (this model: {ours.get(k)!r})"
                 for k in sorted(set(ours) | set(saved_config)) if saved_config.get(k) != ours.get(k)]
         if diff:

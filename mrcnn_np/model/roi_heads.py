@@ -18,6 +18,13 @@ Out: inference -- per image ``boxes (D, 4)``, ``labels (D,)``, ``scores (D,)``, 
                  per image, 25% positive; cross-entropy + smooth L1 (beta 1/9, summed, divided
                  by the number sampled) on the true class's deltas; mask targets = RoIAlign of
                  each positive's ground-truth mask into 28x28; BCE on the true class's mask only
+    ablations    (the paper's Table 2, settings of the config; torchvision has none of them)
+                 mask_loss="softmax": a softmax over the K mask channels per pixel and a
+                 multinomial cross-entropy instead of the BCE; class_agnostic_masks: a 1-channel
+                 mask predictor whose mask serves every class; roi_pooler="warp" | "pool":
+                 RoIWarp or RoIPool in both poolers; mask_head="mlp": the pooled 14x14 RoI
+                 flattened -> fc, fc (1024, ReLU) -> fc to K x 28 x 28 (MaskRCNNMLPHead,
+                 MaskRCNNMLPPredictor)
 
 He et al., "Mask R-CNN" (2017), sec. 3 and fig. 4 (right); torchvision
 ``models/detection/roi_heads.py``, ``faster_rcnn.py`` (``TwoMLPHead``,
@@ -31,9 +38,11 @@ import numpy as np
 from .. import nn
 from ..autograd import no_grad
 from ..backend import as_array, get_array_module
-from ..config import as_config
+from ..checks import check_bool
+from ..config import MASK_LOSSES, as_config
 from ..nn import functional as F
 from ..nn.fused import conv_norm
+from ..nn.losses import cross_entropy_with_probs
 from ..ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from ..ops.box_coder import BoxCoder
 from ..ops.matcher import Matcher, labels_of_matches
@@ -52,7 +61,7 @@ class TwoMLPHead(nn.Module):
         self.fc7 = nn.Linear(representation_size, representation_size, rng=rng, dtype=dtype)
 
     def forward(self, x):
-        x = x.reshape(x.shape[0], -1)  # (R, C, 7, 7) -> (R, C*49)
+        x = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # (R, C, 7, 7) -> (R, C*49); R may be 0
         return F.relu(self.fc7(F.relu(self.fc6(x))))
 
 
@@ -121,7 +130,7 @@ class FastRCNNPredictor(nn.Module):
         self.bbox_pred = nn.Linear(in_channels, num_classes * 4, rng=rng, dtype=dtype)
 
     def forward(self, x):
-        x = x.reshape(x.shape[0], -1)
+        x = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # (R, C, 1, 1) or (R, C) -> (R, C); R may be 0
         return self.cls_score(x), self.bbox_pred(x)
 
 
@@ -171,6 +180,55 @@ class MaskRCNNPredictor(nn.Module):
         return self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
 
 
+class MaskRCNNMLPHead(nn.Module):
+    """The paper's MLP mask head (Table 2e): (R, C, 14, 14) -> (R, mlp_dim): flatten, fc1 + ReLU,
+    fc2 + ReLU (keys ``fc1.*``, ``fc2.*``; torchvision's Linear initialisation)."""
+
+    def __init__(self, in_features: int, mlp_dim: int, *, rng=None, dtype=np.float32):
+        super().__init__()
+        rng = nn.init.make_rng(rng)
+        self.fc1 = nn.Linear(in_features, mlp_dim, rng=rng, dtype=dtype)
+        self.fc2 = nn.Linear(mlp_dim, mlp_dim, rng=rng, dtype=dtype)
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # (R, C, 14, 14) -> (R, C*196); R may be 0
+        return F.relu(self.fc2(F.relu(self.fc1(x))))
+
+
+class MaskRCNNMLPPredictor(nn.Module):
+    """The MLP mask head's last fc (Table 2e): (R, mlp_dim) -> (R, K, M, M) mask logits, K channels
+    (1 with class-agnostic masks) of ``mask_size`` M (key ``mask_fc_logits.*``)."""
+
+    def __init__(self, mlp_dim: int, num_classes: int, mask_size: int, *, rng=None, dtype=np.float32):
+        super().__init__()
+        self.num_classes, self.mask_size = num_classes, mask_size
+        self.mask_fc_logits = nn.Linear(mlp_dim, num_classes * mask_size**2, rng=nn.init.make_rng(rng), dtype=dtype)
+
+    def forward(self, x):
+        M = self.mask_size
+        return self.mask_fc_logits(x).reshape(x.shape[0], self.num_classes, M, M)  # (R, K*M*M) -> (R, K, M, M)
+
+
+def make_mask_head(config, norm_layer=None, rng=None):
+    """``config.mask_head``: MaskRCNNHeads ("fcn") or MaskRCNNMLPHead ("mlp", ``mask_mlp_dim`` wide), on
+    the pooled (fpn_channels, mask_roi_output_size, mask_roi_output_size) features."""
+    c = config
+    if c.mask_head == "mlp":
+        return MaskRCNNMLPHead(c.fpn_channels * c.mask_roi_output_size**2, c.mask_mlp_dim, rng=rng, dtype=c.dtype)
+    return MaskRCNNHeads(c.fpn_channels, c.mask_layers, 1, norm_layer, rng=rng, dtype=c.dtype)
+
+
+def make_mask_predictor(config, in_channels: int | None = None, rng=None):
+    """The mask predictor of ``config.mask_head`` with K mask channels, or 1 with ``class_agnostic_masks``:
+    MaskRCNNPredictor on ``in_channels`` (default: the last of ``mask_layers``), or MaskRCNNMLPPredictor
+    with masks as large as the FCN's (2 x mask_roi_output_size: 28x28)."""
+    c = config
+    channels = 1 if c.class_agnostic_masks else c.num_classes
+    if c.mask_head == "mlp":
+        return MaskRCNNMLPPredictor(c.mask_mlp_dim, channels, 2 * c.mask_roi_output_size, rng=rng, dtype=c.dtype)
+    return MaskRCNNPredictor(in_channels or c.mask_layers[-1], c.mask_dim_reduced, channels, rng=rng, dtype=c.dtype)
+
+
 def make_box_head(config, norm_layer=None, rng=None):
     """``config.box_head``: TwoMLPHead (v1) or FastRCNNConvFCHead (v2), on the pooled
     (fpn_channels, box_roi_output_size, box_roi_output_size) features."""
@@ -202,8 +260,18 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M: int):
     return roi_align(gt_masks[:, None].astype(boxes.dtype), rois, (M, M), 1.0).data[:, 0]
 
 
-def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs):
-    """BCE between each positive RoI's mask logits *of its true class* and its mask target."""
+def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs, *, mask_loss: str = "sigmoid",
+                  class_agnostic: bool = False):
+    """BCE between each positive RoI's mask logits *of its true class* and its mask target (P, M, M).
+
+    The paper's Table 2b ablations: ``class_agnostic`` -- the logits have one channel (P, 1, M, M), every
+    class's mask; ``mask_loss="softmax"`` -- a softmax over the K channels of each pixel and a multinomial
+    cross-entropy, the target t (the mask target, in [0, 1]) on the true class and 1 - t on channel 0, the
+    background: ``-(t log p_label + (1 - t) log p_0)``, averaged over the P * M * M pixels as the BCE is."""
+    if mask_loss not in MASK_LOSSES:
+        raise ValueError(f"maskrcnn_loss: mask_loss must be one of {MASK_LOSSES}, got {mask_loss!r}")
+    if mask_loss == "softmax" and class_agnostic:
+        raise ValueError("maskrcnn_loss: mask_loss='softmax' needs the K class channels, not class_agnostic ones")
     xp = get_array_module(as_array(mask_logits))
     M = mask_logits.shape[-1]
     labels = xp.concatenate([gl[idx] for gl, idx in zip(gt_labels, mask_matched_idxs, strict=True)])
@@ -212,7 +280,14 @@ def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs
     if not targets:
         return mask_logits.sum() * 0.0
     targets = xp.concatenate(targets)
-    return F.binary_cross_entropy_with_logits(mask_logits[xp.arange(len(labels)), labels], targets)
+    rows = xp.arange(len(labels))
+    if mask_loss == "softmax":
+        probs = xp.zeros(mask_logits.shape, dtype=targets.dtype)  # (P, K, M, M): a distribution per pixel
+        probs[rows, 0] = 1 - targets  # background
+        probs[rows, labels] = targets  # the true class (labels >= 1: never channel 0)
+        return cross_entropy_with_probs(mask_logits, probs)
+    channel = xp.zeros_like(labels) if class_agnostic else labels
+    return F.binary_cross_entropy_with_logits(mask_logits[rows, channel], targets)
 
 
 class RoIHeads(nn.Module):
@@ -223,10 +298,12 @@ class RoIHeads(nn.Module):
 
     def __init__(self, *, box_roi_pool: MultiScaleRoIAlign, box_head: TwoMLPHead | FastRCNNConvFCHead | Res5Head,
                  box_predictor: FastRCNNPredictor,
-                 mask_roi_pool: MultiScaleRoIAlign | None = None, mask_head: MaskRCNNHeads | None = None,
-                 mask_predictor: MaskRCNNPredictor | None = None,
+                 mask_roi_pool: MultiScaleRoIAlign | None = None,
+                 mask_head: MaskRCNNHeads | MaskRCNNMLPHead | None = None,
+                 mask_predictor: MaskRCNNPredictor | MaskRCNNMLPPredictor | None = None,
                  fg_iou_thresh: float, bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
-                 bbox_reg_weights, score_thresh: float, nms_thresh: float, detections_per_img: int):
+                 bbox_reg_weights, score_thresh: float, nms_thresh: float, detections_per_img: int,
+                 mask_loss: str, class_agnostic_masks: bool):
         super().__init__()
         self.box_roi_pool = box_roi_pool
         self.box_head = box_head
@@ -240,6 +317,10 @@ class RoIHeads(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
+        if mask_loss not in MASK_LOSSES:
+            raise ValueError(f"RoIHeads: mask_loss must be one of {MASK_LOSSES}, got {mask_loss!r}")
+        self.mask_loss = mask_loss  # "sigmoid" (per-class BCE) or "softmax" (over the classes), paper Table 2b
+        self.class_agnostic_masks = check_bool("RoIHeads", "class_agnostic_masks", class_agnostic_masks)
 
     def has_mask(self) -> bool:
         """Whether the mask branch exists (torchvision's ``RoIHeads.has_mask``): all three parts or none."""
@@ -259,14 +340,14 @@ class RoIHeads(nn.Module):
         rng = nn.init.make_rng(rng)  # one stream for all four
         norm = nn.BatchNorm2d if c.head_batch_norm else None
         parts = dict(
-            box_roi_pool=lambda: MultiScaleRoIAlign(c.roi_featmap_names, c.box_roi_output_size, c.roi_sampling_ratio),
+            box_roi_pool=lambda: MultiScaleRoIAlign(c.roi_featmap_names, c.box_roi_output_size, c.roi_sampling_ratio,
+                                                    roi_pooler=c.roi_pooler),
             box_head=lambda: make_box_head(c, norm, rng),
             box_predictor=lambda: FastRCNNPredictor(c.representation_size, c.num_classes, rng=rng, dtype=c.dtype),
             mask_roi_pool=lambda: MultiScaleRoIAlign(c.roi_featmap_names, c.mask_roi_output_size,
-                                                     c.roi_sampling_ratio),
-            mask_head=lambda: MaskRCNNHeads(c.fpn_channels, c.mask_layers, 1, norm, rng=rng, dtype=c.dtype),
-            mask_predictor=lambda: MaskRCNNPredictor(c.mask_layers[-1], c.mask_dim_reduced, c.num_classes, rng=rng,
-                                                     dtype=c.dtype),
+                                                     c.roi_sampling_ratio, roi_pooler=c.roi_pooler),
+            mask_head=lambda: make_mask_head(c, norm, rng),
+            mask_predictor=lambda: make_mask_predictor(c, rng=rng),
         )
         if c.architecture == "c4":  # res5 is the box head and, shared, the mask head (paper fig. 4, left)
             width = c.backbone_width * 32  # res5's output channels
@@ -274,8 +355,7 @@ class RoIHeads(nn.Module):
                 box_head=lambda: res5_head(c, rng),
                 box_predictor=lambda: FastRCNNPredictor(width, c.num_classes, rng=rng, dtype=c.dtype),
                 mask_head=lambda: overrides["box_head"].res5,
-                mask_predictor=lambda: MaskRCNNPredictor(width, c.mask_dim_reduced, c.num_classes, rng=rng,
-                                                         dtype=c.dtype))
+                mask_predictor=lambda: make_mask_predictor(c, width, rng))
         if not c.mask_branch:
             for name in ("mask_roi_pool", "mask_head", "mask_predictor"):
                 parts[name] = lambda: None
@@ -286,7 +366,8 @@ class RoIHeads(nn.Module):
             fg_iou_thresh=c.box_fg_iou_thresh, bg_iou_thresh=c.box_bg_iou_thresh,
             batch_size_per_image=c.box_batch_size_per_image, positive_fraction=c.box_positive_fraction,
             bbox_reg_weights=c.bbox_reg_weights, score_thresh=c.box_score_thresh, nms_thresh=c.box_nms_thresh,
-            detections_per_img=c.box_detections_per_img,
+            detections_per_img=c.box_detections_per_img, mask_loss=c.mask_loss,
+            class_agnostic_masks=c.class_agnostic_masks,
         )
         return cls(**{**settings, **overrides})
 
@@ -327,10 +408,15 @@ class RoIHeads(nn.Module):
             return results
         mask_boxes = [r["boxes"] for r in results]
         mask_features = self.mask_head(self.mask_roi_pool(features, mask_boxes, image_shapes))
-        probs = as_array(F.sigmoid(self.mask_predictor(mask_features)))  # (D, K, 28, 28)
+        mask_logits = self.mask_predictor(mask_features)  # (D, K, 28, 28); (D, 1, 28, 28) class-agnostic
+        if self.mask_loss == "softmax":  # trained with a softmax over the classes: the same at inference
+            probs = as_array(F.softmax(mask_logits, 1))
+        else:
+            probs = as_array(F.sigmoid(mask_logits))
         xp = get_array_module(probs)
         labels = xp.concatenate([r["labels"] for r in results])
-        probs = probs[xp.arange(len(labels)), labels][:, None]  # the predicted class's mask: (D, 1, 28, 28)
+        channel = xp.zeros_like(labels) if self.class_agnostic_masks else labels
+        probs = probs[xp.arange(len(labels)), channel][:, None]  # the predicted class's mask: (D, 1, 28, 28)
         start = 0
         for r in results:
             r["masks"] = probs[start : start + len(r["boxes"])]
@@ -393,6 +479,7 @@ class RoIHeads(nn.Module):
         pos_matched = [m[pos] for m, pos in zip(matched_idxs, positives, strict=True)]
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes)))
         loss_mask = maskrcnn_loss(mask_logits, mask_proposals, [t["masks"] for t in targets],
-                                  [t["labels"] for t in targets], pos_matched)
+                                  [t["labels"] for t in targets], pos_matched, mask_loss=self.mask_loss,
+                                  class_agnostic=self.class_agnostic_masks)
         losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
         return losses, sampled

@@ -125,3 +125,34 @@ def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -1
     d_input[rows, safe_t] -= 1
     d_input *= keep[:, None]
     return _reduced("cross_entropy", loss, d_input, (input,), reduction, count=int(keep.sum()))
+
+
+def cross_entropy_with_probs(input, target, reduction: str = "mean"):
+    """Softmax cross-entropy against class *probabilities*: logits (N, C, *) and a target of the same
+    shape, a distribution over the classes (axis 1) at every position -- ``torch.nn.functional.cross_entropy``
+    with a probability target. ``l = -sum_c t_c log softmax(x)_c``, one per position (N, *).
+
+    ``"mean"`` divides by the number of positions, N * prod(*), as torch does.
+    dl/dx = ``softmax(x) * sum_c t_c - t`` (``softmax(x) - t`` where t sums to 1); dl/dt = ``-log softmax(x)``.
+    """
+    op = "cross_entropy_with_probs"
+    xp = get_array_module(input, target)
+    x, t = as_array(input), as_array(target)
+    _check_pair(op, x, t)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: expected input of shape (N, C, *), got {tuple(x.shape)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, C, *)
+    loss = -(t * log_probs).sum(axis=1)  # (N, C, *) -> (N, *)
+    d_input = xp.exp(log_probs) * t.sum(axis=1, keepdims=True) - t
+    d_target = -log_probs
+    if reduction != "none":
+        return _reduced(op, loss, d_input, (input, target), reduction, d_other=d_target)
+
+    def backward(g):  # one gradient per position, spread over the classes
+        g = xp.expand_dims(g, 1)  # (N, *) -> (N, 1, *)
+        return (g * d_input if needs_grad(input) else None, g * d_target if needs_grad(target) else None)
+
+    return apply(loss, (input, target), backward)

@@ -10,6 +10,11 @@ size to P3 (Lin et al., "Feature Pyramid Networks", eq. 1). Each level's spatial
 inferred as ``2 ** round(log2(feature height / image height))`` (1/4 for P2). P6 ("pool") is
 never pooled from. Torchvision: ``ops/poolers.py`` (``MultiScaleRoIAlign``, ``LevelMapper``,
 ``_infer_scale``), whose float32 rounding and epsilon are reproduced here.
+
+``roi_pooler`` picks the op each level pools with (the Mask R-CNN paper's Table 2c ablation): "align"
+(RoIAlign, torchvision's and the default), "warp" (RoIWarp: RoIAlign of the box rounded to the
+feature grid, :mod:`mrcnn_np.ops.roi_warp`) or "pool" (RoIPool, :mod:`mrcnn_np.ops.roi_pool`; it
+reads no ``sampling_ratio``). The level of a box is chosen the same way for all three.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from ..checks import (
 )
 from .boxes import box_area
 from .roi_align import convert_boxes_to_roi_format, roi_align
+from .roi_pool import roi_pool
+from .roi_warp import roi_warp
+
+ROI_POOLERS = ("align", "warp", "pool")  # RoIAlign, RoIWarp, RoIPool (Mask R-CNN paper, Table 2c)
 
 
 def infer_scale(feature_size: int, image_size: int) -> float:
@@ -73,10 +82,11 @@ class LevelMapper:
 
 class MultiScaleRoIAlign:
     """``MultiScaleRoIAlign(featmap_names, output_size, sampling_ratio)``; callable as
-    ``pooler(features, boxes, image_shapes)``. No parameters."""
+    ``pooler(features, boxes, image_shapes)``. No parameters. ``roi_pooler`` "warp" or "pool" pools
+    each level with RoIWarp or RoIPool instead of RoIAlign (an ablation; torchvision has only "align")."""
 
     def __init__(self, featmap_names, output_size, sampling_ratio: int, canonical_scale: int = 224,
-                 canonical_level: int = 4, impl: str = "auto"):
+                 canonical_level: int = 4, impl: str = "auto", roi_pooler: str = "align"):
         op = "MultiScaleRoIAlign"
         if not isinstance(featmap_names, (list, tuple)) or not all(isinstance(n, str) for n in featmap_names):
             raise TypeError(f"{op}: featmap_names must be a list of feature-map names (str), e.g. ['0', '1', '2', "
@@ -89,6 +99,10 @@ class MultiScaleRoIAlign:
         check_int(op, "canonical_level", canonical_level)
         if impl not in IMPLS or not isinstance(impl, str):
             raise ValueError(f"{op}: impl must be one of {IMPLS}, got {impl!r}")
+        if not isinstance(roi_pooler, str) or roi_pooler not in ROI_POOLERS:
+            raise (ValueError if isinstance(roi_pooler, str) else TypeError)(
+                f"{op}: roi_pooler must be one of {ROI_POOLERS}, got {describe(roi_pooler)}")
+        self.roi_pooler = roi_pooler
         self.featmap_names = list(featmap_names)
         self.sampling_ratio = sampling_ratio
         self.canonical_scale, self.canonical_level = canonical_scale, canonical_level
@@ -126,20 +140,27 @@ class MultiScaleRoIAlign:
         scales, mapper = self.setup_scales(maps, image_shapes)
         rois = convert_boxes_to_roi_format(boxes, first.dtype)
         if len(maps) == 1 or len(rois) == 0:  # one level, or nothing to pool: no level mapping
-            return roi_align(maps[0], rois, self.output_size, scales[0], self.sampling_ratio, impl=self.impl)
+            return self._pool_level(maps[0], rois, scales[0])
         levels = mapper._levels(boxes)
         outputs, order = [], []
         for level, (feature, scale) in enumerate(zip(maps, scales, strict=True)):
             idx = xp.nonzero(levels == level)[0]
             if len(idx) == 0:
                 continue
-            outputs.append(roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio,
-                                     impl=self.impl))
+            outputs.append(self._pool_level(feature, rois[idx], scale))
             order.append(idx)
         order = xp.concatenate(order)
         inverse = xp.empty_like(order)
         inverse[order] = xp.arange(len(order))
         return concat(outputs, axis=0)[inverse]  # back to the boxes' order
+
+
+    def _pool_level(self, feature, rois, scale: float):
+        """One level's (N, C, h, w) map and (R, 5) rois -> (R, C, ph, pw), by ``self.roi_pooler``."""
+        if self.roi_pooler == "pool":
+            return roi_pool(feature, rois, self.output_size, scale)
+        pool = roi_warp if self.roi_pooler == "warp" else roi_align
+        return pool(feature, rois, self.output_size, scale, self.sampling_ratio, impl=self.impl)
 
 
 def level_of_boxes(boxes: list, k_min: int = 2, k_max: int = 5) -> np.ndarray:

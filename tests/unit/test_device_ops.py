@@ -39,6 +39,7 @@ from mrcnn_np.ops.roi_align import (
     sampling_plan,
 )
 from mrcnn_np.ops.roi_pool import roi_pool
+from mrcnn_np.ops.roi_warp import roi_warp
 from mrcnn_np.ops.sampler import BalancedPositiveNegativeSampler
 from tests.fake_cupy import counting
 from tests.unit.test_wrong_types import public_ops
@@ -165,6 +166,15 @@ OP_CASES = {
         grad_out=features(r, dt, (5, 3, 3, 2)), plan=plan(r, dt), input_shape=(2, 3, 10, 12))),
     "roi_pool.roi_pool": lambda r, dt: (roi_pool, dict(input=features(r, dt), output_size=(3, 2), spatial_scale=0.5,
                                                        boxes=[boxes(r, 3, dt, 20), boxes(r, 2, dt, 20)])),
+    "roi_warp.roi_warp": lambda r, dt: (roi_warp, dict(input=features(r, dt), output_size=(3, 2), spatial_scale=0.5,
+                                                       sampling_ratio=2,
+                                                       boxes=[boxes(r, 3, dt, 20), boxes(r, 2, dt, 20)])),
+    "poolers.MultiScaleRoIAlign.__call__[warp]": lambda r, dt: (
+        MultiScaleRoIAlign(["0", "1", "2", "3"], (3, 2), 2, canonical_scale=16, roi_pooler="warp").__call__,
+        dict(features=pyramid(r, dt), boxes=pooled_boxes(r, dt), image_shapes=[(64, 64), (60, 64)])),
+    "poolers.MultiScaleRoIAlign.__call__[pool]": lambda r, dt: (
+        MultiScaleRoIAlign(["0", "1", "2", "3"], (3, 2), 2, canonical_scale=16, roi_pooler="pool").__call__,
+        dict(features=pyramid(r, dt), boxes=pooled_boxes(r, dt), image_shapes=[(64, 64), (60, 64)])),
     "poolers.LevelMapper.__call__": lambda r, dt: (LevelMapper(2, 5, canonical_scale=16).__call__,
                                                    dict(boxlists=pooled_boxes(r, dt))),
     "poolers.level_of_boxes": lambda r, dt: (level_of_boxes, dict(boxes=pooled_boxes(r, dt), k_min=2, k_max=5)),

@@ -189,3 +189,22 @@ def test_config_defaults_are_written_once_and_old_configs_load():
     old = config_from_dict(d)
     assert old == MaskRCNNConfig()
     assert config_from_dict(config_to_dict(tiny())) == tiny()
+
+
+@pytest.mark.parametrize("overrides", [{}, {"mask_head": "mlp", "mask_mlp_dim": 16}, {"mask_branch": False}])
+def test_an_image_without_proposals_gives_no_detections(monkeypatch, overrides):
+    """The RPN may keep no box (all removed as too small, or a diverged model's NaN boxes): the heads
+    then see zero RoIs, and every output has zero rows instead of an error."""
+    import numpy as np
+
+    from mrcnn_np.config import tiny
+    from mrcnn_np.model.mask_rcnn import MaskRCNN
+
+    model = MaskRCNN(tiny(min_size=64, max_size=64, **overrides), rng=0).eval()
+    monkeypatch.setattr(model.rpn, "predict", lambda shape, sizes, features: (
+        [np.zeros((0, 4), dtype=np.float32) for _ in sizes], None))
+    out = model.predict([np.zeros((64, 64, 3), dtype=np.float32)] * 2)
+    for o in out:
+        assert o["boxes"].shape == (0, 4) and o["labels"].shape == (0,) and o["scores"].shape == (0,)
+        if model.config.mask_branch:
+            assert o["masks"].shape == (0, 1, 64, 64)

@@ -127,3 +127,23 @@ def test_bad_recipes_are_named(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
         TrainRecipe(**bad)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(dataset, tmp_path):
+    """Settings added later (the ablation switches) are absent from older checkpoints: they had their
+    defaults then, so such a checkpoint resumes a default model and is refused by a switched one."""
+    from mrcnn_np.convert import CONFIG_KEY, load_safetensors, save_safetensors
+    from mrcnn_np.train import CheckpointMismatchError
+
+    train(small_model(), dataset, recipe(2), tmp_path, progress=False)
+    weights = latest_checkpoint(tmp_path) / "model.safetensors"
+    metadata = read_metadata(weights)
+    config = json.loads(metadata[CONFIG_KEY])
+    new = ("mask_loss", "class_agnostic_masks", "roi_pooler", "mask_head", "mask_mlp_dim")
+    metadata[CONFIG_KEY] = json.dumps({k: v for k, v in config.items() if k not in new})
+    save_safetensors(load_safetensors(weights), weights, metadata)
+    with pytest.raises(CheckpointMismatchError, match="mask_loss 'sigmoid' \\(this model: 'softmax'\\)"):
+        switched = MaskRCNN(tiny(min_size=SIZE, max_size=SIZE, mask_loss="softmax"), rng=0)
+        train(switched, dataset, recipe(4), tmp_path, resume=tmp_path, progress=False)
+    result = train(small_model(), dataset, recipe(4), tmp_path, resume=tmp_path, progress=False)
+    assert [r["iteration"] for r in result.history] == [3, 4]

@@ -28,6 +28,7 @@ from mrcnn_np.ops.matcher import Matcher, labels_of_matches
 from mrcnn_np.ops.poolers import LevelMapper, MultiScaleRoIAlign, infer_scale, level_of_boxes
 from mrcnn_np.ops.roi_align import convert_boxes_to_roi_format, roi_align
 from mrcnn_np.ops.roi_pool import roi_pool
+from mrcnn_np.ops.roi_warp import roi_warp
 from mrcnn_np.ops.sampler import BalancedPositiveNegativeSampler
 
 
@@ -103,6 +104,7 @@ WRONG = {
                  ("list", [0.5])],
     "bool": [("None", None), ("str", "yes"), ("float", 0.5), ("list", [True])],
     "impl": [("None", None), ("int", 3), ("unknown", "fortran"), ("list", ["numpy"])],
+    "roi_pooler": [("None", None), ("int", 3), ("unknown", "roialign"), ("list", ["align"])],
     "size": [("None", None), ("str", "2"), ("float", 2.5), ("len-1", (2,)), ("len-3", (2, 2, 2)), ("zero", (0, 2)),
              ("negative", -1), ("floats", (2.0, 2.0)), ("dict", {"h": 2})],
     "hw": [("None", None), ("int", 5), ("str", "ab"), ("len-1", (5,)), ("len-3", (5, 5, 5)), ("str-item", (5, "a")),
@@ -212,6 +214,11 @@ OPS = {
                                                 dict(boxes="rois", dtype="dtype"),
                                                 skip={"boxes": {"batch-index-1": "no input to check it against",
                                                                 "too-many-images": "no input to check it against"}}),
+    "roi_warp.roi_warp": Op(lambda: roi_warp, dict(input=FEAT, boxes=ROIS, output_size=2, spatial_scale=1.0,
+                                                   sampling_ratio=2, impl="numpy"),
+                            dict(input="features", boxes="rois", output_size="size", spatial_scale="positive",
+                                 sampling_ratio="int", impl="impl"),
+                            named={"boxes": ("boxes", "box ")}),
     "roi_pool.roi_pool": Op(lambda: roi_pool, dict(input=FEAT, boxes=ROIS, output_size=2, spatial_scale=1.0),
                             dict(input="features", boxes="rois", output_size="size", spatial_scale="positive"),
                             named={"boxes": ("boxes", "box ")}),
@@ -228,9 +235,11 @@ OPS = {
                                  skip={"boxes": {"count-2": "any count is fine"}}),
     "poolers.MultiScaleRoIAlign": Op(lambda: MultiScaleRoIAlign, dict(featmap_names=["0"], output_size=2,
                                                                       sampling_ratio=2, canonical_scale=224,
-                                                                      canonical_level=4, impl="numpy"),
+                                                                      canonical_level=4, impl="numpy",
+                                                                      roi_pooler="align"),
                                      dict(featmap_names="names", output_size="size", sampling_ratio="int",
-                                          canonical_scale="positive", canonical_level="int", impl="impl")),
+                                          canonical_scale="positive", canonical_level="int", impl="impl",
+                                          roi_pooler="roi_pooler")),
     "poolers.MultiScaleRoIAlign.__call__": Op(lambda: pooler().__call__,
                                               dict(features={"0": P2}, boxes=[BX], image_shapes=[(32, 32)]),
                                               dict(features="feature_dict", boxes="box_list",
@@ -610,6 +619,11 @@ CONFIG_CASES = {
     "box_head": [None, "MLP", 2, "twomlphead"],
     "box_conv_layers": [None, (), (64, 0), (64, 1.5), 64, "64"],
     "head_batch_norm": ["no", None, 0],
+    "mask_loss": [None, 1, "Softmax", "bce"],
+    "class_agnostic_masks": ["yes", None, 1],
+    "roi_pooler": [None, 2, "roialign", "RoIPool"],
+    "mask_head": [None, 4, "MLP", "conv"],
+    "mask_mlp_dim": [0, -1, 1.5, "1024", None],
 }
 
 
