@@ -40,6 +40,10 @@ from pathlib import Path
 METRICS = ("AP", "AP50", "AP75")  # reported for boxes and masks
 
 
+class SweepExistsError(ValueError):
+    """The output folder holds runs of another budget or other settings."""
+
+
 @dataclass(frozen=True)
 class Ablation:
     """One experiment: ``overrides`` (MaskRCNNConfig fields) on top of the demo's configuration, and
@@ -176,8 +180,8 @@ def run_ablations(budget="short", out_dir="runs/ablate", names=None, seeds=None,
     sweep_file = out / "sweep.json"
     if sweep_file.is_file() and json.loads(sweep_file.read_text()) != sweep:
         if not overwrite:
-            raise ValueError(f"ablate: {out} holds runs of another budget or settings ({sweep_file}); give another "
-                             f"folder, or overwrite=True (--overwrite) to start again there")
+            raise SweepExistsError(f"ablate: {out} holds runs of another budget or settings ({sweep_file}); give "
+                                   "another folder, or overwrite=True (--overwrite) to start again there")
     if overwrite and out.is_dir():
         for path in [out / "data", out / "ablations.json", sweep_file, *out.glob("*-seed*")]:
             if path.is_dir():

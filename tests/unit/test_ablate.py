@@ -101,3 +101,24 @@ def test_a_folder_with_another_budget_is_refused_unless_overwritten(tmp_path):
     result = run_ablations(other, out, names=["baseline"], progress=False, overwrite=True)
     assert result["budget"]["iterations"] == 1
     assert json.loads((out / "sweep.json").read_text())["budget"]["iterations"] == 1
+
+
+def test_the_command_line(tmp_path, monkeypatch, capsys):
+    from mrcnn_np.cli import main
+
+    monkeypatch.setitem(BUDGETS, "short", TINY)  # the command's short budget, made tinier
+    out = tmp_path / "sweep"
+    assert main(["ablate", "--only", "baseline", "roi_warp", "--seeds", "3", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "roi_warp" in printed and "27.2 vs 30.3 mask AP" in printed and str(out / "ablations.json") in printed
+    saved = json.loads((out / "ablations.json").read_text())
+    assert saved["command"] == f"mrcnn-np ablate --budget short --only baseline roi_warp --seeds 3 --out {out}"
+    assert [r["seed"] for e in saved["ablations"] for r in e["runs"]] == [3, 3]
+
+    monkeypatch.setitem(BUDGETS, "short", dataclasses.replace(TINY, iterations=1))
+    assert main(["ablate", "--only", "baseline", "--out", str(out), "--no-progress"]) == 2  # another budget
+    assert "holds runs of another budget" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["ablate", "--out", str(tmp_path / "file"), "--no-progress"]) == 2
+    with pytest.raises(SystemExit):
+        main(["ablate", "--only", "dropout"])
