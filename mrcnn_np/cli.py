@@ -530,7 +530,75 @@ def run_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_demo, _add_train, _add_evaluate, _add_predict, _add_convert, _add_check, _add_verify, _add_ablate)
+# --- inspect-data ------------------------------------------------------------------------
+def _add_inspect_data(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inspect-data",
+        help="before training: how a COCO-format dataset's objects meet the anchors, the FPN levels and the 28x28 mask",
+        description=(
+            "Reads a COCO-format annotation file as mrcnn-np train does and, for every ground truth in the model's "
+            "own coordinates (the configuration's resize), reports its best anchor IoU and that anchor's FPN level, "
+            "the anchors the RPN's matcher makes positive (IoU >= 0.7; objects matched only by the low-quality "
+            "rule, or not at all), the level the RoI heads pool it from, the IoU of its mask after the mask "
+            "target's round trip (RoIAlign to 28x28 on its box, pasted back), and objects too small for the finest "
+            "stride or the smallest anchor. Suggests anchor sizes and aspect ratios from the data and shows what "
+            "they would change. Prints a summary and the worst cases; writes OUT/inspect.json (every number) and "
+            "figures (OUT/best_anchor_iou.png, levels.png, mask_iou.png, anchors.png)."
+        ),
+    )
+    p.add_argument("annotations", help="COCO-format annotation file (JSON)")
+    p.add_argument("--images", default=None, help="image folder (default: next to the JSON, or its images/)")
+    p.add_argument("--config", default="tiny", metavar="NAME",
+                   help=f"the network whose anchors, levels and mask size are used, as mrcnn-np train --config: "
+                        f"{', '.join(TRAIN_CONFIGS)} (default: %(default)s)")
+    p.add_argument("--task", choices=("segmentation", "detection"), default="segmentation",
+                   help="detection: read the boxes only (annotations without segmentation), no mask round trip "
+                        "(default: %(default)s)")
+    p.add_argument("--min-size", type=_positive_int, default=None, help="shorter side after resizing "
+                   "(default: the configuration's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="longer side at most")
+    p.add_argument("--worst", type=_nonnegative_int, default=8, help="ground truths listed in each table of worst "
+                   "cases (default: %(default)s)")
+    p.add_argument("--out", default="runs/inspect", help="folder for inspect.json and the figures "
+                   "(default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(run=run_inspect_data)
+
+
+def run_inspect_data(args: argparse.Namespace) -> int:
+    """Inspect the dataset with the configuration's model; print the report, write the JSON and the figures."""
+    from . import config as configs
+    from .data.coco import CocoDataset, DatasetError
+    from .data.inspect import format_report, inspect_data, save_report
+
+    if args.config not in TRAIN_CONFIGS:
+        return _error(f"unknown --config {args.config!r}; expected one of {', '.join(TRAIN_CONFIGS)}", 2)
+    masks = args.task == "segmentation"
+    try:
+        _check_out_folder(args.out)
+        dataset = CocoDataset(args.annotations, args.images, masks=masks)
+        if not dataset.coco.getAnnIds():
+            raise DatasetError(f"{args.annotations}: no usable annotation, nothing to inspect")
+        name = TRAIN_CONFIGS[args.config]
+        sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
+        if "min_size" in sizes and "max_size" not in sizes:
+            sizes["max_size"] = max(sizes["min_size"], configs.preset(name).max_size)
+        config = configs.preset(name, num_classes=len(dataset.categories), **sizes, mask_branch=masks)
+    except (DatasetError, OSError, TypeError, ValueError, NotADirectoryError) as e:
+        return _error(e, 2)
+    try:
+        result = inspect_data(dataset, config, progress=not args.no_progress)
+    except DatasetError as e:  # an image changed or vanished since the dataset was read
+        return _error(e, 1)
+    print(f"{args.annotations} with --config {args.config}")
+    print(format_report(result, worst=args.worst))
+    files = save_report(result, args.out)
+    print("\n" + "\n".join(f"{name}: {path}" for name, path in files.items()))
+    return 0
+
+
+COMMANDS = (_add_demo, _add_train, _add_evaluate, _add_predict, _add_convert, _add_check, _add_verify, _add_ablate,
+            _add_inspect_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

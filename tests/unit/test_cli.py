@@ -12,7 +12,7 @@ from mrcnn_np import cli, demo
 from mrcnn_np.data.shapes import write_shapes_dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-COMMANDS = {"demo", "train", "evaluate", "predict", "convert", "check", "verify", "ablate"}
+COMMANDS = {"demo", "train", "evaluate", "predict", "convert", "check", "verify", "ablate", "inspect-data"}
 
 
 def subcommands() -> list[str]:
