@@ -14,6 +14,7 @@ Heavy imports (matplotlib, the model) happen inside the command functions, so
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from . import __version__
@@ -123,9 +124,7 @@ def _add_train(subparsers) -> None:
                         "fpn), resnet50_fpn_v2 (their _v2), resnet50_c4 (the paper's R50-C4); --task picks the mask "
                         "branch (default: %(default)s)")
     _add_task(p)
-    p.add_argument("--min-size", type=_positive_int, default=None, help="shorter side after resizing "
-                   "(default: the configuration's)")
-    p.add_argument("--max-size", type=_positive_int, default=None, help="longer side at most")
+    _add_model_options(p)
     p.add_argument("--iterations", type=_positive_int, default=r.iterations, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=r.batch_size, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=r.lr, help="peak learning rate (default: %(default)s)")
@@ -145,10 +144,44 @@ def _add_train(subparsers) -> None:
     p.set_defaults(run=run_train)
 
 
+def _add_model_options(p) -> None:
+    """The options of ``train`` and ``inspect-data`` that change the configuration's input size and anchors."""
+    p.add_argument("--min-size", type=_positive_int, default=None, help="shorter side after resizing "
+                   "(default: the configuration's)")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="longer side at most")
+    p.add_argument("--anchor-sizes", type=_positive_float, nargs="+", default=None, metavar="S",
+                   help="anchor sizes in pixels (of the resized image): one per FPN level P2..P6 (5 numbers), or "
+                        "all the sizes of the C4 models' one level (default: the configuration's, 32 64 128 256 512)")
+    p.add_argument("--aspect-ratios", type=_positive_float, nargs="+", default=None, metavar="R",
+                   help="anchor aspect ratios h / w, the same on every level (default: 0.5 1 2)")
+
+
+def _model_config(args: argparse.Namespace, num_classes: int, masks: bool):
+    """``--config``'s preset with ``--min-size``/``--max-size``/``--anchor-sizes``/``--aspect-ratios`` applied;
+    ValueError (or TypeError) for a combination the configuration refuses."""
+    from . import config as configs
+
+    name = TRAIN_CONFIGS[args.config]
+    base = configs.preset(name)
+    sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
+    if "min_size" in sizes and "max_size" not in sizes:
+        sizes["max_size"] = max(sizes["min_size"], base.max_size)
+    levels = len(base.anchor_sizes)
+    anchors = {}
+    if args.anchor_sizes:
+        if levels > 1 and len(args.anchor_sizes) != levels:
+            raise ValueError(f"--anchor-sizes: give one size per FPN level ({levels}: P2..P6) for --config "
+                             f"{args.config}, got {len(args.anchor_sizes)}")
+        anchors["anchor_sizes"] = (tuple((s,) for s in args.anchor_sizes) if levels > 1
+                                   else (tuple(args.anchor_sizes),))  # FPN: one size per level; C4: all on C4
+    if args.aspect_ratios:
+        anchors["aspect_ratios"] = (tuple(args.aspect_ratios),) * levels  # (levels, R): the same on every level
+    return configs.preset(name, num_classes=num_classes, **sizes, **anchors, mask_branch=masks)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import config as configs
     from .data.coco import CocoDataset, DatasetError
     from .model.mask_rcnn import MaskRCNN
     from .train import (
@@ -179,12 +212,8 @@ def run_train(args: argparse.Namespace) -> int:
                                f"has {dataset.categories[1:]}: --val must name the same categories")
     except (DatasetError, OSError) as e:
         return _error(e, 2)
-    name = TRAIN_CONFIGS[args.config]
-    sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
-    if "min_size" in sizes and "max_size" not in sizes:
-        sizes["max_size"] = max(sizes["min_size"], configs.preset(name).max_size)
     try:
-        config = configs.preset(name, num_classes=len(dataset.categories), **sizes, mask_branch=masks)
+        config = _model_config(args, len(dataset.categories), masks)
     except (TypeError, ValueError) as e:
         return _error(e, 2)
     milestones = args.milestones if args.milestones is not None else (
@@ -554,9 +583,7 @@ def _add_inspect_data(subparsers) -> None:
     p.add_argument("--task", choices=("segmentation", "detection"), default="segmentation",
                    help="detection: read the boxes only (annotations without segmentation), no mask round trip "
                         "(default: %(default)s)")
-    p.add_argument("--min-size", type=_positive_int, default=None, help="shorter side after resizing "
-                   "(default: the configuration's)")
-    p.add_argument("--max-size", type=_positive_int, default=None, help="longer side at most")
+    _add_model_options(p)
     p.add_argument("--worst", type=_nonnegative_int, default=8, help="ground truths listed in each table of worst "
                    "cases (default: %(default)s)")
     p.add_argument("--out", default="runs/inspect", help="folder for inspect.json and the figures "
@@ -567,7 +594,6 @@ def _add_inspect_data(subparsers) -> None:
 
 def run_inspect_data(args: argparse.Namespace) -> int:
     """Inspect the dataset with the configuration's model; print the report, write the JSON and the figures."""
-    from . import config as configs
     from .data.coco import CocoDataset, DatasetError
     from .data.inspect import format_report, inspect_data, save_report
 
@@ -579,11 +605,7 @@ def run_inspect_data(args: argparse.Namespace) -> int:
         dataset = CocoDataset(args.annotations, args.images, masks=masks)
         if not dataset.coco.getAnnIds():
             raise DatasetError(f"{args.annotations}: no usable annotation, nothing to inspect")
-        name = TRAIN_CONFIGS[args.config]
-        sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v}
-        if "min_size" in sizes and "max_size" not in sizes:
-            sizes["max_size"] = max(sizes["min_size"], configs.preset(name).max_size)
-        config = configs.preset(name, num_classes=len(dataset.categories), **sizes, mask_branch=masks)
+        config = _model_config(args, len(dataset.categories), masks)
     except (DatasetError, OSError, TypeError, ValueError, NotADirectoryError) as e:
         return _error(e, 2)
     try:
@@ -715,6 +737,7 @@ def _argument_type(convert, ok, expected: str):
 _positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
 _nonnegative_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")  # a seed
 _probability = _argument_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")  # a score threshold
+_positive_float = _argument_type(float, lambda v: math.isfinite(v) and v > 0, "a positive number")  # anchors
 
 
 if __name__ == "__main__":

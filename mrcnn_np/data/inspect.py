@@ -325,6 +325,8 @@ def format_report(result: dict, worst: int = 8) -> str:
                                for v in cells)))
     width = max(len(r[0]) for r in table) + 2
     lines += [""] + [f"{a:<{width}}{b:<28}{c}".rstrip() for a, b, c in table] + [""]
+    if sug:
+        lines += [f"to train (or inspect) with the suggested anchors: {suggestion_flags(sug)}", ""]
     q = s["best_iou_quantiles"]
     lines.append("best anchor IoU, 5/25/50/75/95%: " + " / ".join(f"{v:.2f}" for v in q.values()))
     lines.append("level of the best anchor: " + _hist(s["best_anchor_levels"]))
@@ -346,6 +348,14 @@ def format_report(result: dict, worst: int = 8) -> str:
         if ranked:
             lines += ["", f"worst {len(ranked)} {title}", _WORST_HEADER] + [_worst_row(g) for g in ranked]
     return "\n".join(lines)
+
+
+def suggestion_flags(suggestion: dict) -> str:
+    """The suggested anchors as the options of ``mrcnn-np train`` and ``inspect-data``: ``--anchor-sizes`` (one
+    per FPN level, or the C4 level's sizes) and ``--aspect-ratios`` (the same on every level)."""
+    sizes = [v for level in suggestion["anchor_sizes"] for v in level]
+    return (f"--anchor-sizes {' '.join(f'{v:g}' for v in sizes)} "
+            f"--aspect-ratios {' '.join(f'{v:g}' for v in suggestion['aspect_ratios'][0])}")
 
 
 _WORST_HEADER = (f"{'image':>7} {'ann':>7} {'category':<12} {'w x h':>11} {'sqrt':>6} {'h/w':>5} {'best IoU':>8} "

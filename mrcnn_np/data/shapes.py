@@ -240,16 +240,26 @@ def shapes_coco(n: int, seed=0, height: int = 128, width: int = 128, max_instanc
     RLE, ``bbox`` the mask's extent ``[x0, y0, x1 - x0, y1 - y0]`` (x1 = last column + 1),
     ``area`` its pixel count, ``iscrowd`` 0; category ids 1..3 are the labels.
     """
-    from ..evaluate import encode_mask  # pycocotools: imported when needed
-
     if not is_int(n) or n < 0:
         raise ValueError(f"shapes_coco: n must be a non-negative int, got {n!r}")
     if not is_int(seed) or seed < 0:
         raise ValueError(f"shapes_coco: seed must be a non-negative int, got {seed!r}")
+    samples = (random_image(np.random.default_rng([seed, i]), height, width, max_instances, **kwargs)
+               for i in range(n))
+    return images_to_coco(samples, COCO_CATEGORIES, f"mrcnn-np shapes, seed {seed}, {n} images of {height}x{width}")
+
+
+def images_to_coco(samples, categories: list[dict], description: str) -> tuple[dict, dict]:
+    """``(image, masks, labels)`` triples (float (H, W, 3) in [0, 1], bool (K, H, W), int (K,) category ids)
+    -> (COCO dict, ``{image_id: uint8 (H, W, 3)}``): image ``i`` gets id ``i + 1`` and ``file_name``
+    ``"000001.png"`` ...; one annotation per mask: the mask as a compressed RLE, ``bbox`` its extent
+    ``[x0, y0, x1 - x0, y1 - y0]`` (x1 = last column + 1), ``area`` its pixel count, ``iscrowd`` 0."""
+    from ..evaluate import encode_mask  # pycocotools: imported when needed
+
     images, annotations, arrays = [], [], {}
-    for i in range(n):
-        image, masks, labels = random_image(np.random.default_rng([seed, i]), height, width, max_instances, **kwargs)
+    for i, (image, masks, labels) in enumerate(samples):
         image_id = i + 1
+        height, width = image.shape[:2]
         arrays[image_id] = np.round(image * 255).astype(np.uint8)  # (H, W, 3) in [0, 1] -> uint8
         images.append({"id": image_id, "file_name": f"{image_id:06d}.png", "height": height, "width": width})
         for mask, label in zip(masks, labels, strict=True):
@@ -258,9 +268,27 @@ def shapes_coco(n: int, seed=0, height: int = 128, width: int = 128, max_instanc
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
                                 "segmentation": encode_mask(mask), "bbox": [x0, y0, x1 - x0, y1 - y0],
                                 "area": int(mask.sum()), "iscrowd": 0})
-    coco = {"info": {"description": f"mrcnn-np shapes, seed {seed}, {n} images of {height}x{width}"},
-            "images": images, "annotations": annotations, "categories": [dict(c) for c in COCO_CATEGORIES]}
+    coco = {"info": {"description": description}, "images": images, "annotations": annotations,
+            "categories": [dict(c) for c in categories]}
     return coco, arrays
+
+
+def write_coco(out_dir, coco: dict, arrays: dict, progress: bool = False, desc: str = "write images") -> Path:
+    """Write the images of ``arrays`` (``{image_id: uint8 (H, W, 3)}``) to ``out_dir/images/`` under their
+    ``file_name`` and ``coco`` to ``out_dir/annotations.json``; returns the JSON path."""
+    from PIL import Image
+
+    from ..progress import progress_bar
+
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    with progress_bar(progress, total=len(coco["images"]), desc=desc, unit="image") as bar:
+        for entry in coco["images"]:
+            Image.fromarray(arrays[entry["id"]]).save(out_dir / "images" / entry["file_name"])
+            bar.update()
+    path = out_dir / "annotations.json"
+    path.write_text(json.dumps(coco), encoding="utf-8")
+    return path
 
 
 def write_shapes_dataset(out_dir, n: int, seed=0, height: int = 128, width: int = 128, max_instances: int = 4,
@@ -270,20 +298,8 @@ def write_shapes_dataset(out_dir, n: int, seed=0, height: int = 128, width: int 
     Returns the JSON path; ``CocoDataset(path)`` finds the images in ``images/`` next to it.
     ``progress`` shows a progress bar while the PNGs are written.
     """
-    from PIL import Image
-
-    from ..progress import progress_bar
-
     coco, arrays = shapes_coco(n, seed, height, width, max_instances, **kwargs)
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    with progress_bar(progress, total=len(coco["images"]), desc="write shapes", unit="image") as bar:
-        for entry in coco["images"]:
-            Image.fromarray(arrays[entry["id"]]).save(out_dir / "images" / entry["file_name"])
-            bar.update()
-    path = out_dir / "annotations.json"
-    path.write_text(json.dumps(coco), encoding="utf-8")
-    return path
+    return write_coco(out_dir, coco, arrays, progress, desc="write shapes")
 
 
 def shapes_dataset(n: int, seed=0, height: int = 128, width: int = 128, max_instances: int = 4, **kwargs):

@@ -18,6 +18,8 @@ from mrcnn_np.backend import as_array
 from mrcnn_np.data.coco import CocoDataset
 from mrcnn_np.data.inspect import feature_sizes, inspect_data, save_report, suggest_anchors
 from mrcnn_np.data.shapes import write_shapes_dataset
+from mrcnn_np.data.small_objects import write_small_objects_dataset
+from mrcnn_np.demo import DemoSettings
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.model.transform import paste_masks_in_image
 from mrcnn_np.ops import box_iou
@@ -128,6 +130,49 @@ def test_every_number_is_the_model_stages_own(shapes_file, name):
         assert s["mask_iou"]["median"] > 0.8  # shapes' masks survive 28x28 well
 
 
+@pytest.fixture(scope="module")
+def demo_and_chapter_files(tmp_path_factory):
+    """The demo's data (DemoSettings: 128x128 shapes) and chapter 11's (specks and rods), six images each."""
+    folder = tmp_path_factory.mktemp("demo_and_chapter")
+    return {"demo": write_shapes_dataset(folder / "demo", 6, seed=0, **DemoSettings().data()),
+            "specks": write_small_objects_dataset(folder / "specks", 6, seed=0)}
+
+
+@pytest.mark.parametrize("data", ["demo", "specks", "specks_suggested"])
+def test_demo_and_chapter_data_numbers_are_the_model_stages_own(demo_and_chapter_files, data):
+    """The demo's model on its own data and on chapter 11's small objects, with the default anchors and
+    with the suggested ones (the chapter's 'after'): every number as the model's stages give it."""
+    dataset = CocoDataset(demo_and_chapter_files[data.split("_")[0]], strict=True)
+    config = replace(DemoSettings().config(), num_classes=len(dataset.categories))
+    result = inspect_data(dataset, config)
+    if data == "specks_suggested":
+        sug = result["suggestion"]
+        config = replace(config, anchor_sizes=tuple(map(tuple, sug["anchor_sizes"])),
+                         aspect_ratios=tuple(map(tuple, sug["aspect_ratios"])))
+        result = inspect_data(dataset, config, suggest=False)
+        assert [g["positives"] for g in result["ground_truths"]] == \
+            [g["suggested"]["positives"] for g in inspect_data(dataset, replace(
+                DemoSettings().config(), num_classes=len(dataset.categories)))["ground_truths"]]
+    expected = direct(dataset, config)
+    gts = result["ground_truths"]
+    assert len(gts) == len(expected) == len(dataset.coco.getAnnIds()) >= 12
+    levels = result["settings"]["anchor_levels"]
+    for got, want in zip(gts, expected, strict=True):
+        assert got["best_anchor_iou"] == pytest.approx(want["best_anchor_iou"], abs=1e-6)
+        assert got["best_anchor_level"] == levels[want["best_level"]]
+        assert (got["positives"], got["low_quality_only"], got["unmatched"]) == \
+            (want["positives"], want["low_quality_only"], want["unmatched"])
+        assert got["roi_level"] == f"P{want['roi_level']}"
+        assert got["mask_iou"] == pytest.approx(want["mask_iou"], abs=1e-12)
+    s = result["summary"]
+    assert s["low_quality_only"] == sum(w["low_quality_only"] for w in expected)
+    if data == "specks":  # no default anchor fits a speck or a rod at 0.7
+        assert s["low_quality_only"] == len(gts) and s["too_small_for_anchors"] == len(gts)
+        assert result["suggestion"]["after"]["low_quality_only"] < len(gts)
+    if data == "demo":  # the demo's shapes (32..77 px) suit the default anchors
+        assert s["low_quality_only"] < len(gts) and s["too_small_for_anchors"] == 0
+
+
 def test_small_and_thin_objects_are_flagged(small_file):
     dataset = CocoDataset(small_file)
     config = configs.preset("tiny", num_classes=len(dataset.categories))
@@ -235,3 +280,56 @@ def test_help_lists_the_command(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["inspect-data", "--help"])
     assert exit_.value.code == 0 and "mrcnn-np inspect-data" in capsys.readouterr().out
+
+
+# --- the suggested anchors, used from the command line --------------------------------------------
+def test_the_printed_flags_give_the_suggestions_numbers(small_file, tmp_path, capsys):
+    """inspect-data prints the suggestion as --anchor-sizes/--aspect-ratios; inspecting again with those flags
+    gives the suggestion's 'after' statistics, and train builds its model with them."""
+    assert cli.main(["inspect-data", str(small_file), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("to train (or inspect) with"))
+    flags = line.split(": ", 1)[1].split()
+    first = json.loads((tmp_path / "a" / "inspect.json").read_text())
+    sizes = flags[flags.index("--anchor-sizes") + 1:flags.index("--aspect-ratios")]
+    assert [float(v) for v in sizes] == [level[0] for level in first["suggestion"]["anchor_sizes"]]
+    assert cli.main(["inspect-data", str(small_file), *flags, "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    capsys.readouterr()
+    again = json.loads((tmp_path / "b" / "inspect.json").read_text())
+    assert again["settings"]["anchor_sizes"] == first["suggestion"]["anchor_sizes"]
+    assert again["settings"]["aspect_ratios"] == first["suggestion"]["aspect_ratios"]
+    assert {k: again["summary"][k] for k in first["suggestion"]["after"]} == first["suggestion"]["after"]
+
+    run = tmp_path / "run"
+    assert cli.main(["train", str(small_file), *flags, "--iterations", "1", "--batch-size", "2", "--min-size", "64",
+                     "--milestones", "1", "--out", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    from mrcnn_np.convert import load_model
+
+    config = load_model(run / "model.safetensors").config
+    assert [list(level) for level in config.anchor_sizes] == first["suggestion"]["anchor_sizes"]
+    assert [list(level) for level in config.aspect_ratios] == first["suggestion"]["aspect_ratios"]
+
+
+def test_anchor_flags_on_the_c4_model_name_its_one_level(small_file, tmp_path, capsys):
+    assert cli.main(["inspect-data", str(small_file), "--config", "tiny_c4", "--anchor-sizes", "8", "16", "32",
+                     "--aspect-ratios", "0.2", "1", "5", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "--anchor-sizes" in capsys.readouterr().out
+    settings = json.loads((tmp_path / "inspect.json").read_text())["settings"]
+    assert settings["anchor_sizes"] == [[8, 16, 32]] and settings["aspect_ratios"] == [[0.2, 1, 5]]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--anchor-sizes", "8", "16", "32"], "--anchor-sizes: give one size per FPN level (5: P2..P6)"),
+    (["--anchor-sizes", "8", "0", "32", "64", "128"], "must be a positive number, got '0'"),
+    (["--aspect-ratios", "nan"], "must be a positive number, got 'nan'"),
+])
+def test_bad_anchor_flags_are_one_line_errors(argv, message, small_file, tmp_path, capsys):
+    for command in (["inspect-data", str(small_file)], ["train", str(small_file), "--iterations", "1"]):
+        try:
+            status = cli.main([*command, *argv, "--out", str(tmp_path / "o"), "--no-progress"])
+        except SystemExit as e:  # argparse refuses the value itself
+            status = e.code
+        assert status == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not (tmp_path / "o").exists()
