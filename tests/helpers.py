@@ -6,6 +6,10 @@ Relative error is measured against the reference's scale: ``max|ours - ref| / ma
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import numpy as np
 
 from mrcnn_np.autograd import Tensor
@@ -61,3 +65,19 @@ def check_gradients(fn, arrays, wrt, rtol=1e-6, seed=0):
     for i in wrt:
         numeric = numerical_grad(scalar, arrays, i)
         assert_rel(tensors[i].grad, numeric, rtol, f"input {i} vs central differences")
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def as_json(value):
+    """``value`` as a JSON file holds it (tuples as lists)."""
+    return json.loads(json.dumps(value))

@@ -4,7 +4,6 @@ same settings and recipe for every architecture), or the chapter shows numbers o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mrcnn_np.demo import DemoSettings
+from tests.helpers import as_json, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "notebooks" / "results" / "architectures.json"
@@ -19,14 +19,7 @@ RESULT = ROOT / "notebooks" / "results" / "architectures.json"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("compare_architectures", ROOT / "benchmarks" / "compare_architectures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def as_json(value):
-    return json.loads(json.dumps(value))  # tuples -> lists, as the file holds them
+    return load_benchmark("compare_architectures")
 
 
 def write_run(folder: Path, settings: DemoSettings, seconds: list[float]) -> None:
