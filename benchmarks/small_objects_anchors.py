@@ -32,7 +32,7 @@ import numpy as np
 
 from mrcnn_np.autograd import no_grad
 from mrcnn_np.data.coco import CocoDataset
-from mrcnn_np.data.inspect import inspect_data
+from mrcnn_np.data.inspect import inspect_data, with_suggested_anchors
 from mrcnn_np.data.small_objects import write_small_objects_dataset
 from mrcnn_np.demo import DemoSettings
 from mrcnn_np.evaluate import evaluate_model
@@ -125,8 +125,7 @@ def main(argv=None) -> int:
     config = base_config(len(train_set.categories))
     inspection = inspect_data(train_set, config, progress=True)
     suggestion = inspection["suggestion"]
-    suggested = dataclasses.replace(config, anchor_sizes=tuple(map(tuple, suggestion["anchor_sizes"])),
-                                    aspect_ratios=tuple(map(tuple, suggestion["aspect_ratios"])))
+    suggested = with_suggested_anchors(config, suggestion)
     result = {"command": " ".join(["python", "benchmarks/small_objects_anchors.py", *(argv or sys.argv[1:])]),
               "provenance": provenance(), "settings": shared, "recipe": dataclasses.asdict(demo.recipe()),
               "inspection": {"anchor_sizes": suggestion["anchor_sizes"], "aspect_ratios": suggestion["aspect_ratios"],

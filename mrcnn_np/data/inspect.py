@@ -350,6 +350,16 @@ def format_report(result: dict, worst: int = 8) -> str:
     return "\n".join(lines)
 
 
+def with_suggested_anchors(config, suggestion: dict):
+    """``config`` with the anchors of ``suggestion`` (``inspect_data(...)["suggestion"]``, or its JSON):
+    what ``mrcnn-np train`` builds from :func:`suggestion_flags`."""
+    if not isinstance(suggestion, dict) or not {"anchor_sizes", "aspect_ratios"} <= suggestion.keys():
+        raise TypeError("with_suggested_anchors: suggestion must be inspect_data(...)['suggestion'], a dict with "
+                        f"anchor_sizes and aspect_ratios, got {type(suggestion).__name__}")
+    return replace(config, anchor_sizes=tuple(map(tuple, suggestion["anchor_sizes"])),
+                   aspect_ratios=tuple(map(tuple, suggestion["aspect_ratios"])))
+
+
 def suggestion_flags(suggestion: dict) -> str:
     """The suggested anchors as the options of ``mrcnn-np train`` and ``inspect-data``: ``--anchor-sizes`` (one
     per FPN level, or the C4 level's sizes) and ``--aspect-ratios`` (the same on every level)."""

@@ -240,13 +240,18 @@ def shapes_coco(n: int, seed=0, height: int = 128, width: int = 128, max_instanc
     RLE, ``bbox`` the mask's extent ``[x0, y0, x1 - x0, y1 - y0]`` (x1 = last column + 1),
     ``area`` its pixel count, ``iscrowd`` 0; category ids 1..3 are the labels.
     """
+    return seeded_coco("shapes_coco", lambda rng: random_image(rng, height, width, max_instances, **kwargs), n, seed,
+                       COCO_CATEGORIES, f"mrcnn-np shapes, seed {seed}, {n} images of {height}x{width}")
+
+
+def seeded_coco(caller: str, draw, n: int, seed, categories: list[dict], description: str) -> tuple[dict, dict]:
+    """``n`` samples ``draw(rng)`` -> :func:`images_to_coco`, sample ``i`` from ``np.random.default_rng([seed, i])``
+    (so ``n`` images are a prefix of ``n + 1``); ValueError naming ``caller`` for a bad ``n`` or ``seed``."""
     if not is_int(n) or n < 0:
-        raise ValueError(f"shapes_coco: n must be a non-negative int, got {n!r}")
+        raise ValueError(f"{caller}: n must be a non-negative int, got {n!r}")
     if not is_int(seed) or seed < 0:
-        raise ValueError(f"shapes_coco: seed must be a non-negative int, got {seed!r}")
-    samples = (random_image(np.random.default_rng([seed, i]), height, width, max_instances, **kwargs)
-               for i in range(n))
-    return images_to_coco(samples, COCO_CATEGORIES, f"mrcnn-np shapes, seed {seed}, {n} images of {height}x{width}")
+        raise ValueError(f"{caller}: seed must be a non-negative int, got {seed!r}")
+    return images_to_coco((draw(np.random.default_rng([seed, i])) for i in range(n)), categories, description)
 
 
 def images_to_coco(samples, categories: list[dict], description: str) -> tuple[dict, dict]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..checks import is_int
-from .shapes import _check_image_size, _distinct_colour, draw_mask, images_to_coco, write_coco
+from .shapes import _check_image_size, _distinct_colour, draw_mask, seeded_coco, write_coco
 
 KINDS = ("speck", "rod")
 CATEGORIES = [{"id": k + 1, "name": kind} for k, kind in enumerate(KINDS)]  # label = KINDS index + 1
@@ -99,14 +99,11 @@ def small_objects_coco(n: int, seed=0, height: int = 128, width: int = 128, max_
     """``n`` images of :func:`small_objects_image` -> (COCO dict, ``{image_id: uint8 (H, W, 3)}``); image ``i``
     from ``np.random.default_rng([seed, i])`` (a prefix property as :func:`.shapes.shapes_coco`), category
     ids 1 ("speck") and 2 ("rod"); ``kwargs`` go to :func:`small_objects_image`."""
-    if not is_int(n) or n < 0:
-        raise ValueError(f"small_objects_coco: n must be a non-negative int, got {n!r}")
-    if not is_int(seed) or seed < 0:
-        raise ValueError(f"small_objects_coco: seed must be a non-negative int, got {seed!r}")
-    samples = (small_objects_image(np.random.default_rng([seed, i]), height, width, max_instances, **kwargs)
-               for i in range(n))
-    return images_to_coco(samples, CATEGORIES,
-                          f"mrcnn-np specks and rods, seed {seed}, {n} images of {height}x{width}")
+    def draw(rng):
+        return small_objects_image(rng, height, width, max_instances, **kwargs)
+
+    return seeded_coco("small_objects_coco", draw, n, seed, CATEGORIES,
+                       f"mrcnn-np specks and rods, seed {seed}, {n} images of {height}x{width}")
 
 
 def write_small_objects_dataset(out_dir, n: int, seed=0, height: int = 128, width: int = 128,

@@ -16,7 +16,7 @@ from mrcnn_np import config as configs
 from mrcnn_np.autograd import no_grad
 from mrcnn_np.backend import as_array
 from mrcnn_np.data.coco import CocoDataset
-from mrcnn_np.data.inspect import feature_sizes, inspect_data, save_report, suggest_anchors
+from mrcnn_np.data.inspect import feature_sizes, inspect_data, save_report, suggest_anchors, with_suggested_anchors
 from mrcnn_np.data.shapes import write_shapes_dataset
 from mrcnn_np.data.small_objects import write_small_objects_dataset
 from mrcnn_np.demo import DemoSettings
@@ -147,8 +147,7 @@ def test_demo_and_chapter_data_numbers_are_the_model_stages_own(demo_and_chapter
     result = inspect_data(dataset, config)
     if data == "specks_suggested":
         sug = result["suggestion"]
-        config = replace(config, anchor_sizes=tuple(map(tuple, sug["anchor_sizes"])),
-                         aspect_ratios=tuple(map(tuple, sug["aspect_ratios"])))
+        config = with_suggested_anchors(config, sug)
         result = inspect_data(dataset, config, suggest=False)
         assert [g["positives"] for g in result["ground_truths"]] == \
             [g["suggested"]["positives"] for g in inspect_data(dataset, replace(
@@ -209,8 +208,7 @@ def test_the_suggestion_helps_small_objects(small_file):
     sizes = [level[0] for level in sug["anchor_sizes"]]
     assert [b / a for a, b in zip(sizes[:-1], sizes[1:], strict=True)] == [pytest.approx(2, rel=0.1)] * 4  # octaves
     # 'after' is the same statistic with the suggested anchors in the configuration
-    changed = replace(config, anchor_sizes=tuple(map(tuple, sug["anchor_sizes"])),
-                      aspect_ratios=tuple(map(tuple, sug["aspect_ratios"])))
+    changed = with_suggested_anchors(config, sug)
     again = inspect_data(dataset, changed, suggest=False)
     assert again["summary"]["low_quality_only"] == after["low_quality_only"]
     assert [g["suggested"]["positives"] for g in result["ground_truths"]] == \
@@ -333,3 +331,17 @@ def test_bad_anchor_flags_are_one_line_errors(argv, message, small_file, tmp_pat
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
         assert not (tmp_path / "o").exists()
+
+
+def test_with_suggested_anchors_refuses_what_is_not_a_suggestion():
+    config = configs.preset("tiny")
+    with pytest.raises(TypeError, match="with_suggested_anchors: suggestion must be"):
+        with_suggested_anchors(config, None)
+    with pytest.raises(TypeError, match="anchor_sizes and aspect_ratios"):
+        with_suggested_anchors(config, {"anchor_sizes": [[8]] * 5})
+    with pytest.raises(ValueError, match="one tuple per FPN level"):
+        with_suggested_anchors(config, {"anchor_sizes": [[8]] * 4, "aspect_ratios": [[1.0]] * 5})
+    changed = with_suggested_anchors(config, {"anchor_sizes": [[8], [16], [32], [64], [128]],
+                                              "aspect_ratios": [[0.25, 1.0, 4.0]] * 5})
+    assert changed.anchor_sizes == ((8,), (16,), (32,), (64,), (128,))
+    assert changed.aspect_ratios == ((0.25, 1.0, 4.0),) * 5
