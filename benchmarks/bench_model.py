@@ -7,7 +7,11 @@ Prints best-of-N wall times (calls interleaved), the ratio mrcnn_np / torchvisio
 as a user writes it (``model([image])``) against the same call inside ``no_grad()`` -- equal
 within noise, since predict never records the tape -- and our time per stage from one extra run.
 
-    python benchmarks/bench_model.py [--repeats 3] [--size 800]
+    python benchmarks/bench_model.py [--repeats 3] [--size 800] [--image photo|random] [--conv-threads N]
+
+``--image random``: uniform noise instead of the photograph (more proposals survive, different
+RoI heads' work). ``--conv-threads``: threads of mrcnn_np's convolutions (default: torch's thread
+count, so both libraries use the same cores; 1: serial tiles on BLAS's own threads).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 
 from mrcnn_np import no_grad
+from mrcnn_np.kernels import threads as conv_threads
 from mrcnn_np.nn import functional as F
 from mrcnn_np.reference.twins import build_pair, sample_image
 
@@ -78,8 +83,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=800)
+    parser.add_argument("--image", choices=("photo", "random"), default="photo")
+    parser.add_argument("--conv-threads", type=int, default=None)
     args = parser.parse_args(argv)
-    image = square_image(args.size).astype(np.float32)
+    conv_threads.THREADS = args.conv_threads or torch.get_num_threads()
+    if args.image == "photo":
+        image = square_image(args.size).astype(np.float32)
+    else:
+        image = np.random.default_rng(0).random((args.size, args.size, 3), dtype=np.float32)
     tv, ours = build_pair(num_classes=91, dtype=np.float32, min_size=args.size, max_size=1333, image=image)
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
@@ -95,8 +106,10 @@ def main(argv=None):
             return tv([x])
 
     t_ours, t_no_grad, t_torch = best_times((run_ours, run_ours_inside_no_grad, run_torch), args.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}")
-    print(f"Mask R-CNN ResNet-50-FPN inference, 1 image 3x{args.size}x{args.size} float32, best of {args.repeats}; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (mrcnn_np's convolutions "
+          f"{conv_threads.conv_threads()}), numpy {np.__version__}")
+    print(f"Mask R-CNN ResNet-50-FPN inference, 1 {args.image} image 3x{args.size}x{args.size} float32, "
+          f"best of {args.repeats}; "
           f"{len(run_ours()[0]['boxes'])} detections")
     print(f"{'mrcnn_np':>12s} {'torchvision':>12s} {'ratio':>7s}")
     print(f"{t_ours:11.3f}s {t_torch:11.3f}s {t_ours / t_torch:6.2f}x")

@@ -9,7 +9,7 @@ the ratio mrcnn_np / torchvision, and each library's iteration split into forwar
 backward and optimiser step (best of N of each part).
 
     python benchmarks/bench_train.py [--repeats 5] [--batch-size 4] [--image-size 128] [--threads 2]
-        [--config tiny|tiny_v2|tiny_c4]
+        [--config tiny|tiny_v2|tiny_c4] [--conv-threads N]
 
 ``--config`` picks the architecture (torchvision's v2 recipe, or the ResNet-C4 model against its
 twin assembled from torchvision's modules), each preset as it is.
@@ -29,6 +29,7 @@ import torch
 from mrcnn_np import Tensor
 from mrcnn_np.config import preset
 from mrcnn_np.data import DataLoader, shapes_dataset
+from mrcnn_np.kernels import threads as conv_threads
 from mrcnn_np.reference.training import torchvision_optimizer, torchvision_train_step
 from mrcnn_np.reference.twins import targets_to_torch, to_torch, twin_pair
 from mrcnn_np.train import TrainRecipe, make_optimizer, train_step
@@ -61,8 +62,12 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=128, help="square shapes images, also min/max_size")
     parser.add_argument("--threads", type=int, default=2, help="torch and numba threads (default: %(default)s)")
     parser.add_argument("--config", choices=("tiny", "tiny_v2", "tiny_c4"), default="tiny")
+    parser.add_argument("--conv-threads", type=int, default=None,
+                        help="threads of mrcnn_np's convolutions (default: --threads; 1: serial tiles on BLAS's "
+                             "own threads)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    conv_threads.THREADS = args.conv_threads or args.threads
     # numba's OpenMP kernels set the OpenMP thread count (torch's too) to numba's at every launch
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
@@ -96,8 +101,8 @@ def main(argv=None):
     parts_ours = phase_times(ours_forward, lambda loss: loss.backward(), optimizer.step, args.repeats)
     parts_torch = phase_times(torch_forward, lambda loss: loss.backward(), tv_optimizer.step, args.repeats)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (numba {numba.get_num_threads()}), "
-          f"numpy {np.__version__}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (numba {numba.get_num_threads()}, "
+          f"mrcnn_np's convolutions {conv_threads.conv_threads()}), numpy {np.__version__}")
     print(f"Mask R-CNN {args.config} (ResNet {'-'.join(map(str, config.backbone_layers))} width "
           f"{config.backbone_width}, {'C4' if config.architecture == 'c4' else f'FPN {config.fpn_channels}'}), "
           f"one training iteration, batch {args.batch_size} x 3x{args.image_size}x"

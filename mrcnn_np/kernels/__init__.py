@@ -16,7 +16,9 @@ cores with them (and its own OpenMP threads spin after it, in BLAS's way). Measu
 thread (``NUMBA_NUM_THREADS=1``) against two: a training iteration of the tiny model 0.30-0.31 s
 against 0.42-0.44 s, a ResNet-50-FPN inference at 800x800 2.9 s against 3.2-4.2 s. Set
 ``mrcnn_np.kernels.PARALLEL = True`` to run those loops on numba's threads (on a machine with
-cores to spare, after measuring).
+cores to spare, after measuring). The convolutions do use every core: :mod:`.threads` shares a
+conv's tiles out over Python threads and holds BLAS to one thread for the process
+(``mrcnn_np.kernels.threads.THREADS``: how many; 1 gives BLAS its own threads back).
 """
 
 PARALLEL = False  # run the CPU kernels' prange loops on numba's threads (see above)

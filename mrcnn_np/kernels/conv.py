@@ -33,15 +33,22 @@ tap and row, in the specification's order of taps. A transposed convolution is t
 used as a forward (``_fold`` of ``weight.T @ x``), and its backward is a convolution and a weight
 gradient.
 
-The kernels here are serial: on a 2-core machine, a parallel numba region between two
-multi-threaded BLAS products cost more than it saved (the OpenMP and OpenBLAS threads each
-spin-wait for the cores), measured with benchmarks/bench_conv.py; BLAS does the parallel work.
+**Threads** (:mod:`.threads`): the tiles are independent, so a conv shares them out over the cores,
+each thread gathering and multiplying its own run of tiles, with BLAS on one thread; a conv with
+fewer than :data:`MIN_PARALLEL` columns per thread runs on the caller's alone. (A numba parallel
+region was tried before and cost more than it saved: its OpenMP threads and OpenBLAS's each
+spin-wait for the cores.) Measured on the 2-core machine, same run, two threads against the
+serial tiles with BLAS's two threads: the demo's training iteration (``bench_train.py``) went from
+1.01x-1.17x torchvision's to 0.92x-0.95x. Folds into a band of one image share input rows, so a
+strided conv's input gradient is shared out only over tiles of whole images.
 
 Every product has the specification's shape of reduction (the same ``K`` per output value, by
-the same BLAS routine), so with one tile the forward equals the specification bit for bit, as
-measured; across tiles the weight gradient is summed tile by tile and a pixel's input gradient
-receives its taps tile by tile, which changes the last bits only
-(``tests/kernels/test_conv_kernels.py``).
+the same BLAS routine), so with one tile (one thread) the forward equals the specification bit for
+bit, as measured; across tiles the weight gradient is summed tile by tile (then thread by thread,
+in the order of their tiles), a pixel's input gradient receives its taps tile by tile, and BLAS
+may round a narrower product's edge columns differently, which changes the last bits only
+(``tests/kernels/test_conv_kernels.py``). The tiles depend on the shapes and the thread count
+alone, so a run repeats bit for bit.
 """
 
 from __future__ import annotations
@@ -49,8 +56,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .threads import conv_threads, in_parallel, split
+
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
+MIN_PARALLEL = 512  # columns per thread below which a conv runs on one thread (a hand-off costs ~50 us)
+
+
+def _chunks(tiles: list, Wo: int, threads: int) -> list:
+    """``tiles`` as at most ``threads`` runs of consecutive tiles with about equal numbers of columns."""
+    return split(tiles, [(n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles], threads)
 
 
 def _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
@@ -75,7 +90,7 @@ def _gather(windows, n0, n1, r0, r1, cols):
     np.copyto(target, windows[n0:n1, :, :, :, r0:r1].transpose(1, 2, 3, 0, 4, 5))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fold(cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
     """The adjoint of :func:`_gather`: ``out[n, c, y, x] += cols[k, t]`` for every tap that read
     input pixel (y, x), in the order channel, tap (i, j), image, row; taps in the padding are dropped."""
@@ -104,16 +119,23 @@ def _fold(cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
                         t += Wo
 
 
-def _tiles(N: int, Ho: int, Wo: int, K: int):
+def _tiles(N: int, Ho: int, Wo: int, K: int, parts: int = 1):
     """The tiles of output positions: ``(n0, n1, r0, r1)``, a band of rows of one image or, when an
-    image is smaller than a tile, a group of whole images; each about :data:`TILE_VALUES` / K columns."""
-    if K == 0:  # a pointwise conv gathers nothing: one product per image
-        return [(n, n + 1, 0, Ho) for n in range(N)] if Ho * Wo >= MIN_COLUMNS or N == 1 else \
-            _tiles(N, Ho, Wo, 1)
-    columns = max(Wo, MIN_COLUMNS, TILE_VALUES // K)
+    image is smaller than a tile, a group of whole images; each about :data:`TILE_VALUES` / K columns,
+    and at least ``parts`` tiles (one per worker) when each would still hold :data:`MIN_PARALLEL` columns."""
     per_image = Ho * Wo
+    if K == 0:  # a pointwise conv gathers nothing: one product per image
+        if per_image >= MIN_COLUMNS or N == 1:
+            rows = Ho if N >= parts or per_image < parts * MIN_PARALLEL else -(-Ho // parts)
+            return [(n, n + 1, r, min(Ho, r + rows)) for n in range(N) for r in range(0, Ho, rows)]
+        K = 1
+    columns = max(Wo, MIN_COLUMNS, TILE_VALUES // K)
+    total = N * per_image
+    if parts > 1 and total >= parts * MIN_PARALLEL:
+        columns = max(Wo, min(columns, -(-total // parts)))
     if per_image <= columns:
-        group = max(1, columns // per_image)
+        count = max(1, -(-total // columns))  # tiles of whole images, as even as whole images allow
+        group = max(1, -(-N // count))
         return [(n, min(N, n + group), 0, Ho) for n in range(0, N, group)]
     rows = max(1, columns // Wo)
     return [(n, n + 1, r, min(Ho, r + rows)) for n in range(N) for r in range(0, Ho, rows)]
@@ -149,22 +171,30 @@ def _product(a, b, out3, n0, n1, r0, r1, Wo):
     return a @ b
 
 
-def _pointwise(w2, x, out) -> None:
-    """``out (N, C_out, L) = w2 (C_out, C_in) @ x (N, C_in, L)``, image by image: a 1x1 stride-1 conv,
-    whose every image is its own ``cols``. Maps of at least :data:`MIN_COLUMNS` positions: one batched
-    product straight into ``out``. Smaller maps (the RoIs of a head: 256 of 14x14) would make as many
-    tiny products, far below BLAS speed, so the images are grouped into tiles of about
-    :data:`TILE_VALUES` / C_in columns, each one product on its (C_in, n*L) layout."""
+def _pointwise(w2, x, out, bias=None, residual=None, relu: bool = False) -> None:
+    """``out (N, C_out, L) = w2 (C_out, C_in) @ x (N, C_in, L)`` (then the epilogue), tile by tile: a
+    1x1 stride-1 conv, whose every image is its own ``cols``. Maps of at least :data:`MIN_COLUMNS`
+    positions: a product per image (or per band of it) straight into ``out``. Smaller maps (the RoIs
+    of a head: 256 of 14x14) would make as many tiny products, far below BLAS speed, so the images
+    are grouped into tiles of about :data:`TILE_VALUES` / C_in columns, each one product on its
+    (C_in, n*L) layout."""
     N, C, L = x.shape
-    if L >= MIN_COLUMNS or N == 1:
-        np.matmul(w2, x, out=out)
-        return
-    group = max(1, max(MIN_COLUMNS, TILE_VALUES // C) // L)
-    for n0 in range(0, N, group):
-        n1 = min(N, n0 + group)
-        cols = x[n0:n1].transpose(1, 0, 2).reshape(C, (n1 - n0) * L)  # (n, C, L) -> (C, n, L) -> (C, n*L)
-        # (C_out, n*L) -> (C_out, n, L) -> (n, C_out, L)
-        out[n0:n1] = (w2 @ cols).reshape(-1, n1 - n0, L).transpose(1, 0, 2)
+
+    def run(tiles):
+        for n0, n1, r0, r1 in tiles:
+            if n1 - n0 == 1:
+                tile = out[n0, :, r0:r1]
+                np.matmul(w2, x[n0, :, r0:r1], out=tile)
+            else:
+                tile = w2 @ x[n0:n1].transpose(1, 0, 2).reshape(C, (n1 - n0) * L)  # (n, C, L) -> (C, n*L)
+            _epilogue(tile, bias, None if residual is None else _grad_tile(residual[..., None], n0, n1, r0, r1),
+                      relu)
+            if n1 - n0 > 1:
+                _put(out, tile, n0, n1, r0, r1)
+
+    # each image as L rows of one column: (n0, n1, r0, r1) tiles of columns of (C, L)
+    threads = conv_threads()
+    in_parallel(run, _chunks(_tiles(N, L, 1, 0 if L >= MIN_COLUMNS else C, threads), 1, threads))
 
 
 def _epilogue(out, bias, residual, relu: bool) -> None:
@@ -193,21 +223,25 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
     if kh == kw == 1 and sh == sw == 1 and ph == pw == 0:
         # pointwise: each image's (C_in, H*W) is its own cols, a view; one product per image (or per
         # group of small images) into the output: (C_out, C_in) @ (N, C_in, H*W) -> (N, C_out, H*W)
-        _pointwise(w2, x.reshape(N, C, H * W), out)
-        _epilogue(out, bias, None if residual is None else residual.reshape(N, C_out, Ho * Wo), relu)
+        _pointwise(w2, x.reshape(N, C, H * W), out, bias,
+                   None if residual is None else residual.reshape(N, C_out, Ho * Wo), relu)
         return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
     windows = _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
-    tiles = _tiles(N, Ho, Wo, K)
-    largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
-    buffer = np.empty(K * largest, dtype=x.dtype)  # one tile's cols, reused
-    for n0, n1, r0, r1 in tiles:
-        T = (n1 - n0) * (r1 - r0) * Wo
-        cols = buffer[: K * T].reshape(K, T)
-        _gather(windows, n0, n1, r0, r1, cols)
-        tile = _product(w2, cols, out, n0, n1, r0, r1, Wo)  # (C_out, K) @ (K, T)
-        _epilogue(tile, bias, None if residual is None else _grad_tile(residual, n0, n1, r0, r1), relu)
-        if n1 - n0 > 1:
-            _put(out, tile, n0, n1, r0, r1)
+
+    def run(tiles):
+        largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
+        buffer = np.empty(K * largest, dtype=x.dtype)  # one tile's cols, reused
+        for n0, n1, r0, r1 in tiles:
+            T = (n1 - n0) * (r1 - r0) * Wo
+            cols = buffer[: K * T].reshape(K, T)
+            _gather(windows, n0, n1, r0, r1, cols)
+            tile = _product(w2, cols, out, n0, n1, r0, r1, Wo)  # (C_out, K) @ (K, T)
+            _epilogue(tile, bias, None if residual is None else _grad_tile(residual, n0, n1, r0, r1), relu)
+            if n1 - n0 > 1:
+                _put(out, tile, n0, n1, r0, r1)
+
+    threads = conv_threads()
+    in_parallel(run, _chunks(_tiles(N, Ho, Wo, K, threads), Wo, threads))
     return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
 
 
@@ -240,25 +274,39 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     elif need[0]:
         d_input = np.zeros(x_shape, dtype=dtype)  # the folds add into it
     fold = need[0] and not pointwise and not (sh == sw == 1 and min(full_pad) >= 0)
-    d_weight_t = np.zeros((K, C_out), dtype=dtype) if need[1] else None  # accumulated as (K, C_out)
-    tiles = _tiles(N, Ho, Wo, 0 if pointwise else K)
-    largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
-    buffer = np.empty(K * largest, dtype=dtype)
-    for n0, n1, r0, r1 in tiles:
-        T = (n1 - n0) * (r1 - r0) * Wo
-        g_tile = _grad_tile(g, n0, n1, r0, r1)  # (C_out, T)
-        if fold:
-            d_cols = buffer[: K * T].reshape(K, T)
-            np.matmul(w2.T, g_tile, out=d_cols)  # (K, C_out) @ (C_out, T)
-            _fold(d_cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, d_input)
-        if need[1]:
-            if pointwise:
-                cols = _grad_tile(x, n0, n1, r0, r1)
-            else:
-                cols = buffer[: K * T].reshape(K, T)
-                _gather(windows, n0, n1, r0, r1, cols)
-            # (K, T) @ (T, C_out): the long axis outside (OpenBLAS is much slower on g @ cols.T)
-            d_weight_t += cols @ g_tile.T
+    threads = conv_threads()
+    tiles = _tiles(N, Ho, Wo, 0 if pointwise else K, threads) if fold or need[1] else []
+    # threads fold into disjoint parts of d_input only when every tile is whole images (bands of one
+    # image share input rows)
+    chunks = [tiles] if fold and any(r1 - r0 < Ho for _, _, r0, r1 in tiles) else _chunks(tiles, Wo, threads)
+
+    def run(tiles):
+        """This thread's tiles: folds d_cols into d_input, returns its part of d_weight as (K, C_out)."""
+        d_weight_t = np.zeros((K, C_out), dtype=dtype) if need[1] else None  # accumulated as (K, C_out)
+        largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
+        buffer = np.empty(K * largest, dtype=dtype)
+        for n0, n1, r0, r1 in tiles:
+            T = (n1 - n0) * (r1 - r0) * Wo
+            g_tile = _grad_tile(g, n0, n1, r0, r1)  # (C_out, T)
+            if fold:
+                d_cols = buffer[: K * T].reshape(K, T)
+                np.matmul(w2.T, g_tile, out=d_cols)  # (K, C_out) @ (C_out, T)
+                _fold(d_cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, d_input)
+            if need[1]:
+                if pointwise:
+                    cols = _grad_tile(x, n0, n1, r0, r1)
+                else:
+                    cols = buffer[: K * T].reshape(K, T)
+                    _gather(windows, n0, n1, r0, r1, cols)
+                # (K, T) @ (T, C_out): the long axis outside (OpenBLAS is much slower on g @ cols.T)
+                d_weight_t += cols @ g_tile.T
+        return d_weight_t
+
+    parts = in_parallel(run, chunks)
+    if need[1]:
+        d_weight_t = parts[0] if parts else np.zeros((K, C_out), dtype=dtype)
+        for part in parts[1:]:  # the threads' sums, in the order of their tiles
+            d_weight_t += part
     d_weight = d_weight_t.T.reshape(weight.shape) if need[1] else None
     d_bias = grad_out.sum(axis=(0, 2, 3)) if need[2] else None
     return d_input, d_weight, d_bias

@@ -14,6 +14,7 @@ import pytest
 
 from mrcnn_np.autograd import Tensor
 from mrcnn_np.kernels import conv as conv_kernels
+from mrcnn_np.kernels import threads as conv_threads
 from mrcnn_np.nn import functional as F
 
 DTYPES = [np.float32, np.float64]
@@ -34,6 +35,7 @@ CONV_CASES = [
     (0, 3, 6, 6, 2, (3, 3), 1, 1, 1),            # no images (no RoIs): empty results
 ]
 TILES = [1 << 20, 50, 7]  # one tile; a few rows or images per tile; one row (or image) per tile
+THREADS = [1, 2, 3]  # serial; the tiles shared out over 2 and 3 threads (every conv of 2+ positions)
 
 
 @pytest.fixture
@@ -42,6 +44,17 @@ def tile_values(request):
     conv_kernels.TILE_VALUES = request.param
     yield request.param
     conv_kernels.TILE_VALUES = before
+
+
+@pytest.fixture
+def threads(request, monkeypatch):
+    """``mrcnn_np.kernels.threads.THREADS`` for the test, with every conv of two or more output positions
+    shared out (MIN_PARALLEL = 1), so each tiling above also runs on several threads."""
+    monkeypatch.setattr(conv_threads, "THREADS", request.param)
+    monkeypatch.setattr(conv_kernels, "MIN_PARALLEL", 1)
+    yield request.param
+    monkeypatch.undo()
+    conv_threads.conv_threads()  # THREADS back as it was: BLAS held (or given back) accordingly
 
 
 def close(got, expected, dtype):
@@ -59,10 +72,11 @@ def run(op, impl, x, w, b, **kw):
     return out.data, xt.grad, wt.grad, bt.grad
 
 
+@pytest.mark.parametrize("threads", THREADS, indirect=True)
 @pytest.mark.parametrize("tile_values", TILES, indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_tiled_equals_the_specification(case, dtype, tile_values):
+def test_conv2d_tiled_equals_the_specification(case, dtype, tile_values, threads):
     N, C, H, W, C_out, k, stride, padding, dilation = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
@@ -71,7 +85,7 @@ def test_conv2d_tiled_equals_the_specification(case, dtype, tile_values):
     kw = dict(stride=stride, padding=padding, dilation=dilation)
     spec = run(F.conv2d, "numpy", x, w, b, **kw)
     fast = run(F.conv2d, "numba", x, w, b, **kw)
-    if tile_values == TILES[0]:
+    if tile_values == TILES[0] and threads == 1:
         np.testing.assert_array_equal(fast[0], spec[0])  # the same products, in one tile
     for got, expected in zip(fast, spec, strict=True):
         close(got, expected, dtype)
@@ -87,10 +101,11 @@ TRANSPOSE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("threads", THREADS, indirect=True)
 @pytest.mark.parametrize("tile_values", TILES, indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", TRANSPOSE_CASES)
-def test_conv_transpose2d_tiled_equals_the_specification(case, dtype, tile_values):
+def test_conv_transpose2d_tiled_equals_the_specification(case, dtype, tile_values, threads):
     N, C, H, W, C_out, k, stride, padding, output_padding, dilation = case
     rng = np.random.default_rng(1)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
@@ -120,3 +135,79 @@ def test_tiles_cover_every_output_position_once():
             assert n1 - n0 == 1 or (r0, r1) == (0, Ho)  # a band of one image, or whole images
             seen[n0:n1, r0:r1] += 1
         assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+def test_tiles_for_several_threads_cover_every_output_position_once(parts, monkeypatch):
+    monkeypatch.setattr(conv_kernels, "MIN_PARALLEL", 1)
+    for N, Ho, Wo, K in [(1, 200, 200, 2304), (55, 14, 14, 288), (3, 7, 5, 1), (1, 1, 1, 9), (1, 64, 64, 0),
+                         (4, 64, 64, 0), (0, 5, 5, 9)]:
+        tiles = conv_kernels._tiles(N, Ho, Wo, K, parts)
+        seen = np.zeros((N, Ho, Wo), int)
+        for n0, n1, r0, r1 in tiles:
+            assert n1 - n0 == 1 or (r0, r1) == (0, Ho)
+            seen[n0:n1, r0:r1] += 1
+        assert (seen == 1).all()
+        if N * Ho * Wo >= parts:  # enough positions: at least one tile per thread
+            assert len(tiles) >= min(parts, N * Ho if N > 1 or K else Ho)
+        chunks = conv_kernels._chunks(tiles, Wo, parts)
+        assert [t for chunk in chunks for t in chunk] == tiles and len(chunks) <= max(1, parts)
+        assert all(chunks) or tiles == []
+
+
+def test_split_balances_consecutive_runs():
+    assert conv_threads.split([], [], 3) == [[]]
+    assert conv_threads.split(list("abcd"), [1, 1, 1, 1], 2) == [["a", "b"], ["c", "d"]]
+    assert conv_threads.split(list("abcd"), [3, 1, 1, 1], 2) == [["a"], ["b", "c", "d"]]
+    assert conv_threads.split(list("ab"), [1, 1], 5) == [["a"], ["b"]]
+    assert conv_threads.split(list("abc"), [1, 1, 1], 1) == [["a", "b", "c"]]
+
+
+def test_a_conv_on_several_threads_shares_its_tiles_and_repeats_bit_for_bit(monkeypatch):
+    """The mask head's conv (RoIs of 14x14): its tiles go to two threads, the result is the
+    specification's to rounding, and the same call gives the same bits every time."""
+    monkeypatch.setattr(conv_threads, "THREADS", 2)
+    shares = []
+    real = conv_threads.in_parallel
+    monkeypatch.setattr(conv_kernels, "in_parallel", lambda work, chunks: shares.append(len(chunks)) or
+                        real(work, chunks))
+    rng = np.random.default_rng(3)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((40, 8, 14, 14), (8, 8, 3, 3), (8,)))
+    spec = run(F.conv2d, "numpy", x, w, b, padding=1)
+    fast = [run(F.conv2d, "numba", x, w, b, padding=1) for _ in range(3)]
+    assert shares and all(n == 2 for n in shares)  # forward, input gradient (a conv) and weight gradient
+    for got, expected in zip(fast[0], spec, strict=True):
+        close(got, expected, np.float32)
+    for again in fast[1:]:
+        for got, first in zip(again, fast[0], strict=True):
+            np.testing.assert_array_equal(got, first)
+    monkeypatch.undo()
+    conv_threads.conv_threads()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_threads_must_be_a_positive_int(bad, monkeypatch):
+    monkeypatch.setattr(conv_threads, "THREADS", bad)
+    with pytest.raises(ValueError, match="THREADS"):
+        conv_threads.conv_threads()
+
+
+def test_blas_runs_on_one_thread_while_convs_share_the_cores_and_gets_its_own_back():
+    import threadpoolctl
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    before, setting = blas_threads(), conv_threads.THREADS
+    try:
+        conv_threads.THREADS = 1
+        assert conv_threads.conv_threads() == 1
+        own = blas_threads()
+        conv_threads.THREADS = 3
+        assert conv_threads.conv_threads() == 3 and set(blas_threads()) == {1}
+        conv_threads.THREADS = 1
+        assert conv_threads.conv_threads() == 1 and blas_threads() == own
+    finally:
+        conv_threads.THREADS = setting
+        conv_threads.conv_threads()
+    assert blas_threads() == before

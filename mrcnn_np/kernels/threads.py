@@ -1,0 +1,81 @@
+"""The CPU convolutions' threads: the tiles of one conv shared out over the cores, BLAS on one thread.
+
+A tiled convolution (:mod:`.conv`) is a loop of independent tiles, each an im2col copy (NumPy) and
+a product (BLAS). Left to itself, OpenBLAS runs each product on all cores but the copy on one,
+and after every product its idle threads spin on the cores for a while, where they slow the
+copy that follows (measured on the 2-core machine, the demo's training iteration: the copies
+took 64 ms with two BLAS threads against 48 ms with one). So when :data:`THREADS` > 1 the
+tiles themselves are shared out instead, each thread copying and multiplying its own run of
+tiles, and BLAS runs on one thread in every thread (set once, for the whole process, through
+threadpoolctl, the first time a conv runs in parallel). NumPy's copies and BLAS release the GIL,
+so the threads run side by side.
+
+The partition into tiles depends only on the shapes and :data:`THREADS`, never on timing, so
+a run is reproducible bit for bit on the same machine with the same setting; a different
+:data:`THREADS` sums the weight gradient's partial products in a different grouping, which
+changes its last bits.
+"""
+
+from __future__ import annotations
+
+import os
+
+THREADS: int | None = None  # threads per conv (None: the cores this process may run on); 1: serial
+
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+_pool = None  # (pid, ThreadPoolExecutor), made at the first parallel conv
+_blas_limited = None  # threadpoolctl's limiter holding BLAS to one thread, or False where it is missing
+
+
+def conv_threads() -> int:
+    """The number of threads a conv's tiles are shared out over: :data:`THREADS`, or the usable cores
+    (:data:`CORES`); 1 where threadpoolctl is missing (BLAS could not be held to one thread). Holds BLAS
+    to one thread while this is more than 1, and gives it back its own count when :data:`THREADS` is 1."""
+    global _blas_limited
+    wanted = CORES if THREADS is None else THREADS
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+        raise ValueError(f"mrcnn_np.kernels.threads.THREADS must be a positive int or None, got {THREADS!r}")
+    if wanted == 1:
+        if _blas_limited:
+            _blas_limited.restore_original_limits()
+            _blas_limited = None
+        return 1
+    if _blas_limited is None:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            _blas_limited = False
+        else:
+            _blas_limited = threadpool_limits(limits=1, user_api="blas")
+    return wanted if _blas_limited is not False else 1
+
+
+def in_parallel(work, chunks: list) -> list:
+    """``[work(chunk) for chunk in chunks]``, one chunk per thread (the first on the caller's thread)."""
+    global _pool
+    if len(chunks) <= 1:
+        return [work(chunk) for chunk in chunks]
+    if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < len(chunks) - 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = (os.getpid(), ThreadPoolExecutor(len(chunks) - 1, thread_name_prefix="mrcnn_np-conv"))
+    futures = [_pool[1].submit(work, chunk) for chunk in chunks[1:]]
+    first = work(chunks[0])
+    return [first, *(future.result() for future in futures)]
+
+
+def split(tiles: list, sizes: list, parts: int) -> list:
+    """``tiles`` as at most ``parts`` runs of consecutive tiles of about equal total ``sizes``."""
+    if parts <= 1 or len(tiles) <= 1:
+        return [tiles]
+    total, parts = sum(sizes), min(parts, len(tiles))
+    chunks, current, done = [], [], 0
+    for tile, size in zip(tiles, sizes, strict=True):
+        current.append(tile)
+        done += size
+        if len(chunks) < parts - 1 and done * parts >= total * (len(chunks) + 1):
+            chunks.append(current)
+            current = []
+    return chunks + [current] if current else chunks
