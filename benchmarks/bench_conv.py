@@ -9,7 +9,8 @@ predictor at 100 RoIs (the detections of a trained model). For each distinct sha
              model's inference also folds norms and fuses ReLUs into them, which this leaves out)
     spec     GFLOP/s of the im2col specification (impl="numpy")
     sgemm    GFLOP/s of one NumPy matrix product of the conv's (M, N, K) = (C_out, N*Ho*Wo, C_in*kh*kw):
-             the BLAS speed the conv could reach at best
+             the BLAS speed the conv could reach at best, with BLAS on every core (as the spec too;
+             ours holds BLAS to one thread and shares its tiles out over the cores instead)
     ours/sgemm, and torch's time (torch.nn.functional.conv2d, oneDNN) / ours
 
 Calls are interleaved (ours, spec, sgemm, torch, ours, ...) and the best of N taken, so every
@@ -21,6 +22,7 @@ contender sees the same machine load. Times are of forward passes inside ``no_gr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,6 +32,7 @@ import torch
 
 from mrcnn_np import no_grad
 from mrcnn_np.config import resnet50_fpn
+from mrcnn_np.kernels import threads as kernel_threads
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.nn import conv as conv_module
 from mrcnn_np.nn import functional as F
@@ -68,6 +71,27 @@ def recorded_shapes(size: int, rois: int) -> Counter:
     return calls
 
 
+_BLAS = []  # threadpoolctl's controllers of the loaded BLAS libraries, looked up once (a lookup takes ~ms)
+
+
+@contextlib.contextmanager
+def blas_threads(n: int):
+    """BLAS on ``n`` threads inside the block (mrcnn_np's kernels hold it to one for the process)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.extend(ThreadpoolController().select(user_api="blas").lib_controllers)
+    libraries = _BLAS
+    before = [library.num_threads for library in libraries]
+    for library in libraries:
+        library.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for library, count in zip(libraries, before, strict=True):
+            library.set_num_threads(count)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -78,7 +102,10 @@ def main(argv=None):
     repeats = 1 if args.quick else args.repeats
     shapes = recorded_shapes(args.size, args.rois)
     rng = np.random.default_rng(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}; "
+    cores = torch.get_num_threads()
+    kernel_threads.THREADS = cores
+    print(f"torch {torch.__version__}, {cores} threads (mrcnn_np's convolutions {kernel_threads.cpu_threads()}, "
+          f"sgemm's BLAS {cores}), numpy {np.__version__}; "
           f"best of {repeats}, calls interleaved; float32 forward")
     header = (f"{'op':>6s} {'N':>4s} {'C_in':>5s} {'HxW':>9s} {'C_out':>5s} {'k':>3s} {'s':>2s} {'calls':>5s} "
               f"{'GFLOP':>6s} {'ours':>6s} {'spec':>6s} {'sgemm':>6s} {'ours/sgemm':>10s} {'torch/ours':>10s}")
@@ -107,14 +134,18 @@ def main(argv=None):
                 return fn(x, w, None, stride, padding)
 
         def spec(fn=fn, x=x, w=w, stride=stride, padding=padding):
-            with no_grad():
+            with no_grad(), blas_threads(cores):
                 return fn(x, w, None, stride, padding, impl="numpy")
+
+        def sgemm(a=a, b=b):
+            with blas_threads(cores):
+                return a @ b
 
         def run_torch(torch_fn=torch_fn, tx=tx, tw=tw, stride=stride, padding=padding):
             with torch.no_grad():
                 return torch_fn(tx, tw, None, stride, padding)
 
-        t_ours, t_spec, t_gemm, t_torch = best_times((ours, spec, lambda a=a, b=b: a @ b, run_torch), repeats,
+        t_ours, t_spec, t_gemm, t_torch = best_times((ours, spec, sgemm, run_torch), repeats,
                                                      settle=0.12)
         flop = 2.0 * M * Ncols * K
         ratio = t_gemm / t_ours

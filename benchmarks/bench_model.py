@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mrcnn_np import no_grad
-from mrcnn_np.kernels import threads as conv_threads
+from mrcnn_np.kernels import threads as kernel_threads
 from mrcnn_np.nn import functional as F
 from mrcnn_np.reference.twins import build_pair, sample_image
 
@@ -86,7 +86,7 @@ def main(argv=None):
     parser.add_argument("--image", choices=("photo", "random"), default="photo")
     parser.add_argument("--conv-threads", type=int, default=None)
     args = parser.parse_args(argv)
-    conv_threads.THREADS = args.conv_threads or torch.get_num_threads()
+    kernel_threads.THREADS = args.conv_threads or torch.get_num_threads()
     if args.image == "photo":
         image = square_image(args.size).astype(np.float32)
     else:
@@ -107,7 +107,7 @@ def main(argv=None):
 
     t_ours, t_no_grad, t_torch = best_times((run_ours, run_ours_inside_no_grad, run_torch), args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (mrcnn_np's convolutions "
-          f"{conv_threads.conv_threads()}), numpy {np.__version__}")
+          f"{kernel_threads.cpu_threads()}), numpy {np.__version__}")
     print(f"Mask R-CNN ResNet-50-FPN inference, 1 {args.image} image 3x{args.size}x{args.size} float32, "
           f"best of {args.repeats}; "
           f"{len(run_ours()[0]['boxes'])} detections")

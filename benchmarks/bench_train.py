@@ -29,7 +29,7 @@ import torch
 from mrcnn_np import Tensor
 from mrcnn_np.config import preset
 from mrcnn_np.data import DataLoader, shapes_dataset
-from mrcnn_np.kernels import threads as conv_threads
+from mrcnn_np.kernels import threads as kernel_threads
 from mrcnn_np.reference.training import torchvision_optimizer, torchvision_train_step
 from mrcnn_np.reference.twins import targets_to_torch, to_torch, twin_pair
 from mrcnn_np.train import TrainRecipe, make_optimizer, train_step
@@ -67,7 +67,7 @@ def main(argv=None):
                              "own threads)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    conv_threads.THREADS = args.conv_threads or args.threads
+    kernel_threads.THREADS = args.conv_threads or args.threads
     # numba's OpenMP kernels set the OpenMP thread count (torch's too) to numba's at every launch
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
@@ -102,7 +102,7 @@ def main(argv=None):
     parts_torch = phase_times(torch_forward, lambda loss: loss.backward(), tv_optimizer.step, args.repeats)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (numba {numba.get_num_threads()}, "
-          f"mrcnn_np's convolutions {conv_threads.conv_threads()}), numpy {np.__version__}")
+          f"mrcnn_np's convolutions {kernel_threads.cpu_threads()}), numpy {np.__version__}")
     print(f"Mask R-CNN {args.config} (ResNet {'-'.join(map(str, config.backbone_layers))} width "
           f"{config.backbone_width}, {'C4' if config.architecture == 'c4' else f'FPN {config.fpn_channels}'}), "
           f"one training iteration, batch {args.batch_size} x 3x{args.image_size}x"

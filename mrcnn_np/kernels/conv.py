@@ -56,11 +56,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .threads import conv_threads, in_parallel, split
+from .threads import cpu_threads, in_parallel, split
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
-MIN_PARALLEL = 512  # columns per thread below which a conv runs on one thread (a hand-off costs ~50 us)
+MIN_PARALLEL = 512  # columns per thread below which a conv's tiles are not shared out (a hand-off: ~50 us) ...
+MIN_PARALLEL_MACS = 1 << 22  # ... and multiply-adds per thread below which a product's rows are not either
+ROW_BLOCK = 16  # rows of a product shared out together (a multiple of BLAS's register block)
 
 
 def _chunks(tiles: list, Wo: int, threads: int) -> list:
@@ -161,14 +163,27 @@ def _put(out, tile, n0, n1, r0, r1):
         out[n0:n1] = tile.reshape(C, n1 - n0, L).transpose(1, 0, 2)  # (C, n*L) -> (C, n, L) -> (n, C, L)
 
 
-def _product(a, b, out3, n0, n1, r0, r1, Wo):
-    """``a @ b`` for one tile, written straight into ``out3`` (N, C, Ho*Wo) when the tile is a band
-    of one image; otherwise a (C, T) array to :func:`_put` there. Returns the tile's (C, T) values."""
-    if n1 - n0 == 1:
-        tile = out3[n0, :, r0 * Wo : r1 * Wo]  # (C, T), a view
-        np.matmul(a, b, out=tile)
-        return tile
-    return a @ b
+def _rows_product(a, b, out, threads: int, epilogue=None, accumulate: bool = False) -> None:
+    """``out (M, T) = a (M, K) @ b (K, T)`` (``+=`` with ``accumulate``), then ``epilogue(m0, m1)`` on the
+    rows written: the rows shared out over ``threads`` in blocks of :data:`ROW_BLOCK` when the product
+    holds :data:`MIN_PARALLEL_MACS` per thread, otherwise one product on this thread. A conv's few wide
+    tiles (a deep layer's small map: 512 channels of 25x25) share out their products this way."""
+    M = a.shape[0]
+    parts = min(threads, M // ROW_BLOCK, M * a.shape[1] * b.shape[1] // MIN_PARALLEL_MACS)
+    per_thread = -(-M // max(1, parts))
+    width = -(-per_thread // ROW_BLOCK) * ROW_BLOCK  # whole blocks of rows
+    slices = [(m0, min(M, m0 + width)) for m0 in range(0, M, width)] if parts > 1 else [(0, M)]
+
+    def rows(bounds):
+        m0, m1 = bounds
+        if accumulate:
+            out[m0:m1] += a[m0:m1] @ b
+        else:
+            np.matmul(a[m0:m1], b, out=out[m0:m1])
+        if epilogue is not None:
+            epilogue(m0, m1)
+
+    in_parallel(rows, slices)
 
 
 def _pointwise(w2, x, out, bias=None, residual=None, relu: bool = False) -> None:
@@ -180,21 +195,38 @@ def _pointwise(w2, x, out, bias=None, residual=None, relu: bool = False) -> None
     (C_in, n*L) layout."""
     N, C, L = x.shape
 
-    def run(tiles):
+    def run(tiles, row_threads=1):
         for n0, n1, r0, r1 in tiles:
             if n1 - n0 == 1:
-                tile = out[n0, :, r0:r1]
-                np.matmul(w2, x[n0, :, r0:r1], out=tile)
-            else:
-                tile = w2 @ x[n0:n1].transpose(1, 0, 2).reshape(C, (n1 - n0) * L)  # (n, C, L) -> (C, n*L)
-            _epilogue(tile, bias, None if residual is None else _grad_tile(residual[..., None], n0, n1, r0, r1),
-                      relu)
+                cols, tile = x[n0, :, r0:r1], out[n0, :, r0:r1]  # views
+            else:  # (n, C, L) -> (C, n, L) -> (C, n*L)
+                cols = x[n0:n1].transpose(1, 0, 2).reshape(C, (n1 - n0) * L)
+                tile = np.empty((w2.shape[0], cols.shape[1]), dtype=out.dtype)
+            res = None if residual is None else _grad_tile(residual[..., None], n0, n1, r0, r1)
+            _rows_product(w2, cols, tile, row_threads, _rows_epilogue(tile, bias, res, relu))
             if n1 - n0 > 1:
                 _put(out, tile, n0, n1, r0, r1)
 
     # each image as L rows of one column: (n0, n1, r0, r1) tiles of columns of (C, L)
-    threads = conv_threads()
-    in_parallel(run, _chunks(_tiles(N, L, 1, 0 if L >= MIN_COLUMNS else C, threads), 1, threads))
+    threads = cpu_threads()
+    tiles = _tiles(N, L, 1, 0 if L >= MIN_COLUMNS else C, threads)
+    _share_out(run, tiles, _chunks(tiles, 1, threads), threads)
+
+
+def _share_out(run, tiles: list, chunks: list, threads: int):
+    """``run`` a conv's tiles: a run of tiles per thread when there are enough of them (``chunks``),
+    otherwise the tiles one after the other with each product's rows shared out. Returns ``run``'s results."""
+    if len(chunks) >= threads or threads == 1:
+        return in_parallel(run, chunks)
+    return [run(tiles, threads)]
+
+
+def _rows_epilogue(tile, bias, residual, relu: bool):
+    """``epilogue(m0, m1)``: :func:`_epilogue` on rows m0..m1-1 of ``tile`` (C, T), for :func:`_rows_product`."""
+    if bias is None and residual is None and not relu:
+        return None
+    return lambda m0, m1: _epilogue(tile[m0:m1], None if bias is None else bias[m0:m1],
+                                    None if residual is None else residual[m0:m1], relu)
 
 
 def _epilogue(out, bias, residual, relu: bool) -> None:
@@ -228,20 +260,25 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
         return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
     windows = _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
 
-    def run(tiles):
+    def run(tiles, row_threads=1):
         largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
         buffer = np.empty(K * largest, dtype=x.dtype)  # one tile's cols, reused
         for n0, n1, r0, r1 in tiles:
             T = (n1 - n0) * (r1 - r0) * Wo
             cols = buffer[: K * T].reshape(K, T)
             _gather(windows, n0, n1, r0, r1, cols)
-            tile = _product(w2, cols, out, n0, n1, r0, r1, Wo)  # (C_out, K) @ (K, T)
-            _epilogue(tile, bias, None if residual is None else _grad_tile(residual, n0, n1, r0, r1), relu)
+            # a band of one image is written straight into the output (a (C_out, T) view), whole images
+            # into a tile that _put lays out
+            tile = out[n0, :, r0 * Wo : r1 * Wo] if n1 - n0 == 1 else np.empty((C_out, T), dtype=x.dtype)
+            res = None if residual is None else _grad_tile(residual, n0, n1, r0, r1)
+            # (C_out, K) @ (K, T), then + bias, + residual, ReLU
+            _rows_product(w2, cols, tile, row_threads, _rows_epilogue(tile, bias, res, relu))
             if n1 - n0 > 1:
                 _put(out, tile, n0, n1, r0, r1)
 
-    threads = conv_threads()
-    in_parallel(run, _chunks(_tiles(N, Ho, Wo, K, threads), Wo, threads))
+    threads = cpu_threads()
+    tiles = _tiles(N, Ho, Wo, K, threads)
+    _share_out(run, tiles, _chunks(tiles, Wo, threads), threads)
     return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
 
 
@@ -274,14 +311,14 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     elif need[0]:
         d_input = np.zeros(x_shape, dtype=dtype)  # the folds add into it
     fold = need[0] and not pointwise and not (sh == sw == 1 and min(full_pad) >= 0)
-    threads = conv_threads()
+    threads = cpu_threads()
     tiles = _tiles(N, Ho, Wo, 0 if pointwise else K, threads) if fold or need[1] else []
     # threads fold into disjoint parts of d_input only when every tile is whole images (bands of one
     # image share input rows)
     chunks = [tiles] if fold and any(r1 - r0 < Ho for _, _, r0, r1 in tiles) else _chunks(tiles, Wo, threads)
 
-    def run(tiles):
-        """This thread's tiles: folds d_cols into d_input, returns its part of d_weight as (K, C_out)."""
+    def run(tiles, row_threads=1):
+        """These tiles: folds d_cols into d_input, returns their part of d_weight as (K, C_out)."""
         d_weight_t = np.zeros((K, C_out), dtype=dtype) if need[1] else None  # accumulated as (K, C_out)
         largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
         buffer = np.empty(K * largest, dtype=dtype)
@@ -290,7 +327,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
             g_tile = _grad_tile(g, n0, n1, r0, r1)  # (C_out, T)
             if fold:
                 d_cols = buffer[: K * T].reshape(K, T)
-                np.matmul(w2.T, g_tile, out=d_cols)  # (K, C_out) @ (C_out, T)
+                _rows_product(w2.T, g_tile, d_cols, row_threads)  # (K, C_out) @ (C_out, T)
                 _fold(d_cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, d_input)
             if need[1]:
                 if pointwise:
@@ -299,10 +336,10 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
                     cols = buffer[: K * T].reshape(K, T)
                     _gather(windows, n0, n1, r0, r1, cols)
                 # (K, T) @ (T, C_out): the long axis outside (OpenBLAS is much slower on g @ cols.T)
-                d_weight_t += cols @ g_tile.T
+                _rows_product(cols, g_tile.T, d_weight_t, row_threads, accumulate=True)
         return d_weight_t
 
-    parts = in_parallel(run, chunks)
+    parts = _share_out(run, tiles, chunks, threads)
     if need[1]:
         d_weight_t = parts[0] if parts else np.zeros((K, C_out), dtype=dtype)
         for part in parts[1:]:  # the threads' sums, in the order of their tiles

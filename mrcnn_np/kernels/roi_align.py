@@ -10,8 +10,9 @@ interpolation weights are computed once per point and shared by all channels. Th
 plus parallel boxes, is what makes the CPU kernel fast; the copy is one pass over the map,
 small next to R x ph x pw x (points) x 4 x C reads.
 
-Forward: boxes in parallel (``prange``, where parallel CPU kernels are on: :mod:`mrcnn_np.kernels`);
-per bin, per sample point,
+Forward: boxes in parallel (``prange``, where numba's parallel CPU kernels are on:
+:data:`mrcnn_np.kernels.PARALLEL`), otherwise slices of the channels on the threads of
+:mod:`.threads` (channels never interact, so any split gives the same bits); per bin, per sample point,
 ``acc += w1 * f[y0, x0] + w2 * f[y0, x1] + w3 * f[y1, x0] + w4 * f[y1, x1]`` over channels
 (torchvision's expression, term for term), then ``acc / count``.
 
@@ -20,8 +21,8 @@ expression). Where ``count`` is a power of two (``sampling_ratio=2``: 4 points, 
 setting) ``1 / count`` is exact and the kernel multiplies by ``w * (1 / count)`` instead: the same
 value bit for bit (scaling by a power of two commutes with rounding, subnormals aside), with one
 multiply per channel and no division, which made the loop twice as fast. Boxes overlap,
-so threads split the *channels* instead of the boxes (one slice per thread): no two threads
-ever write the same element.
+so threads (numba's, or those of :mod:`.threads`) split the *channels* instead of the boxes (one
+slice per thread): no two threads ever write the same element.
 
 numba.cuda (``roi_align_cuda``, ``roi_align_backward_cuda``) reads the features and writes
 the gradient **in place, (N, C, H, W)**, with no per-call copy: one thread per output element
@@ -46,6 +47,7 @@ from numba import cuda, int64, njit, prange
 
 from . import parallel_cpu
 from .device import THREADS, Launcher, blocks_for
+from .threads import cpu_threads, in_parallel
 
 
 def _channels_last(x):
@@ -53,63 +55,82 @@ def _channels_last(x):
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
+@njit(cache=True, nogil=True)
+def _forward_box(f, b, r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, n, out, c0, c1):
+    """Box ``r`` (of image ``b``, ``n`` points per bin), channels ``c0..c1-1``."""
+    PH, GY = ylo.shape[1], ylo.shape[2]
+    PW, GX = xlo.shape[1], xlo.shape[2]
+    for p in range(PH):
+        for q in range(PW):
+            acc = out[r, p, q]  # (C,) view, zero-initialised
+            for iy in range(GY):
+                y0, y1, hy, ly = ylo[r, p, iy], yhi[r, p, iy], wylo[r, p, iy], wyhi[r, p, iy]
+                for ix in range(GX):
+                    x0, x1, hx, lx = xlo[r, q, ix], xhi[r, q, ix], wxlo[r, q, ix], wxhi[r, q, ix]
+                    w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx
+                    f1, f2, f3, f4 = f[b, y0, x0], f[b, y0, x1], f[b, y1, x0], f[b, y1, x1]  # (C,) runs
+                    for c in range(c0, c1):
+                        acc[c] += w1 * f1[c] + w2 * f2[c] + w3 * f3[c] + w4 * f4[c]
+            for c in range(c0, c1):
+                acc[c] /= n
+
+
 @njit(parallel=True, cache=True)
 def _forward_cpu(f, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, out):
+    """Every box, all channels; boxes in parallel on numba's threads (``prange``)."""
+    for r in prange(ylo.shape[0]):
+        _forward_box(f, batch[r], r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count[r], out, 0, f.shape[3])
+
+
+@njit(cache=True, nogil=True)
+def _forward_channels(f, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, out, c0, c1):
+    """Every box, channels ``c0..c1-1``, serially (one thread's share: channels never interact)."""
+    for r in range(ylo.shape[0]):
+        _forward_box(f, batch[r], r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count[r], out, c0, c1)
+
+
+@njit(cache=True, nogil=True)
+def _backward_channels(g, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, grad, c0, c1):
+    """Every box's gradient scattered onto channels ``c0..c1-1`` of ``grad`` (no other channel is touched)."""
     R, PH, GY = ylo.shape
     PW, GX = xlo.shape[1], xlo.shape[2]
-    C = f.shape[3]
-    for r in prange(R):
-        b = batch[r]
+    for r in range(R):
+        b, n = batch[r], count[r]
+        k = int(n)  # count is a whole number of points
+        exact = k == n and k > 0 and (k & (k - 1)) == 0  # a power of two (sampling_ratio=2: 4 points)
+        inv = g.dtype.type(1.0 / n)
         for p in range(PH):
             for q in range(PW):
-                acc = out[r, p, q]  # (C,) view, zero-initialised
                 for iy in range(GY):
                     y0, y1, hy, ly = ylo[r, p, iy], yhi[r, p, iy], wylo[r, p, iy], wyhi[r, p, iy]
                     for ix in range(GX):
                         x0, x1, hx, lx = xlo[r, q, ix], xhi[r, q, ix], wxlo[r, q, ix], wxhi[r, q, ix]
                         w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx
-                        f1, f2, f3, f4 = f[b, y0, x0], f[b, y0, x1], f[b, y1, x0], f[b, y1, x1]  # (C,) runs
-                        for c in range(C):
-                            acc[c] += w1 * f1[c] + w2 * f2[c] + w3 * f3[c] + w4 * f4[c]
-                for c in range(C):
-                    acc[c] /= count[r]
+                        g1 = g[r, p, q]
+                        d1, d2, d3, d4 = grad[b, y0, x0], grad[b, y0, x1], grad[b, y1, x0], grad[b, y1, x1]
+                        if exact:  # (g * w) / n == g * (w * inv): scaling by a power of two is exact
+                            v1, v2, v3, v4 = w1 * inv, w2 * inv, w3 * inv, w4 * inv
+                            for c in range(c0, c1):
+                                d1[c] += g1[c] * v1
+                                d2[c] += g1[c] * v2
+                                d3[c] += g1[c] * v3
+                                d4[c] += g1[c] * v4
+                        else:
+                            for c in range(c0, c1):
+                                d1[c] += g1[c] * w1 / n
+                                d2[c] += g1[c] * w2 / n
+                                d3[c] += g1[c] * w3 / n
+                                d4[c] += g1[c] * w4 / n
 
 
 @njit(parallel=True, cache=True)
 def _backward_cpu(g, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, grad, blocks):
-    R, PH, GY = ylo.shape
-    PW, GX = xlo.shape[1], xlo.shape[2]
+    """:func:`_backward_channels` on ``blocks`` slices of the channels, in parallel on numba's threads."""
     C = g.shape[3]
     width = (C + blocks - 1) // blocks
     for block in prange(blocks):
-        c0, c1 = block * width, min(C, (block + 1) * width)
-        for r in range(R):
-            b, n = batch[r], count[r]
-            k = int(n)  # count is a whole number of points
-            exact = k == n and k > 0 and (k & (k - 1)) == 0  # a power of two (sampling_ratio=2: 4 points)
-            inv = g.dtype.type(1.0 / n)
-            for p in range(PH):
-                for q in range(PW):
-                    for iy in range(GY):
-                        y0, y1, hy, ly = ylo[r, p, iy], yhi[r, p, iy], wylo[r, p, iy], wyhi[r, p, iy]
-                        for ix in range(GX):
-                            x0, x1, hx, lx = xlo[r, q, ix], xhi[r, q, ix], wxlo[r, q, ix], wxhi[r, q, ix]
-                            w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx
-                            g1 = g[r, p, q]
-                            d1, d2, d3, d4 = grad[b, y0, x0], grad[b, y0, x1], grad[b, y1, x0], grad[b, y1, x1]
-                            if exact:  # (g * w) / n == g * (w * inv): scaling by a power of two is exact
-                                v1, v2, v3, v4 = w1 * inv, w2 * inv, w3 * inv, w4 * inv
-                                for c in range(c0, c1):
-                                    d1[c] += g1[c] * v1
-                                    d2[c] += g1[c] * v2
-                                    d3[c] += g1[c] * v3
-                                    d4[c] += g1[c] * v4
-                            else:
-                                for c in range(c0, c1):
-                                    d1[c] += g1[c] * w1 / n
-                                    d2[c] += g1[c] * w2 / n
-                                    d3[c] += g1[c] * w3 / n
-                                    d4[c] += g1[c] * w4 / n
+        _backward_channels(g, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, grad, block * width,
+                           min(C, (block + 1) * width))
 
 
 def _plan_arrays(plan):
@@ -118,26 +139,42 @@ def _plan_arrays(plan):
     return (plan.batch, y.low, y.high, y.w_low, y.w_high, x.low, x.high, x.w_low, x.w_high, plan.count)
 
 
-_forward_cpu_serial = njit(cache=True)(_forward_cpu.py_func)  # prange runs as range (mrcnn_np.kernels.PARALLEL)
-_backward_cpu_serial = njit(cache=True)(_backward_cpu.py_func)
+def _channel_slices(C: int, R: int, bins: int) -> list:
+    """The channels as one ``(c0, c1)`` slice per thread of :mod:`.threads` (one slice when the call is
+    small: under :data:`MIN_PARALLEL` channel-bins of work per thread)."""
+    threads = cpu_threads()
+    parts = min(threads, C) if R * bins * C >= threads * MIN_PARALLEL else 1
+    width = -(-C // parts) if parts else 0
+    return [(c0, min(C, c0 + width)) for c0 in range(0, C, width)] if C else [(0, 0)]
+
+
+MIN_PARALLEL = 1 << 15  # channel-bins per thread below which a call runs on one thread
 
 
 def roi_align_numba(features, plan, output_size):
+    """(R, C, ph, pw), a transposed view of the channels-last result. Boxes in parallel on numba's threads
+    where :data:`mrcnn_np.kernels.PARALLEL`; otherwise channel slices on the threads of :mod:`.threads`."""
     ph, pw = output_size
     R, C = len(plan.batch), features.shape[1]
     out = np.zeros((R, ph, pw, C), dtype=features.dtype)
-    kernel = _forward_cpu if parallel_cpu() else _forward_cpu_serial
-    kernel(_channels_last(features), *map(np.ascontiguousarray, _plan_arrays(plan)), out)
+    f, arrays = _channels_last(features), [np.ascontiguousarray(a) for a in _plan_arrays(plan)]
+    if parallel_cpu():
+        _forward_cpu(f, *arrays, out)
+    else:
+        in_parallel(lambda cs: _forward_channels(f, *arrays, out, *cs), _channel_slices(C, R, ph * pw))
     return out.transpose(0, 3, 1, 2)  # (R, ph, pw, C) -> (R, C, ph, pw)
 
 
 def roi_align_backward_numba(grad_out, plan, input_shape):
+    """(N, C, H, W), a transposed view of the channels-last gradient; the channels split as in the forward."""
     N, C, H, W = input_shape
     grad = np.zeros((N, H, W, C), dtype=grad_out.dtype)
-    parallel = parallel_cpu()
-    blocks = min(C, numba.get_num_threads()) if parallel else 1  # one channel slice per thread
-    kernel = _backward_cpu if parallel else _backward_cpu_serial
-    kernel(_channels_last(grad_out), *map(np.ascontiguousarray, _plan_arrays(plan)), grad, blocks)
+    g, arrays = _channels_last(grad_out), [np.ascontiguousarray(a) for a in _plan_arrays(plan)]
+    if parallel_cpu():
+        _backward_cpu(g, *arrays, grad, min(C, numba.get_num_threads()))  # one channel slice per thread
+    else:
+        R, bins = len(plan.batch), grad_out.shape[2] * grad_out.shape[3]
+        in_parallel(lambda cs: _backward_channels(g, *arrays, grad, *cs), _channel_slices(C, R, bins))
     return grad.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 

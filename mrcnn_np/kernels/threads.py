@@ -1,36 +1,37 @@
-"""The CPU convolutions' threads: the tiles of one conv shared out over the cores, BLAS on one thread.
+"""The CPU kernels' threads: a conv's tiles (and RoIAlign's channels) shared out over the cores.
 
 A tiled convolution (:mod:`.conv`) is a loop of independent tiles, each an im2col copy (NumPy) and
 a product (BLAS). Left to itself, OpenBLAS runs each product on all cores but the copy on one,
 and after every product its idle threads spin on the cores for a while, where they slow the
 copy that follows (measured on the 2-core machine, the demo's training iteration: the copies
-took 64 ms with two BLAS threads against 48 ms with one). So when :data:`THREADS` > 1 the
-tiles themselves are shared out instead, each thread copying and multiplying its own run of
-tiles, and BLAS runs on one thread in every thread (set once, for the whole process, through
-threadpoolctl, the first time a conv runs in parallel). NumPy's copies and BLAS release the GIL,
-so the threads run side by side.
+took 64 ms with two BLAS threads against 48 ms with one). So when :func:`cpu_threads` is more
+than 1 the tiles themselves are shared out instead, each thread copying and multiplying its own
+run of tiles, and BLAS runs on one thread in every thread (set for the whole process, through
+threadpoolctl, the first time a kernel asks). NumPy's copies, BLAS and the ``nogil`` numba
+kernels release the GIL, so the threads run side by side. RoIAlign (:mod:`.roi_align`) shares
+out its channels the same way (where numba's own threads are off: :data:`mrcnn_np.kernels.PARALLEL`).
 
-The partition into tiles depends only on the shapes and :data:`THREADS`, never on timing, so
-a run is reproducible bit for bit on the same machine with the same setting; a different
-:data:`THREADS` sums the weight gradient's partial products in a different grouping, which
-changes its last bits.
+The partition depends only on the shapes and the thread count, never on timing, so a run is
+reproducible bit for bit on the same machine with the same setting; a different count sums a
+conv's weight gradient in a different grouping, which changes its last bits (RoIAlign's
+channels never interact: it is the same to the bit on any count).
 """
 
 from __future__ import annotations
 
 import os
 
-THREADS: int | None = None  # threads per conv (None: the cores this process may run on); 1: serial
+THREADS: int | None = None  # threads of the CPU kernels (None: the cores this process may run on); 1: serial
 
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-_pool = None  # (pid, ThreadPoolExecutor), made at the first parallel conv
+_pool = None  # (pid, ThreadPoolExecutor), made at the first call shared out
 _blas_limited = None  # threadpoolctl's limiter holding BLAS to one thread, or False where it is missing
 
 
-def conv_threads() -> int:
-    """The number of threads a conv's tiles are shared out over: :data:`THREADS`, or the usable cores
+def cpu_threads() -> int:
+    """The number of threads a kernel's work is shared out over: :data:`THREADS`, or the usable cores
     (:data:`CORES`); 1 where threadpoolctl is missing (BLAS could not be held to one thread). Holds BLAS
     to one thread while this is more than 1, and gives it back its own count when :data:`THREADS` is 1."""
     global _blas_limited
@@ -60,7 +61,7 @@ def in_parallel(work, chunks: list) -> list:
     if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < len(chunks) - 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        _pool = (os.getpid(), ThreadPoolExecutor(len(chunks) - 1, thread_name_prefix="mrcnn_np-conv"))
+        _pool = (os.getpid(), ThreadPoolExecutor(len(chunks) - 1, thread_name_prefix="mrcnn_np-cpu"))
     futures = [_pool[1].submit(work, chunk) for chunk in chunks[1:]]
     first = work(chunks[0])
     return [first, *(future.result() for future in futures)]

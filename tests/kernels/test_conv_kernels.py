@@ -14,7 +14,7 @@ import pytest
 
 from mrcnn_np.autograd import Tensor
 from mrcnn_np.kernels import conv as conv_kernels
-from mrcnn_np.kernels import threads as conv_threads
+from mrcnn_np.kernels import threads as kernel_threads
 from mrcnn_np.nn import functional as F
 
 DTYPES = [np.float32, np.float64]
@@ -35,7 +35,9 @@ CONV_CASES = [
     (0, 3, 6, 6, 2, (3, 3), 1, 1, 1),            # no images (no RoIs): empty results
 ]
 TILES = [1 << 20, 50, 7]  # one tile; a few rows or images per tile; one row (or image) per tile
-THREADS = [1, 2, 3]  # serial; the tiles shared out over 2 and 3 threads (every conv of 2+ positions)
+# serial; the tiles shared out over 2 and 3 threads (every conv of 2+ positions); a product's rows shared
+# out instead (a conv with fewer tiles than threads: every product of 2+ rows)
+THREADS = [(1, "tiles"), (2, "tiles"), (3, "tiles"), (2, "rows"), (3, "rows")]
 
 
 @pytest.fixture
@@ -48,13 +50,20 @@ def tile_values(request):
 
 @pytest.fixture
 def threads(request, monkeypatch):
-    """``mrcnn_np.kernels.threads.THREADS`` for the test, with every conv of two or more output positions
-    shared out (MIN_PARALLEL = 1), so each tiling above also runs on several threads."""
-    monkeypatch.setattr(conv_threads, "THREADS", request.param)
-    monkeypatch.setattr(conv_kernels, "MIN_PARALLEL", 1)
-    yield request.param
+    """``mrcnn_np.kernels.threads.THREADS`` for the test, the work shared out as much as it can be: every
+    conv of two or more output positions by tiles (MIN_PARALLEL = 1), or none by tiles and every product
+    of two or more rows by rows (MIN_PARALLEL_MACS = ROW_BLOCK = 1), so each tiling above also runs so."""
+    count, mode = request.param
+    monkeypatch.setattr(kernel_threads, "THREADS", count)
+    if mode == "tiles":
+        monkeypatch.setattr(conv_kernels, "MIN_PARALLEL", 1)
+    else:
+        monkeypatch.setattr(conv_kernels, "MIN_PARALLEL", 10**9)
+        monkeypatch.setattr(conv_kernels, "MIN_PARALLEL_MACS", 1)
+        monkeypatch.setattr(conv_kernels, "ROW_BLOCK", 1)
+    yield count
     monkeypatch.undo()
-    conv_threads.conv_threads()  # THREADS back as it was: BLAS held (or given back) accordingly
+    kernel_threads.cpu_threads()  # THREADS back as it was: BLAS held (or given back) accordingly
 
 
 def close(got, expected, dtype):
@@ -156,40 +165,65 @@ def test_tiles_for_several_threads_cover_every_output_position_once(parts, monke
 
 
 def test_split_balances_consecutive_runs():
-    assert conv_threads.split([], [], 3) == [[]]
-    assert conv_threads.split(list("abcd"), [1, 1, 1, 1], 2) == [["a", "b"], ["c", "d"]]
-    assert conv_threads.split(list("abcd"), [3, 1, 1, 1], 2) == [["a"], ["b", "c", "d"]]
-    assert conv_threads.split(list("ab"), [1, 1], 5) == [["a"], ["b"]]
-    assert conv_threads.split(list("abc"), [1, 1, 1], 1) == [["a", "b", "c"]]
+    assert kernel_threads.split([], [], 3) == [[]]
+    assert kernel_threads.split(list("abcd"), [1, 1, 1, 1], 2) == [["a", "b"], ["c", "d"]]
+    assert kernel_threads.split(list("abcd"), [3, 1, 1, 1], 2) == [["a"], ["b", "c", "d"]]
+    assert kernel_threads.split(list("ab"), [1, 1], 5) == [["a"], ["b"]]
+    assert kernel_threads.split(list("abc"), [1, 1, 1], 1) == [["a", "b", "c"]]
 
 
 def test_a_conv_on_several_threads_shares_its_tiles_and_repeats_bit_for_bit(monkeypatch):
     """The mask head's conv (RoIs of 14x14): its tiles go to two threads, the result is the
     specification's to rounding, and the same call gives the same bits every time."""
-    monkeypatch.setattr(conv_threads, "THREADS", 2)
+    monkeypatch.setattr(kernel_threads, "THREADS", 2)
     shares = []
-    real = conv_threads.in_parallel
+    real = kernel_threads.in_parallel
     monkeypatch.setattr(conv_kernels, "in_parallel", lambda work, chunks: shares.append(len(chunks)) or
                         real(work, chunks))
     rng = np.random.default_rng(3)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((40, 8, 14, 14), (8, 8, 3, 3), (8,)))
     spec = run(F.conv2d, "numpy", x, w, b, padding=1)
     fast = [run(F.conv2d, "numba", x, w, b, padding=1) for _ in range(3)]
-    assert shares and all(n == 2 for n in shares)  # forward, input gradient (a conv) and weight gradient
+    # forward, input gradient (a conv) and weight gradient by tiles; each tile's product on its thread
+    assert shares.count(2) == 3 * len(fast) and set(shares) == {1, 2}
     for got, expected in zip(fast[0], spec, strict=True):
         close(got, expected, np.float32)
     for again in fast[1:]:
         for got, first in zip(again, fast[0], strict=True):
             np.testing.assert_array_equal(got, first)
     monkeypatch.undo()
-    conv_threads.conv_threads()
+    kernel_threads.cpu_threads()
+
+
+def test_a_small_map_shares_out_the_rows_of_its_products(monkeypatch):
+    """A deep layer's conv (one image, a 5x5 map: too few columns to share out by tiles): the forward's
+    product (64 rows) and the weight gradient's (144 rows) split their rows over two threads, the input
+    gradient's (16 rows: one block) does not; the result is the specification's to rounding and repeats
+    bit for bit."""
+    monkeypatch.setattr(kernel_threads, "THREADS", 2)
+    monkeypatch.setattr(conv_kernels, "MIN_PARALLEL_MACS", 1 << 10)  # this small product counts as big
+    shares = []
+    real = kernel_threads.in_parallel
+    monkeypatch.setattr(conv_kernels, "in_parallel", lambda work, chunks: shares.append(len(chunks)) or
+                        real(work, chunks))
+    rng = np.random.default_rng(5)
+    x, w, b = (rng.standard_normal(s) for s in ((1, 16, 5, 5), (64, 16, 3, 3), (64,)))
+    spec = run(F.conv2d, "numpy", x, w, b, padding=1)
+    fast = [run(F.conv2d, "numba", x, w, b, padding=1) for _ in range(2)]
+    assert shares == [2, 1, 2] * len(fast)  # forward, input gradient (a conv), weight gradient
+    for got, expected in zip(fast[0], spec, strict=True):
+        close(got, expected, np.float64)
+    for got, first in zip(fast[1], fast[0], strict=True):
+        np.testing.assert_array_equal(got, first)
+    monkeypatch.undo()
+    kernel_threads.cpu_threads()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_threads_must_be_a_positive_int(bad, monkeypatch):
-    monkeypatch.setattr(conv_threads, "THREADS", bad)
+    monkeypatch.setattr(kernel_threads, "THREADS", bad)
     with pytest.raises(ValueError, match="THREADS"):
-        conv_threads.conv_threads()
+        kernel_threads.cpu_threads()
 
 
 def test_blas_runs_on_one_thread_while_convs_share_the_cores_and_gets_its_own_back():
@@ -198,16 +232,16 @@ def test_blas_runs_on_one_thread_while_convs_share_the_cores_and_gets_its_own_ba
     def blas_threads():
         return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
 
-    before, setting = blas_threads(), conv_threads.THREADS
+    before, setting = blas_threads(), kernel_threads.THREADS
     try:
-        conv_threads.THREADS = 1
-        assert conv_threads.conv_threads() == 1
+        kernel_threads.THREADS = 1
+        assert kernel_threads.cpu_threads() == 1
         own = blas_threads()
-        conv_threads.THREADS = 3
-        assert conv_threads.conv_threads() == 3 and set(blas_threads()) == {1}
-        conv_threads.THREADS = 1
-        assert conv_threads.conv_threads() == 1 and blas_threads() == own
+        kernel_threads.THREADS = 3
+        assert kernel_threads.cpu_threads() == 3 and set(blas_threads()) == {1}
+        kernel_threads.THREADS = 1
+        assert kernel_threads.cpu_threads() == 1 and blas_threads() == own
     finally:
-        conv_threads.THREADS = setting
-        conv_threads.conv_threads()
+        kernel_threads.THREADS = setting
+        kernel_threads.cpu_threads()
     assert blas_threads() == before

@@ -48,15 +48,47 @@ def test_paste_parallel_equals_serial(dtype, parallel):
     assert_bitwise(*parallel(lambda: paste_kernels.paste_masks_numba(masks, boxes, 90, 120)))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_roi_align_parallel_equals_serial(dtype, parallel):
-    rng = np.random.default_rng(3)
+def roi_align_case(seed: int, dtype):
+    """``(x, plan, g)``: features (2, 5, 24, 20), a sampling plan of 40 random boxes (some partly outside)
+    for 7x7 bins, and an output gradient (40, 5, 7, 7)."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, 5, 24, 20)).astype(dtype)
     xy = rng.uniform(-5, 60, (40, 2))
     rois = np.concatenate([rng.integers(0, 2, (40, 1)), xy, xy + rng.uniform(1, 40, (40, 2))], axis=1).astype(dtype)
     plan = sampling_plan(rois, 0.5, (7, 7), 2, False, 24, 20, np.dtype(dtype))
-    g = rng.standard_normal((40, 5, 7, 7)).astype(dtype)
+    return x, plan, rng.standard_normal((40, 5, 7, 7)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_roi_align_parallel_equals_serial(dtype, parallel):
+    x, plan, g = roi_align_case(3, dtype)
     out = parallel(lambda: np.ascontiguousarray(roi_align_kernels.roi_align_numba(x, plan, (7, 7))))
     grad = parallel(lambda: np.ascontiguousarray(roi_align_kernels.roi_align_backward_numba(g, plan, x.shape)))
     assert_bitwise(*out)
     assert_bitwise(*grad)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_roi_align_on_the_kernel_threads_equals_one_thread(threads, dtype, monkeypatch):
+    """With numba's threads off (the default), RoIAlign shares its channels out over the threads of
+    mrcnn_np.kernels.threads: 5 channels in slices of 3+2, 2+2+1, or one each (8 threads); the same bits."""
+    from mrcnn_np.kernels import threads as kernel_threads
+
+    x, plan, g = roi_align_case(4, dtype)
+    shares = []
+    monkeypatch.setattr(roi_align_kernels, "in_parallel", lambda work, chunks: shares.append(len(chunks)) or
+                        kernel_threads.in_parallel(work, chunks))
+    monkeypatch.setattr(roi_align_kernels, "MIN_PARALLEL", 0)
+
+    def run(n):
+        monkeypatch.setattr(kernel_threads, "THREADS", n)
+        return (np.ascontiguousarray(roi_align_kernels.roi_align_numba(x, plan, (7, 7))),
+                np.ascontiguousarray(roi_align_kernels.roi_align_backward_numba(g, plan, x.shape)))
+
+    one, many = run(1), run(threads)
+    assert shares == [1, 1, min(threads, 5), min(threads, 5)]
+    assert_bitwise(one[0], many[0])
+    assert_bitwise(one[1], many[1])
+    monkeypatch.undo()
+    kernel_threads.cpu_threads()
