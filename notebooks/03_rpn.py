@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -884,7 +884,17 @@ if torch is not None:
     moved = np.flatnonzero(np.abs(boxes_ours - theirs).max(axis=1) > 0.01)  # where the order differs
     print(f"positions where the order differs: {moved.tolist()}, scores {scores_ours[moved]}")
     assert len(boxes_ours) == len(theirs) and max(ours_to_theirs, theirs_to_ours) < 0.01
-    assert all(np.sum(scores_ours == scores_ours[i]) > 1 for i in moved), "order differs at unequal scores"
+    # how far apart the two libraries put one anchor's probability: two proposals whose probabilities
+    # are closer than twice that may come out in either order
+    with mrcnn_np.no_grad():
+        our_logits, _ = ours.head(list(features.values()))
+    with torch.no_grad():
+        their_logits, _ = reference.head(list(torch_features.values()))
+    gap = max(np.abs(1 / (1 + np.exp(-np.asarray(a.data))) - b.sigmoid().numpy()).max()
+              for a, b in zip(our_logits, their_logits, strict=True))
+    print(f"largest difference between the libraries' probabilities of one anchor: {gap:.1e}")
+    closest = [np.delete(np.abs(scores_ours[moved] - scores_ours[i]), k).min() for k, i in enumerate(moved)]
+    assert all(d <= 2 * gap for d in closest), "order differs between probabilities farther apart than rounding"
 
 # %% [markdown]
 # The losses too: in training mode torchvision samples the 256 anchors with `torch.randperm`;
@@ -907,9 +917,12 @@ if torch is not None:
 # %% [markdown]
 # In float32 the boxes agree to a few thousandths of a pixel: the head's convolutions add in a
 # different order, and the decoding's `exp` amplifies the last bits of large deltas. Both keep the
-# same 1000 boxes in the same order, except where two probabilities are exactly equal in
-# float32: the two libraries order such ties differently (torchvision's order of equal scores
-# comes from an unstable sort; see the docstring of `mrcnn_np/ops/nms.py`). The losses agree to float32 rounding. `tests/reference/test_rpn.py`
+# same 1000 boxes in the same order, except where two probabilities are equal or closer than the
+# libraries' rounding (the largest gap between their probabilities of one anchor, printed above):
+# such near-ties can come out in either order, and exact ties are ordered differently anyway
+# (torchvision's order of equal scores comes from an unstable sort; see the docstring of
+# `mrcnn_np/ops/nms.py`). Which near-ties swap depends on the last bits, so on how the machine's
+# threads split the convolutions (`mrcnn_np.kernels.threads`). The losses agree to float32 rounding. `tests/reference/test_rpn.py`
 # repeats these checks in float64, where the proposals agree to 1e-8 pixels, and compares the
 # gradients of both losses.
 
@@ -939,8 +952,9 @@ if torch is not None:
 #   regression, its recall at IoU 0.7 stops at one in three, and the random head finds none. The
 #   trained shapes RPN puts a box of IoU >= 0.7 on each of the three shapes among its first three
 #   proposals.
-# - Against torchvision in float32, the same 1000 proposals agree to 2.6e-3 px (the order differs
-#   only at exactly equal scores), and the two losses agree to float32 rounding.
+# - Against torchvision in float32, the same 1000 proposals agree to a few thousandths of a pixel
+#   (the order differs only where two probabilities are within rounding of each other), and the two
+#   losses agree to float32 rounding.
 
 # %% [markdown]
 # ## Exercises
