@@ -56,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .threads import cpu_threads, in_parallel, split
+from .threads import cpu_threads, in_parallel, ranges, split
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
@@ -170,9 +170,7 @@ def _rows_product(a, b, out, threads: int, epilogue=None, accumulate: bool = Fal
     tiles (a deep layer's small map: 512 channels of 25x25) share out their products this way."""
     M = a.shape[0]
     parts = min(threads, M // ROW_BLOCK, M * a.shape[1] * b.shape[1] // MIN_PARALLEL_MACS)
-    per_thread = -(-M // max(1, parts))
-    width = -(-per_thread // ROW_BLOCK) * ROW_BLOCK  # whole blocks of rows
-    slices = [(m0, min(M, m0 + width)) for m0 in range(0, M, width)] if parts > 1 else [(0, M)]
+    slices = ranges(M, parts, ROW_BLOCK)
 
     def rows(bounds):
         m0, m1 = bounds

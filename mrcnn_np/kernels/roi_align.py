@@ -47,7 +47,7 @@ from numba import cuda, int64, njit, prange
 
 from . import parallel_cpu
 from .device import THREADS, Launcher, blocks_for
-from .threads import cpu_threads, in_parallel
+from .threads import cpu_threads, in_parallel, ranges
 
 
 def _channels_last(x):
@@ -143,9 +143,7 @@ def _channel_slices(C: int, R: int, bins: int) -> list:
     """The channels as one ``(c0, c1)`` slice per thread of :mod:`.threads` (one slice when the call is
     small: under :data:`MIN_PARALLEL` channel-bins of work per thread)."""
     threads = cpu_threads()
-    parts = min(threads, C) if R * bins * C >= threads * MIN_PARALLEL else 1
-    width = -(-C // parts) if parts else 0
-    return [(c0, min(C, c0 + width)) for c0 in range(0, C, width)] if C else [(0, 0)]
+    return ranges(C, threads if R * bins * C >= threads * MIN_PARALLEL else 1)
 
 
 MIN_PARALLEL = 1 << 15  # channel-bins per thread below which a call runs on one thread

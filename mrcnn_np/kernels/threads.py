@@ -80,3 +80,13 @@ def split(tiles: list, sizes: list, parts: int) -> list:
             chunks.append(current)
             current = []
     return chunks + [current] if current else chunks
+
+
+def ranges(n: int, parts: int, block: int = 1) -> list:
+    """``0..n`` as at most ``parts`` consecutive ``(start, stop)`` ranges of whole blocks of ``block``
+    (the last may be shorter); ``[(0, n)]`` when ``parts`` <= 1 or ``n`` is 0."""
+    if parts <= 1 or n == 0:
+        return [(0, n)]
+    per_part = -(-n // parts)  # ceil(n / parts)
+    width = -(-per_part // block) * block  # rounded up to whole blocks
+    return [(start, min(n, start + width)) for start in range(0, n, width)]

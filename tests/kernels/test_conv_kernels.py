@@ -172,6 +172,14 @@ def test_split_balances_consecutive_runs():
     assert kernel_threads.split(list("abc"), [1, 1, 1], 1) == [["a", "b", "c"]]
 
 
+def test_ranges_cover_whole_blocks():
+    assert kernel_threads.ranges(5, 3) == [(0, 2), (2, 4), (4, 5)]
+    assert kernel_threads.ranges(5, 8) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert kernel_threads.ranges(144, 2, 16) == [(0, 80), (80, 144)]
+    assert kernel_threads.ranges(40, 1, 16) == kernel_threads.ranges(40, 0) == [(0, 40)]
+    assert kernel_threads.ranges(0, 3) == [(0, 0)]
+
+
 def test_a_conv_on_several_threads_shares_its_tiles_and_repeats_bit_for_bit(monkeypatch):
     """The mask head's conv (RoIs of 14x14): its tiles go to two threads, the result is the
     specification's to rounding, and the same call gives the same bits every time."""
