@@ -18,7 +18,9 @@ against 0.42-0.44 s, a ResNet-50-FPN inference at 800x800 2.9 s against 3.2-4.2 
 ``mrcnn_np.kernels.PARALLEL = True`` to run those loops on numba's threads (on a machine with
 cores to spare, after measuring). The convolutions do use every core: :mod:`.threads` shares a
 conv's tiles out over Python threads and holds BLAS to one thread for the process
-(``mrcnn_np.kernels.threads.THREADS``: how many; 1 gives BLAS its own threads back).
+(``mrcnn_np.kernels.threads.THREADS``: how many; 1 gives BLAS its own threads back), and so do
+the fully connected layers' products (:mod:`.linear`, rows shared out) and batch norm in training
+(:mod:`.batch_norm`, channels shared out).
 """
 
 PARALLEL = False  # run the CPU kernels' prange loops on numba's threads (see above)

@@ -56,13 +56,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .threads import cpu_threads, in_parallel, ranges, split
+from .threads import cpu_threads, in_parallel, rows_product, split
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
-MIN_PARALLEL = 512  # columns per thread below which a conv's tiles are not shared out (a hand-off: ~50 us) ...
-MIN_PARALLEL_MACS = 1 << 22  # ... and multiply-adds per thread below which a product's rows are not either
-ROW_BLOCK = 16  # rows of a product shared out together (a multiple of BLAS's register block)
+MIN_PARALLEL = 512  # columns per thread below which a conv's tiles are not shared out (a hand-off: ~50 us)
 
 
 def _chunks(tiles: list, Wo: int, threads: int) -> list:
@@ -163,27 +161,6 @@ def _put(out, tile, n0, n1, r0, r1):
         out[n0:n1] = tile.reshape(C, n1 - n0, L).transpose(1, 0, 2)  # (C, n*L) -> (C, n, L) -> (n, C, L)
 
 
-def _rows_product(a, b, out, threads: int, epilogue=None, accumulate: bool = False) -> None:
-    """``out (M, T) = a (M, K) @ b (K, T)`` (``+=`` with ``accumulate``), then ``epilogue(m0, m1)`` on the
-    rows written: the rows shared out over ``threads`` in blocks of :data:`ROW_BLOCK` when the product
-    holds :data:`MIN_PARALLEL_MACS` per thread, otherwise one product on this thread. A conv's few wide
-    tiles (a deep layer's small map: 512 channels of 25x25) share out their products this way."""
-    M = a.shape[0]
-    parts = min(threads, M // ROW_BLOCK, M * a.shape[1] * b.shape[1] // MIN_PARALLEL_MACS)
-    slices = ranges(M, parts, ROW_BLOCK)
-
-    def rows(bounds):
-        m0, m1 = bounds
-        if accumulate:
-            out[m0:m1] += a[m0:m1] @ b
-        else:
-            np.matmul(a[m0:m1], b, out=out[m0:m1])
-        if epilogue is not None:
-            epilogue(m0, m1)
-
-    in_parallel(rows, slices)
-
-
 def _pointwise(w2, x, out, bias=None, residual=None, relu: bool = False) -> None:
     """``out (N, C_out, L) = w2 (C_out, C_in) @ x (N, C_in, L)`` (then the epilogue), tile by tile: a
     1x1 stride-1 conv, whose every image is its own ``cols``. Maps of at least :data:`MIN_COLUMNS`
@@ -201,7 +178,7 @@ def _pointwise(w2, x, out, bias=None, residual=None, relu: bool = False) -> None
                 cols = x[n0:n1].transpose(1, 0, 2).reshape(C, (n1 - n0) * L)
                 tile = np.empty((w2.shape[0], cols.shape[1]), dtype=out.dtype)
             res = None if residual is None else _grad_tile(residual[..., None], n0, n1, r0, r1)
-            _rows_product(w2, cols, tile, row_threads, _rows_epilogue(tile, bias, res, relu))
+            rows_product(w2, cols, tile, row_threads, _rows_epilogue(tile, bias, res, relu))
             if n1 - n0 > 1:
                 _put(out, tile, n0, n1, r0, r1)
 
@@ -220,7 +197,7 @@ def _share_out(run, tiles: list, chunks: list, threads: int):
 
 
 def _rows_epilogue(tile, bias, residual, relu: bool):
-    """``epilogue(m0, m1)``: :func:`_epilogue` on rows m0..m1-1 of ``tile`` (C, T), for :func:`_rows_product`."""
+    """``epilogue(m0, m1)``: :func:`_epilogue` on rows m0..m1-1 of ``tile`` (C, T), for :func:`.rows_product`."""
     if bias is None and residual is None and not relu:
         return None
     return lambda m0, m1: _epilogue(tile[m0:m1], None if bias is None else bias[m0:m1],
@@ -270,7 +247,7 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
             tile = out[n0, :, r0 * Wo : r1 * Wo] if n1 - n0 == 1 else np.empty((C_out, T), dtype=x.dtype)
             res = None if residual is None else _grad_tile(residual, n0, n1, r0, r1)
             # (C_out, K) @ (K, T), then + bias, + residual, ReLU
-            _rows_product(w2, cols, tile, row_threads, _rows_epilogue(tile, bias, res, relu))
+            rows_product(w2, cols, tile, row_threads, _rows_epilogue(tile, bias, res, relu))
             if n1 - n0 > 1:
                 _put(out, tile, n0, n1, r0, r1)
 
@@ -317,15 +294,16 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
 
     def run(tiles, row_threads=1):
         """These tiles: folds d_cols into d_input, returns their part of d_weight as (K, C_out)."""
-        d_weight_t = np.zeros((K, C_out), dtype=dtype) if need[1] else None  # accumulated as (K, C_out)
+        # accumulated as (K, C_out): the first tile's product is written, the others added
+        d_weight_t = (np.empty if tiles else np.zeros)((K, C_out), dtype=dtype) if need[1] else None
         largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
         buffer = np.empty(K * largest, dtype=dtype)
-        for n0, n1, r0, r1 in tiles:
+        for index, (n0, n1, r0, r1) in enumerate(tiles):
             T = (n1 - n0) * (r1 - r0) * Wo
             g_tile = _grad_tile(g, n0, n1, r0, r1)  # (C_out, T)
             if fold:
                 d_cols = buffer[: K * T].reshape(K, T)
-                _rows_product(w2.T, g_tile, d_cols, row_threads)  # (K, C_out) @ (C_out, T)
+                rows_product(w2.T, g_tile, d_cols, row_threads)  # (K, C_out) @ (C_out, T)
                 _fold(d_cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, d_input)
             if need[1]:
                 if pointwise:
@@ -334,7 +312,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
                     cols = buffer[: K * T].reshape(K, T)
                     _gather(windows, n0, n1, r0, r1, cols)
                 # (K, T) @ (T, C_out): the long axis outside (OpenBLAS is much slower on g @ cols.T)
-                _rows_product(cols, g_tile.T, d_weight_t, row_threads, accumulate=True)
+                rows_product(cols, g_tile.T, d_weight_t, row_threads, accumulate=index > 0)
         return d_weight_t
 
     parts = _share_out(run, tiles, chunks, threads)

@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 THREADS: int | None = None  # threads of the CPU kernels (None: the cores this process may run on); 1: serial
+MIN_PARALLEL_MACS = 1 << 22  # multiply-adds per thread below which a product's rows are not shared out
+ROW_BLOCK = 16  # rows of a product shared out together (a multiple of BLAS's register block)
 
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -90,3 +94,25 @@ def ranges(n: int, parts: int, block: int = 1) -> list:
     per_part = -(-n // parts)  # ceil(n / parts)
     width = -(-per_part // block) * block  # rounded up to whole blocks
     return [(start, min(n, start + width)) for start in range(0, n, width)]
+
+
+def rows_product(a, b, out, threads: int, epilogue=None, accumulate: bool = False) -> None:
+    """``out (M, T) = a (M, K) @ b (K, T)`` (``+=`` with ``accumulate``), then ``epilogue(m0, m1)`` on the
+    rows written: the rows shared out over ``threads`` in blocks of :data:`ROW_BLOCK` when the product
+    holds :data:`MIN_PARALLEL_MACS` per thread, otherwise one product on this thread. A conv's few wide
+    tiles (a deep layer's small map: 512 channels of 25x25) and the fully connected layers share out
+    their products this way."""
+    M = a.shape[0]
+    parts = min(threads, M // ROW_BLOCK, M * a.shape[1] * b.shape[1] // MIN_PARALLEL_MACS)
+    slices = ranges(M, parts, ROW_BLOCK)
+
+    def rows(bounds):
+        m0, m1 = bounds
+        if accumulate:
+            out[m0:m1] += a[m0:m1] @ b
+        else:
+            np.matmul(a[m0:m1], b, out=out[m0:m1])
+        if epilogue is not None:
+            epilogue(m0, m1)
+
+    in_parallel(rows, slices)

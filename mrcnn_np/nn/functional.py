@@ -36,7 +36,7 @@ from ..autograd import (  # noqa: F401  (re-exported: F.add, F.concat, ...)
     sub,
     sum,
 )
-from ..backend import as_array, get_array_module
+from ..backend import KernelTable, as_array, get_array_module
 from ..checks import check_float, check_same_dtype, check_shape, pair
 from .conv import conv2d, conv_transpose2d, im2col  # noqa: F401
 from .losses import (  # noqa: F401
@@ -48,8 +48,36 @@ from .losses import (  # noqa: F401
 
 
 # --- linear and activations ----------------------------------------------------------------
-def linear(input, weight, bias=None):
-    """``y = x @ weight.T + bias``: input (*, in_features), weight (out_features, in_features)."""
+def _linear_numpy(x, w, b):
+    out = x @ w.T
+    return out if b is None else out + b
+
+
+def _linear_backward_numpy(g, x, w, need):
+    g2 = g.reshape(-1, w.shape[0])  # (*, out) -> (M, out)
+    x2 = x.reshape(-1, w.shape[1])  # (*, in) -> (M, in)
+    return (
+        g @ w if need[0] else None,
+        g2.T @ x2 if need[1] else None,
+        g2.sum(axis=0) if need[2] else None,
+    )
+
+
+def _linear_kernels():
+    from ..kernels import linear  # the threaded host products: on first use only
+
+    return linear
+
+
+# (forward, backward) pairs; "numba": the same products with their rows shared out over the CPU
+# kernel threads (mrcnn_np/kernels/linear.py). On CuPy arrays "auto" is this specification.
+LINEAR = KernelTable("linear", numpy=(_linear_numpy, _linear_backward_numpy),
+                     numba=lambda: _linear_kernels().LINEAR_IMPL)
+
+
+def linear(input, weight, bias=None, impl: str = "auto"):
+    """``y = x @ weight.T + bias``: input (*, in_features), weight (out_features, in_features).
+    ``impl``: numpy (the specification above) | numba (its rows on the CPU's threads) | auto."""
     x, w, b = as_array(input), as_array(weight), as_array(bias)
     check_shape("linear", "weight", w, "(out_features, in_features)", ndim=2)
     if x.ndim < 1 or x.shape[-1] != w.shape[1]:
@@ -58,18 +86,11 @@ def linear(input, weight, bias=None):
     check_same_dtype("linear", ("input", x), ("weight", w))
     if b is not None:
         check_shape("linear", "bias", b, f"({w.shape[0]},)", ndim=1, dims={0: w.shape[0]})
-    out = x @ w.T
-    if b is not None:
-        out = out + b
+    forward_impl, backward_impl = LINEAR.select(impl, x)
+    out = forward_impl(x, w, b)
 
     def backward(g):
-        g2 = g.reshape(-1, w.shape[0])  # (*, out) -> (M, out)
-        x2 = x.reshape(-1, w.shape[1])  # (*, in) -> (M, in)
-        return (
-            g @ w if needs_grad(input) else None,
-            g2.T @ x2 if needs_grad(weight) else None,
-            g2.sum(axis=0) if needs_grad(bias) else None,
-        )
+        return backward_impl(g, x, w, (needs_grad(input), needs_grad(weight), needs_grad(bias)))
 
     return apply(out, (input, weight, bias), backward)
 
@@ -171,57 +192,99 @@ def frozen_batch_norm2d(input, weight, bias, running_mean, running_var, eps: flo
     return apply(x * scale + shift, (input,), lambda g: (g * scale,))
 
 
+def _norm_axes(x):
+    """The axes a (N, C) or (N, C, H, W) input is reduced over per channel, and a (C,) array's broadcast shape."""
+    return ((0,), (1, x.shape[1])) if x.ndim == 2 else ((0, 2, 3), (1, x.shape[1], 1, 1))
+
+
+def _batch_norm_train_numpy(x, weight, bias, eps):
+    """Normalised with the batch's statistics -> ``(out, mean, var)``, the biased variance, (C,) each."""
+    xp = get_array_module(x)
+    axes, shape = _norm_axes(x)
+    w = weight.reshape(shape) if weight is not None else 1.0  # (C,) -> shape
+    b = bias.reshape(shape) if bias is not None else 0.0
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    inv_std = 1 / xp.sqrt(var + eps)
+    x_hat = (x - mu) * inv_std
+    return x_hat * w + b, mu.reshape(-1), var.reshape(-1)  # (1, C, 1, 1) -> (C,)
+
+
+def _batch_norm_train_backward_numpy(g, x, weight, batch_mean, batch_var, eps, need):
+    """``(d_input, d_weight, d_bias)``: the mean and variance depend on x too."""
+    xp = get_array_module(x)
+    axes, shape = _norm_axes(x)
+    count = x.size // x.shape[1]
+    w = weight.reshape(shape) if weight is not None else 1.0
+    mu, var = batch_mean.reshape(shape), batch_var.reshape(shape)  # (C,) -> shape
+    inv_std = 1 / xp.sqrt(var + eps)
+    x_hat = (x - mu) * inv_std
+    d_x_hat = g * w
+    d_input = None
+    if need[0]:
+        d_input = inv_std / count * (
+            count * d_x_hat
+            - d_x_hat.sum(axis=axes, keepdims=True)
+            - x_hat * (d_x_hat * x_hat).sum(axis=axes, keepdims=True)
+        )
+    return d_input, (g * x_hat).sum(axis=axes) if need[1] else None, g.sum(axis=axes) if need[2] else None
+
+
+def _batch_norm_kernels():
+    from ..kernels import batch_norm  # numba: on first use only
+
+    return batch_norm
+
+
+# training's (forward, backward) pair; "numba": two passes each, a channel at a time, on the CPU
+# kernel threads (mrcnn_np/kernels/batch_norm.py). On CuPy arrays "auto" is this specification.
+BATCH_NORM_TRAIN = KernelTable("batch_norm", numpy=(_batch_norm_train_numpy, _batch_norm_train_backward_numpy),
+                               numba=lambda: _batch_norm_kernels().BATCH_NORM_TRAIN_IMPL)
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5):
+               momentum: float = 0.1, eps: float = 1e-5, impl: str = "auto"):
     """``torch.nn.functional.batch_norm`` for (N, C) or (N, C, H, W) inputs.
 
     Training normalises with the batch statistics (biased variance) and updates the
     running statistics **in place** (unbiased variance), like torch; evaluation uses the
     running statistics. ``running_mean`` / ``running_var`` may be None in training.
+    ``impl`` (training only): numpy (the specification above) | numba (fewer passes) | auto.
     """
     xp = get_array_module(input)
     x = as_array(input)
     if x.ndim not in (2, 4):
         raise ValueError(f"batch_norm: expected input of shape (N, C) or (N, C, H, W), got {tuple(x.shape)}")
     C = x.shape[1]
-    axes = (0,) if x.ndim == 2 else (0, 2, 3)
-    shape = (1, C) if x.ndim == 2 else (1, C, 1, 1)
-    w = as_array(weight).reshape(shape) if weight is not None else 1.0  # (C,) -> shape
-    b = as_array(bias).reshape(shape) if bias is not None else 0.0
+    axes, shape = _norm_axes(x)
+    w_arr, b_arr = as_array(weight), as_array(bias)
     rm, rv = as_array(running_mean), as_array(running_var)
     if training:
         count = x.size // C
         if count < 2:
             raise ValueError(f"batch_norm: training needs more than 1 value per channel, got input {tuple(x.shape)}")
-        mu = x.mean(axis=axes, keepdims=True)
-        var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+        forward_impl, backward_impl = BATCH_NORM_TRAIN.select(impl, x)
+        out, mu, var = forward_impl(x, w_arr, b_arr, eps)
         if rm is not None:
             rm *= 1 - momentum
-            rm += momentum * mu.reshape(C)
+            rm += momentum * mu
         if rv is not None:
             rv *= 1 - momentum
-            rv += momentum * var.reshape(C) * (count / (count - 1))
-    else:
-        mu, var = rm.reshape(shape), rv.reshape(shape)
-        count = None
-    inv_std = 1 / xp.sqrt(var + eps)
-    x_hat = (x - mu) * inv_std
+            rv += momentum * var * (count / (count - 1))
+
+        def backward(g):
+            return backward_impl(g, x, w_arr, mu, var, eps, (needs_grad(input), needs_grad(weight), needs_grad(bias)))
+
+        return apply(out, (input, weight, bias), backward)
+    w = w_arr.reshape(shape) if weight is not None else 1.0  # (C,) -> shape
+    b = b_arr.reshape(shape) if bias is not None else 0.0
+    inv_std = 1 / xp.sqrt(rv.reshape(shape) + eps)
+    x_hat = (x - rm.reshape(shape)) * inv_std
     out = x_hat * w + b
 
     def backward(g):
-        d_x_hat = g * w
-        if not needs_grad(input):
-            d_input = None
-        elif training:  # mean and variance depend on x too
-            d_input = inv_std / count * (
-                count * d_x_hat
-                - d_x_hat.sum(axis=axes, keepdims=True)
-                - x_hat * (d_x_hat * x_hat).sum(axis=axes, keepdims=True)
-            )
-        else:
-            d_input = d_x_hat * inv_std
         return (
-            d_input,
+            g * w * inv_std if needs_grad(input) else None,
             (g * x_hat).sum(axis=axes) if needs_grad(weight) else None,
             g.sum(axis=axes) if needs_grad(bias) else None,
         )
