@@ -61,6 +61,7 @@ from mrcnn_np.nn import functional as F  # noqa: E402
 from mrcnn_np.train import NonFiniteLossError, TrainRecipe, make_optimizer, train_step  # noqa: E402
 
 DEMO = DemoSettings()
+BAR_ITERATIONS = 2100  # the GPU issue's bar: the demo's iterations when it was set (2100) in <= 3 minutes
 DET_TOL = {"boxes": 1e-6, "scores": 1e-9, "masks": 1e-6}  # "identical" float64 detections (pixels, probabilities)
 
 
@@ -392,7 +393,7 @@ def section_demo(run: Run) -> dict:
     out = {"batch_size": recipe.batch_size, "image_size": DEMO.image_size,
            "first_step_s": times[0], "steady_step_median_s": statistics.median(times[1:]),
            "steady_step_best_s": min(times[1:]), "steady_steps": len(times) - 1,
-           "projected_2100_iterations_s": statistics.median(times[1:]) * DEMO.iterations,
+           "projected_2100_iterations_s": statistics.median(times[1:]) * BAR_ITERATIONS,
            "predict_1_image": run.timeit(lambda: model(one), run.n(1, 10)),
            "predict_4_images": run.timeit(lambda: model(four), run.n(0, 5)),
            "note": "the first step compiles what the earlier sections left uncompiled (see cupy_kernels_compiled)"}
@@ -507,7 +508,7 @@ def section_train300(run: Run) -> dict:
     first, last = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))  # the first and last 10%
     return {"iterations": len(losses), "planned": planned, "stopped": stopped, "wall_s": wall,
             "per_iteration_s": wall / done, "step_median_s": statistics.median(steps or [0.0]),
-            "projected_2100_iterations_s": wall / done * DEMO.iterations,
+            "projected_2100_iterations_s": wall / done * BAR_ITERATIONS,
             "finite": bool(np.all(np.isfinite(losses))), "loss_first_mean": first, "loss_last_mean": last,
             "loss_falls": last < first, "loss_every_10": losses[::10] + losses[-1:],
             "note": "AP evaluation skipped: it needs pycocotools"}

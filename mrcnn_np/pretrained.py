@@ -4,12 +4,12 @@ predictions without training first.
     model = shapes_model()            # MaskRCNN(config.tiny(), 128 x 128 shapes), eval mode
     model.classes                     # ["background", "square", "circle", "triangle"]
 
-The file ``mrcnn_np/weights/shapes_tiny.safetensors`` is what ``mrcnn-np demo`` trains with its
-default settings (2100 iterations; held-out AP@0.5 0.952 boxes, 0.955 masks; trained before the
-convolutions were tiled, which round differently: the same settings gave 0.961 / 0.953 at 3eb924d,
-0.931 / 0.929 at a04fa8f), stored in float16
-to keep the repository small (the model computes in float32; :func:`shapes_model` casts on
-loading; the float16 copy scores the same AP@0.5). To reproduce it::
+The file ``mrcnn_np/weights/shapes_tiny.safetensors`` is what ``mrcnn-np demo`` trained with its
+default settings of the time (2100 iterations; the demo now trains 2500; held-out AP@0.5 0.952
+boxes, 0.955 masks; trained before the convolutions were tiled, which round differently: the same
+settings gave 0.961 / 0.953 at 3eb924d, 0.931 / 0.929 at a04fa8f), stored in float16 to keep the
+repository small (the model computes in float32; :func:`shapes_model` casts on loading; the
+float16 copy scores the same AP@0.5). To reproduce it::
 
     mrcnn-np demo --out runs/demo
     python -m mrcnn_np.pretrained runs/demo/model.safetensors     # writes the float16 copy

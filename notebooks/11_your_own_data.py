@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -393,7 +393,7 @@ print("RoI levels at 256 px:", upscaled["summary"]["roi_levels"])
 # 4. The suggested anchors raise the best IoUs and cut the positives to the anchors that fit;
 #    the anchor grid's offsets keep the smallest objects below 0.7 whatever the sizes (11.4).
 #    Resizing the images up is the other remedy (11.6).
-# 5. Trained with the demo's recipe (2,100 iterations, one seed), the suggested anchors made
+# 5. Trained with the demo's recipe at 2,100 iterations (one seed), the suggested anchors made
 #    the RPN's task easier (its losses) and raised proposal recall at IoU 0.7 from 78.5% to 81.3%,
 #    but left box and mask AP where they were (0.69 and 0.54 either way): the RPN's regression
 #    learns to correct anchors that do not fit. The masks' strict-IoU quality is the limit here (11.5).
