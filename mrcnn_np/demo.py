@@ -14,14 +14,15 @@ Faster R-CNN, the same configuration without the mask branch: bbox AP only.
 ``DemoSettings(variant="v2")`` (``--variant v2``) trains the model with torchvision's v2 recipe,
 ``variant="c4"`` the paper's ResNet-C4 model.
 
-With the defaults (2100 iterations) it runs in about 10.5 minutes on two CPU cores (625 s
-measured from a fresh clone at 3eb924d) and reached COCO AP@0.5 of 0.961 for boxes and 0.953 for
-masks on the 100 held-out images (AP@[.5:.95] 0.751 and 0.785) at that commit, 0.931 and 0.929 at
-a04fa8f (notebooks/results/architectures.json). The shipped model of
-:mod:`mrcnn_np.pretrained` is an earlier run of the same settings (0.952 / 0.955), from before
-the convolutions were tiled (they round differently). It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
-Everything is seeded: the same settings give the same numbers on the same machine (the BLAS
-library's thread count changes the last bits, and so the numbers a little).
+With the defaults (2500 iterations) it runs in about 10.5 minutes on two CPU cores (637 s
+measured from a fresh clone at ce4d663) and reached COCO AP@0.5 of 0.973 for boxes and 0.975 for
+masks on the 100 held-out images (AP@[.5:.95] 0.784 and 0.799); seed 1 reached 0.972 and 0.985.
+At 2100 iterations, the default until then, runs reached 0.907 to 0.961 for boxes. The shipped
+model of :mod:`mrcnn_np.pretrained` is a run at 2100 iterations (0.952 / 0.955), from before the
+convolutions were tiled (they round differently). It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
+Everything is seeded: the same settings give the same numbers on the same machine (the kernel
+threads' count, by default the cores, the BLAS library and the host change the last bits, and so
+the numbers a little).
 """
 
 from __future__ import annotations
