@@ -79,21 +79,27 @@ def cuda_kernels_usable() -> bool:
         return False
 
 
-_DEFAULT_IMPL = ["auto"]  # what "auto" means when not "auto": set by default_impl()
+_DEFAULT_IMPL = ["auto", None]  # what "auto" means when not "auto", and for which ops (None: all): default_impl()
 
 
 @contextlib.contextmanager
-def default_impl(impl: str):
+def default_impl(impl: str, ops=None):
     """Within the block, ``impl="auto"`` resolves to ``impl`` (e.g. ``"numpy"``: the reference
-    of every kernel) where the op has it."""
+    of every kernel) where the op has it; with ``ops`` (op names, e.g. ``("batch_norm",)``) only
+    for those, the other ops resolving ``"auto"`` as they would outside any block. The innermost
+    block decides."""
     if impl not in IMPLS:
         raise ValueError(f"default_impl: impl must be one of {IMPLS}, got {impl!r}")
-    before = _DEFAULT_IMPL[0]
-    _DEFAULT_IMPL[0] = impl
+    if ops is not None:
+        if not isinstance(ops, (list, tuple, set, frozenset)) or not all(isinstance(op, str) for op in ops):
+            raise TypeError(f"default_impl: ops must be None or a sequence of op names, got {ops!r}")
+        ops = frozenset(ops)
+    before = list(_DEFAULT_IMPL)
+    _DEFAULT_IMPL[:] = [impl, ops]
     try:
         yield
     finally:
-        _DEFAULT_IMPL[0] = before
+        _DEFAULT_IMPL[:] = before
 
 
 def is_cupy_array(x) -> bool:
@@ -199,8 +205,9 @@ class KernelTable:
         if impl not in IMPLS:
             raise ValueError(f"{self.op}: impl must be one of {IMPLS}, got {impl!r}")
         on_gpu = any(is_cupy_array(as_array(a)) for a in arrays)
-        if impl == "auto" and _DEFAULT_IMPL[0] != "auto" and _DEFAULT_IMPL[0] in self.names:
-            impl = _DEFAULT_IMPL[0]
+        default, ops = _DEFAULT_IMPL
+        if impl == "auto" and default != "auto" and default in self.names and (ops is None or self.op in ops):
+            impl = default
             if impl == "numba" and on_gpu:
                 impl = "auto"  # a host kernel never runs on device arrays
         if impl == "auto":

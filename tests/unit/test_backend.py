@@ -122,3 +122,19 @@ def test_importing_the_package_and_its_ops_imports_neither_cupy_nor_numba():
             "print('cupy' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_default_impl_for_some_ops_only():
+    """``default_impl(impl, ops=...)`` moves only the named ops; the innermost block decides."""
+    conv, norm = backend.KernelTable("conv2d", numpy=1, numba=lambda: 2), backend.KernelTable("batch_norm", numpy=1, numba=lambda: 2)
+    x = np.zeros(2)
+    with backend.default_impl("numpy", ops=("batch_norm",)):
+        assert norm.resolve("auto", x) == "numpy" and conv.resolve("auto", x) == "numba"
+        with backend.default_impl("numpy"):
+            assert norm.resolve("auto", x) == conv.resolve("auto", x) == "numpy"
+        assert conv.resolve("auto", x) == "numba"
+    assert norm.resolve("auto", x) == "numba"
+    for bad in ("batch_norm", 3, [1]):
+        with pytest.raises(TypeError, match="ops must be None or a sequence of op names"):
+            with backend.default_impl("numpy", ops=bad):
+                pass

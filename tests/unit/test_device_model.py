@@ -9,7 +9,6 @@ so a run that completes has no silent host round-trip on the model's path."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -22,7 +21,6 @@ from mrcnn_np.convert import load_model
 from mrcnn_np.data.shapes import shapes_dataset, write_shapes_dataset
 from mrcnn_np.evaluate import evaluate_model
 from mrcnn_np.model.mask_rcnn import MaskRCNN
-from mrcnn_np.nn import functional as F
 from mrcnn_np.nn.fused import fusion
 from mrcnn_np.train import TrainRecipe, make_optimizer, read_log, train, train_step
 
@@ -159,12 +157,12 @@ def test_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
 PREDICT_SYNCS, STEP_SYNCS = 28, 44
 
 
-def test_the_gpu_path_equals_the_host_and_keeps_to_its_sync_budget(dataset, fake_gpu, monkeypatch):
+def test_the_gpu_path_equals_the_host_and_keeps_to_its_sync_budget(dataset, fake_gpu):
     images, targets = (list(t) for t in zip(*(dataset[i] for i in range(2)), strict=True))
-    # batch norm's host kernel (fewer passes, float64 sums) has no device version: the device runs the
-    # specification, so the host does too here (tests/kernels/test_batch_norm_kernels.py compares the two)
-    monkeypatch.setattr(F, "BATCH_NORM_TRAIN", dataclasses.replace(F.BATCH_NORM_TRAIN, numba=None))
-    with default_impl("auto"):  # the numba kernels on the host; the stand-in CUDA kernels on the device
+    # the numba kernels on the host, the stand-in CUDA kernels on the device; batch norm's host kernel
+    # (fewer passes, float64 sums) has no device version, the device runs its specification, and so
+    # does the host here (tests/kernels/test_batch_norm_kernels.py compares the two)
+    with default_impl("numpy", ops=("batch_norm",)):
         host_model, device_model = small_model(), small_model().to("cuda")
         with fusion(False):  # the host folds norms into convs (mrcnn_np.nn.fused); the GPU path does not
             host = host_model.eval()(images)
