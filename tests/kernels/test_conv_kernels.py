@@ -72,6 +72,15 @@ def close(got, expected, dtype):
     np.testing.assert_allclose(got, expected, rtol=0, atol=RTOL[dtype] * scale)
 
 
+def close_and_repeated(fast: list, spec, dtype) -> None:
+    """The first of ``fast`` (repeated runs' results) is ``spec``'s to rounding; every later one is the first, bit for bit."""
+    for got, expected in zip(fast[0], spec, strict=True):
+        close(got, expected, dtype)
+    for again in fast[1:]:
+        for got, first in zip(again, fast[0], strict=True):
+            np.testing.assert_array_equal(got, first)
+
+
 def counting_hand_offs(monkeypatch, module) -> list:
     """``module.in_parallel`` made to record how many chunks each call shares out; returns that record."""
     shares = []
@@ -200,11 +209,7 @@ def test_a_conv_on_several_threads_shares_its_tiles_and_repeats_bit_for_bit(monk
     # forward, input gradient (a conv) and weight gradient by tiles, each over both threads (each tile's
     # product then on its own thread: threads.rows_product's hand-offs are not counted here)
     assert shares == [2] * (3 * len(fast))
-    for got, expected in zip(fast[0], spec, strict=True):
-        close(got, expected, np.float32)
-    for again in fast[1:]:
-        for got, first in zip(again, fast[0], strict=True):
-            np.testing.assert_array_equal(got, first)
+    close_and_repeated(fast, spec, np.float32)
     monkeypatch.undo()
     kernel_threads.cpu_threads()
 
@@ -222,10 +227,7 @@ def test_a_small_map_shares_out_the_rows_of_its_products(monkeypatch):
     spec = run(F.conv2d, "numpy", x, w, b, padding=1)
     fast = [run(F.conv2d, "numba", x, w, b, padding=1) for _ in range(2)]
     assert shares == [2, 1, 2] * len(fast)  # forward, input gradient (a conv), weight gradient
-    for got, expected in zip(fast[0], spec, strict=True):
-        close(got, expected, np.float64)
-    for got, first in zip(fast[1], fast[0], strict=True):
-        np.testing.assert_array_equal(got, first)
+    close_and_repeated(fast, spec, np.float64)
     monkeypatch.undo()
     kernel_threads.cpu_threads()
 

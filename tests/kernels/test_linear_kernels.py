@@ -14,7 +14,7 @@ from mrcnn_np.autograd import Tensor
 from mrcnn_np.kernels import threads as kernel_threads
 from mrcnn_np.nn import functional as F
 
-from .test_conv_kernels import DTYPES, close, counting_hand_offs
+from .test_conv_kernels import DTYPES, close, close_and_repeated, counting_hand_offs
 
 # (input shape, out_features, bias)
 CASES = [
@@ -78,10 +78,7 @@ def test_a_box_head_fc_shares_its_rows_and_repeats_bit_for_bit(monkeypatch):
     spec = run("numpy", x, w, b)
     fast = [run("numba", x, w, b) for _ in range(2)]
     assert shares == [2, 2, 2] * len(fast)  # out, d_input, d_weight
-    for got, expected in zip(fast[0], spec, strict=True):
-        close(got, expected, np.float32)
-    for got, first in zip(fast[1], fast[0], strict=True):
-        np.testing.assert_array_equal(got, first)
+    close_and_repeated(fast, spec, np.float32)
     monkeypatch.undo()
     kernel_threads.cpu_threads()
 
