@@ -6,7 +6,10 @@ The shapes are recorded from the model itself: one inference of ``config.resnet5
 predictor at 100 RoIs (the detections of a trained model). For each distinct shape it prints
 
     ours     GFLOP/s of F.conv2d / F.conv_transpose2d (impl="auto": the tiled kernels on the CPU; the
-             model's inference also folds norms and fuses ReLUs into them, which this leaves out)
+             model's inference also folds norms and fuses ReLUs into them, which this leaves out),
+             counted as the direct convolution's FLOPs; a 3x3 stride-1 conv marked "W" runs as
+             Winograd's F(2x2, 3x3) (mrcnn_np.kernels.winograd), which does 4/9 of them, so it can
+             pass sgemm's speed
     spec     GFLOP/s of the im2col specification (impl="numpy")
     sgemm    GFLOP/s of one NumPy matrix product of the conv's (M, N, K) = (C_out, N*Ho*Wo, C_in*kh*kw):
              the BLAS speed the conv could reach at best, with BLAS on every core (as the spec too;
@@ -33,6 +36,7 @@ import torch
 from mrcnn_np import no_grad
 from mrcnn_np.config import resnet50_fpn
 from mrcnn_np.kernels import threads as kernel_threads
+from mrcnn_np.kernels import winograd
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.nn import conv as conv_module
 from mrcnn_np.nn import functional as F
@@ -107,8 +111,9 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {cores} threads (mrcnn_np's convolutions {kernel_threads.cpu_threads()}, "
           f"sgemm's BLAS {cores}), numpy {np.__version__}; "
           f"best of {repeats}, calls interleaved; float32 forward")
-    header = (f"{'op':>6s} {'N':>4s} {'C_in':>5s} {'HxW':>9s} {'C_out':>5s} {'k':>3s} {'s':>2s} {'calls':>5s} "
-              f"{'GFLOP':>6s} {'ours':>6s} {'spec':>6s} {'sgemm':>6s} {'ours/sgemm':>10s} {'torch/ours':>10s}")
+    header = (f"{'op':>6s} {'N':>4s} {'C_in':>5s} {'HxW':>9s} {'C_out':>5s} {'k':>3s} {'s':>2s} {'W':>1s} "
+              f"{'calls':>5s} {'GFLOP':>6s} {'ours':>6s} {'spec':>6s} {'sgemm':>6s} {'ours/sgemm':>10s} "
+              f"{'torch/ours':>10s}")
     print(header)
     total = {"ours": 0.0, "spec": 0.0, "torch": 0.0, "sgemm": 0.0}
     worst = 1.0
@@ -153,8 +158,10 @@ def main(argv=None):
             worst = min(worst, ratio)
         for key, t in (("ours", t_ours), ("spec", t_spec), ("torch", t_torch), ("sgemm", t_gemm)):
             total[key] += count * t
+        fast = op == "conv2d" and winograd.applies(w.shape, (stride, stride), (1, 1), Ncols)
         print(f"{'conv' if op == 'conv2d' else 'deconv':>6s} {N:4d} {C:5d} {f'{H}x{W}':>9s} {C_out:5d} {kh:3d} "
-              f"{stride:2d} {count:5d} {flop / 1e9:6.1f} {flop / t_ours / 1e9:6.0f} {flop / t_spec / 1e9:6.0f} "
+              f"{stride:2d} {'W' if fast else '':>1s} "
+              f"{count:5d} {flop / 1e9:6.1f} {flop / t_ours / 1e9:6.0f} {flop / t_spec / 1e9:6.0f} "
               f"{flop / t_gemm / 1e9:6.0f} {ratio:9.0%} {t_torch / t_ours:9.2f}x", flush=True)
     print(f"all convs of one inference (each shape x its calls): ours {total['ours']:.3f}s, "
           f"spec {total['spec']:.3f}s, sgemm {total['sgemm']:.3f}s, torch {total['torch']:.3f}s; "

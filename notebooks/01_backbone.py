@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -43,6 +43,7 @@ import numpy as np
 from matplotlib import cbook, patches
 
 import mrcnn_np
+from mrcnn_np.kernels import winograd
 from mrcnn_np.model.backbone import RESNET_LAYERS, ResNet, resnet_fpn_backbone
 from mrcnn_np.model.fpn import FeaturePyramidNetwork
 from mrcnn_np.nn import functional as F
@@ -117,6 +118,28 @@ print("identical:", np.array_equal(by_matmul, by_conv))
 # im2col trades memory for one large, fast product. A 1x1 convolution with stride 1 needs no
 # unfolding at all: it is a matrix product over channels. Two of the three convolutions of a
 # bottleneck block are 1x1.
+
+# %% [markdown]
+# A 3x3 convolution with stride 1 can also be done with fewer multiplications. Winograd's
+# F(2x2, 3x3) (Lavin & Gray, 2016) computes a 2x2 block of outputs from the 4x4 input patch `d`
+# under it as `A^T [(G g G^T) * (B^T d B)] A`, with `*` elementwise and fixed matrices of 0, ±1
+# and ±1/2: 16 multiplications instead of 4 x 9 = 36. Summed over input channels, the 16
+# elementwise products become 16 matrix products over channels, so the whole convolution does 4/9
+# of im2col's arithmetic. On one patch:
+
+# %%
+d = rng.standard_normal((4, 4))  # one input patch: the receptive fields of a 2x2 output block
+g = rng.standard_normal((3, 3))  # one filter
+direct = np.array([[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(2)] for i in range(2)])
+transformed = (winograd.G @ g @ winograd.G.T) * (winograd.B_T @ d @ winograd.B_T.T)  # (4, 4): 16 products
+by_winograd = winograd.A_T @ transformed @ winograd.A_T.T  # (2, 2)
+print("direct: 36 multiplications, Winograd: 16; the same 2x2 outputs:", np.allclose(by_winograd, direct))
+
+# %% [markdown]
+# mrcnn_np's CPU inference (inside `no_grad`) runs the 3x3 stride-1 convolutions of 32 or more
+# channels this way (`mrcnn_np/kernels/winograd.py`); the additions in the transforms round
+# differently from im2col, by about as much as the order of a dot product does. Training keeps
+# the im2col products.
 
 # %% [markdown]
 # ## 1.2 The bottleneck block
@@ -456,6 +479,8 @@ if torch is not None:
 #   a 5x5 map unfolds into 9 columns of 9 values, and for 2 images, 3 -> 4 channels, stride 2 and
 #   padding 1 the product gives `conv2d`'s `(2, 4, 5, 4)` output exactly. The columns repeat
 #   every input value up to `kh * kw` times; a 1x1 convolution with stride 1 needs no unfolding.
+#   Winograd's F(2x2, 3x3) computes a 3x3 stride-1 convolution with 16 multiplications per 2x2
+#   outputs instead of 36; CPU inference uses it.
 # - A bottleneck block is 1x1 (reduce to `planes`), 3x3 (the block's stride, "ResNet v1.5" as in
 #   torchvision), 1x1 (expand to `4 * planes`), each followed by a frozen batch norm, plus a
 #   shortcut (a strided 1x1 conv and a norm when the shape changes) and a ReLU after the sum.

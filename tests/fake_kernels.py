@@ -52,8 +52,11 @@ def _device(x):
 
 def _on_device(op: str, host_kernel):
     """``host_kernel`` (a numba CPU kernel) as a kernel on stand-in arrays, with the real one's syncs."""
-    def kernel(*args):
-        out = host_kernel(*(_payload(a) for a in args))
+    def kernel(*args, **kwargs):
+        # a GPU's convolution is the specification (im2col), never Winograd's (which inference on the host may
+        # use): the stand-in's tiled one is asked for im2col too
+        kwargs.pop("winograd", None)
+        out = host_kernel(*(_payload(a) for a in args), **kwargs)
         fake_cupy.counts.syncs += SYNCS[op]
         fake_cupy.counts.to_host += SYNCS[op]
         return tuple(_device(o) for o in out) if isinstance(out, tuple) else _device(out)

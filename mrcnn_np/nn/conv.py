@@ -28,7 +28,7 @@ Torch references: ``torch.nn.functional.conv2d`` / ``conv_transpose2d``.
 
 from __future__ import annotations
 
-from ..autograd import apply, needs_grad
+from ..autograd import apply, is_grad_enabled, needs_grad
 from ..backend import KernelTable, as_array, get_array_module
 from ..checks import check_float, check_same_dtype, check_shape, pair
 
@@ -168,8 +168,9 @@ def conv2d_backward(grad_out, x_shape, cols, weight, stride=1, padding=0, dilati
     return d_input, d_weight, d_bias
 
 
-def _conv2d_numpy(x, weight, bias, stride, padding, dilation, keep: bool):
-    """The specification as a table entry: ``(out, saved)``, ``saved`` the columns when ``keep``."""
+def _conv2d_numpy(x, weight, bias, stride, padding, dilation, keep: bool, winograd: bool = False):
+    """The specification as a table entry: ``(out, saved)``, ``saved`` the columns when ``keep``; always
+    im2col (``winograd``, which lets the CPU kernel use :mod:`mrcnn_np.kernels.winograd`, is ignored)."""
     out, cols = conv2d_forward(x, weight, bias, stride, padding, dilation)
     return out, (cols if keep else None)
 
@@ -182,6 +183,12 @@ def _kernels():
     from ..kernels import conv  # imports numba: on first use only
 
     return conv
+
+
+def _fused():
+    from . import fused  # it imports this module
+
+    return fused
 
 
 # (forward, backward) pairs, here and for CONV_TRANSPOSE2D below. "numba": the tiled CPU versions
@@ -207,8 +214,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, impl: str 
             )
     forward_impl, backward_impl = CONV2D.select(impl, x)
     stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
-    # only d_weight needs the unfolded input
-    out, saved = forward_impl(x, w, b, stride, padding, dilation, needs_grad(weight))
+    # only d_weight needs the unfolded input; outside the tape (inference) the CPU kernel may use Winograd's
+    # F(2x2, 3x3) for a 3x3 stride-1 conv (other last bits), unless fusion(False) asks for the specification's
+    # arithmetic; training always runs the im2col products
+    out, saved = forward_impl(x, w, b, stride, padding, dilation, needs_grad(weight),
+                              winograd=not is_grad_enabled() and _fused().fusion_enabled())
 
     def backward(g):
         need = (needs_grad(input), needs_grad(weight), needs_grad(bias))

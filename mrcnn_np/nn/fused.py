@@ -40,14 +40,21 @@ _ENABLED = [True]
 
 @contextlib.contextmanager
 def fusion(enabled: bool):
-    """Within the block, :func:`conv_norm` folds (``True``, the default) or always runs the separate
-    layers (``False``: the specification's arithmetic, e.g. to compare with a GPU run bit for bit)."""
+    """Within the block, :func:`conv_norm` folds and ``F.conv2d`` may run a 3x3 as Winograd's
+    (:mod:`mrcnn_np.kernels.winograd`) at inference (``True``, the default), or every conv is the
+    separate layers' im2col (``False``: the specification's arithmetic, e.g. to compare with a GPU run
+    bit for bit)."""
     before = _ENABLED[0]
     _ENABLED[0] = bool(enabled)
     try:
         yield
     finally:
         _ENABLED[0] = before
+
+
+def fusion_enabled() -> bool:
+    """Whether inference may fold, fuse and use Winograd's convolution here (see :func:`fusion`)."""
+    return _ENABLED[0]
 
 
 def _fixed_statistics(norm) -> bool:
@@ -87,6 +94,23 @@ def folded(conv, norm) -> tuple:
     return result
 
 
+def _transformed(conv, weights: tuple):
+    """Winograd's transform of the folded 3x3 weight of ``weights`` (:func:`folded`'s ``(weight, bias)``;
+    :func:`mrcnn_np.kernels.winograd.weight_transform`), kept on ``conv`` with that result: a refold returns
+    a new tuple, so a new transform (the weight array itself can be the conv's own, changed in place);
+    None for other kernels."""
+    weight = weights[0]
+    if weight.shape[2:] != (3, 3):
+        return None
+    cache = conv.__dict__.get("_winograd")
+    if cache is None or cache[0] is not weights:
+        from ..kernels.winograd import weight_transform
+
+        cache = (weights, weight_transform(weight))
+        object.__setattr__(conv, "_winograd", cache)
+    return cache[1]
+
+
 def conv_norm(conv, norm, x, relu: bool = False, residual=None):
     """``relu(norm(conv(x)) + residual)`` (``norm``, ``relu`` and ``residual`` optional): folded and
     fused on the CPU when nothing needs a gradient (module doc), else the separate layers on the tape."""
@@ -95,11 +119,13 @@ def conv_norm(conv, norm, x, relu: bool = False, residual=None):
             and conv_ops.CONV2D.resolve("auto", data) == "numba"):
         from ..kernels.conv import conv2d_forward_tiled
 
-        weight, bias = folded(conv, norm)
+        weights = folded(conv, norm)
+        weight, bias = weights
         conv_ops._check_conv("conv2d", data, weight, bias, weight.shape[1], weight.shape[0])
         pairs = [pair(v) for v in (conv.stride, conv.padding, conv.dilation)]
         out = conv2d_forward_tiled(data, weight, bias, *pairs, relu=relu,
-                                   residual=None if residual is None else as_array(residual))
+                                   residual=None if residual is None else as_array(residual), winograd=True,
+                                   transformed=_transformed(conv, weights))
         return Tensor(out)
     out = conv(x)
     if norm is not None:
