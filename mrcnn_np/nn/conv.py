@@ -179,16 +179,15 @@ def _conv2d_backward_numpy(grad_out, x, saved, weight, stride, padding, dilation
     return conv2d_backward(grad_out, x.shape, saved, weight, stride, padding, dilation, need)
 
 
+# [True]: inference may run a 3x3 as Winograd's here (and fold norms: mrcnn_np.nn.fused, whose
+# fusion(False) sets it False for the specification's arithmetic)
+FAST_INFERENCE = [True]
+
+
 def _kernels():
     from ..kernels import conv  # imports numba: on first use only
 
     return conv
-
-
-def _fused():
-    from . import fused  # it imports this module
-
-    return fused
 
 
 # (forward, backward) pairs, here and for CONV_TRANSPOSE2D below. "numba": the tiled CPU versions
@@ -218,7 +217,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, impl: str 
     # F(2x2, 3x3) for a 3x3 stride-1 conv (other last bits), unless fusion(False) asks for the specification's
     # arithmetic; training always runs the im2col products
     out, saved = forward_impl(x, w, b, stride, padding, dilation, needs_grad(weight),
-                              winograd=not is_grad_enabled() and _fused().fusion_enabled())
+                              winograd=not is_grad_enabled() and FAST_INFERENCE[0])
 
     def backward(g):
         need = (needs_grad(input), needs_grad(weight), needs_grad(bias))

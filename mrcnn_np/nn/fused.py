@@ -35,7 +35,8 @@ from . import conv as conv_ops
 from . import functional as F
 from .modules import BatchNorm2d, FrozenBatchNorm2d
 
-_ENABLED = [True]
+# one flag with F.conv2d's choice of Winograd at inference, kept in nn.conv (which cannot import this module)
+_ENABLED = conv_ops.FAST_INFERENCE
 
 
 @contextlib.contextmanager
@@ -50,11 +51,6 @@ def fusion(enabled: bool):
         yield
     finally:
         _ENABLED[0] = before
-
-
-def fusion_enabled() -> bool:
-    """Whether inference may fold, fuse and use Winograd's convolution here (see :func:`fusion`)."""
-    return _ENABLED[0]
 
 
 def _fixed_statistics(norm) -> bool:
