@@ -39,6 +39,9 @@ def _add_demo(subparsers) -> None:
     )
     p.add_argument("--iterations", type=_positive_int, default=d.iterations,
                    help="training iterations (default: %(default)s)")
+    p.add_argument("--lr", type=_positive_float, default=d.lr,
+                   help="peak learning rate, after a warm-up over the first 10%% of the iterations (default: "
+                        "%(default)s); lower it if training stops at a non-finite loss")
     p.add_argument("--train-images", type=_positive_int, default=d.train_images,
                    help="generated training images (default: %(default)s)")
     p.add_argument("--test-images", type=_positive_int, default=d.test_images,
@@ -65,16 +68,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from .demo import DEMO_MIN_AP50, DemoSettings, run_shapes_demo
 
-    settings = replace(DemoSettings(), iterations=args.iterations, train_images=args.train_images,
+    settings = replace(DemoSettings(), iterations=args.iterations, lr=args.lr, train_images=args.train_images,
                        test_images=args.test_images, image_size=args.image_size, seed=args.seed, task=args.task,
                        variant=args.variant)
-    from .train import RunExistsError, TrainingInterrupted
+    from .train import NonFiniteLossError, RunExistsError, TrainingInterrupted
 
     try:
         _check_out_folder(args.out)
         _check_device_usable(args.device)
         result = run_shapes_demo(settings, out_dir=args.out, progress=not args.no_progress,
                                  overwrite=args.overwrite, device=args.device)
+    except NonFiniteLossError as e:  # the demo has no --resume: what to change, in its own options
+        return _error(f"{e} The demo warms up over the first 10% of its iterations ({settings.recipe().warmup_iters} "
+                      f"here; a short run ramps up fast): run it again with a lower --lr (this run: {settings.lr}) "
+                      "or more --iterations.", 2)
     except (RunExistsError, NotADirectoryError, RuntimeError) as e:
         return _error(e, 2)
     except TrainingInterrupted as e:

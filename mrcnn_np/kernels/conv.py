@@ -59,7 +59,7 @@ import numpy as np
 from numba import njit
 
 from . import winograd as winograd_kernels
-from .threads import cpu_threads, in_parallel, rows_product, split
+from .threads import cpu_threads, rows_product, share_out, split
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
@@ -188,15 +188,7 @@ def _pointwise(w2, x, out, bias=None, residual=None, relu: bool = False) -> None
     # each image as L rows of one column: (n0, n1, r0, r1) tiles of columns of (C, L)
     threads = cpu_threads()
     tiles = _tiles(N, L, 1, 0 if L >= MIN_COLUMNS else C, threads)
-    _share_out(run, tiles, _chunks(tiles, 1, threads), threads)
-
-
-def _share_out(run, tiles: list, chunks: list, threads: int):
-    """``run`` a conv's tiles: a run of tiles per thread when there are enough of them (``chunks``),
-    otherwise the tiles one after the other with each product's rows shared out. Returns ``run``'s results."""
-    if len(chunks) >= threads or threads == 1:
-        return in_parallel(run, chunks)
-    return [run(tiles, threads)]
+    share_out(run, tiles, _chunks(tiles, 1, threads), threads)
 
 
 def _rows_epilogue(tile, bias, residual, relu: bool):
@@ -231,7 +223,7 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
     Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if winograd and winograd_kernels.applies(weight.shape, stride, dilation, N * Ho * Wo):
-        return winograd_kernels.conv3x3_winograd(np.ascontiguousarray(x), weight, bias, padding, relu, residual,
+        return winograd_kernels.conv3x3_winograd(x, weight, bias, padding, relu, residual,
                                                  transformed)
     K = C * kh * kw
     w2 = weight.reshape(C_out, K)  # (C_out, C_in, kh, kw) -> (C_out, K)
@@ -263,7 +255,7 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
 
     threads = cpu_threads()
     tiles = _tiles(N, Ho, Wo, K, threads)
-    _share_out(run, tiles, _chunks(tiles, Wo, threads), threads)
+    share_out(run, tiles, _chunks(tiles, Wo, threads), threads)
     return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
 
 
@@ -325,7 +317,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
                 rows_product(cols, g_tile.T, d_weight_t, row_threads, accumulate=index > 0)
         return d_weight_t
 
-    parts = _share_out(run, tiles, chunks, threads)
+    parts = share_out(run, tiles, chunks, threads)
     if need[1]:
         d_weight_t = parts[0] if parts else np.zeros((K, C_out), dtype=dtype)
         for part in parts[1:]:  # the threads' sums, in the order of their tiles

@@ -86,6 +86,15 @@ def split(tiles: list, sizes: list, parts: int) -> list:
     return chunks + [current] if current else chunks
 
 
+def share_out(run, tiles: list, chunks: list, threads: int) -> list:
+    """``run`` a kernel's tiles: a run of tiles per thread when there are enough of them (``chunks``, from
+    :func:`split`), otherwise the tiles one after the other on this thread, ``run(tiles, threads)`` sharing
+    out each tile's products. Returns ``run``'s results."""
+    if len(chunks) >= threads or threads == 1:
+        return in_parallel(run, chunks)
+    return [run(tiles, threads)]
+
+
 def ranges(n: int, parts: int, block: int = 1) -> list:
     """``0..n`` as at most ``parts`` consecutive ``(start, stop)`` ranges of whole blocks of ``block``
     (the last may be shorter); ``[(0, n)]`` when ``parts`` <= 1 or ``n`` is 0."""

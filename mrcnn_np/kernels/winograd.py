@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .threads import cpu_threads, in_parallel, ranges, split
+from .threads import cpu_threads, in_parallel, ranges, share_out, split
 
 # B^T, G, A^T of F(2x2, 3x3) (Lavin & Gray, section 4.1); the kernels below spell B^T and A^T out
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -232,11 +232,8 @@ def conv3x3_winograd(x, weight, bias, padding, relu: bool = False, residual=None
 
     threads = cpu_threads()
     tiles = _tiles(N, th, tw, 16 * max(C, C_out), threads)
-    chunks = [tiles]
+    chunks = [tiles]  # too few tiles to share out: the caller's thread transforms, every tile's products shared out
     if N * th * tw >= threads * MIN_PARALLEL:  # runs of tiles, one per thread
         chunks = split(tiles, [(n1 - n0) * (t1 - t0) for n0, n1, t0, t1 in tiles], threads)
-    if len(chunks) > 1:
-        in_parallel(run, chunks)
-    else:  # too few tiles to share out: the caller's thread transforms, every tile's products shared out
-        run(tiles, threads)
+    share_out(run, tiles, chunks, threads)
     return out

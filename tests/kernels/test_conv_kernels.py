@@ -26,13 +26,16 @@ CONV_CASES = [
     (3, 5, 6, 6, 2, (1, 1), 1, 0, 1),            # pointwise: no gather
     (40, 3, 6, 6, 2, (1, 1), 1, 0, 1),           # pointwise on many small maps (RoIs): two groups of images
     (0, 3, 6, 6, 2, (1, 1), 1, 0, 1),            # pointwise, no images
-    (2, 3, 5, 5, 2, (1, 1), 2, 0, 1),            # strided 1x1 (a downsample)
+    (2, 3, 5, 5, 2, (1, 1), 2, 0, 1),            # strided 1x1 (a downsample): a pointwise conv of a subsample
+    (3, 4, 7, 6, 5, (1, 1), (2, 3), 0, 1),       # ... with unequal strides
     (1, 4, 11, 13, 3, (3, 3), 2, 1, 1),          # a 3x3 / 2 of the backbone
     (5, 4, 4, 4, 3, (3, 3), 1, 1, 1),            # many small images (the mask head)
     (1, 2, 17, 9, 3, (7, 7), 2, 3, 1),           # the stem
     (2, 3, 8, 8, 2, (3, 3), 1, 4, 1),            # padding wider than the kernel: all-zero taps
     (1, 2, 5, 12, 2, (2, 3), (1, 3), (0, 1), (2, 1)),
     (0, 3, 6, 6, 2, (3, 3), 1, 1, 1),            # no images (no RoIs): empty results
+    (2, 3, 10, 11, 4, (3, 3), 3, 2, 1),          # stride 3: nine phases
+    (1, 2, 9, 10, 3, (4, 3), (2, 3), (3, 0), 1),  # unequal strides, padding wider than the stride
 ]
 TILES = [1 << 20, 50, 7]  # one tile; a few rows or images per tile; one row (or image) per tile
 # serial; the tiles shared out over 2 and 3 threads (every conv of 2+ positions); a product's rows shared
@@ -81,11 +84,13 @@ def close_and_repeated(fast: list, spec, dtype) -> None:
             np.testing.assert_array_equal(got, first)
 
 
-def counting_hand_offs(monkeypatch, module) -> list:
-    """``module.in_parallel`` made to record how many chunks each call shares out; returns that record."""
+def counting_hand_offs(monkeypatch, *modules) -> list:
+    """``in_parallel`` of each of ``modules`` made to record how many chunks each call shares out; returns
+    that record (one list for all)."""
     shares = []
     real = kernel_threads.in_parallel
-    monkeypatch.setattr(module, "in_parallel", lambda work, chunks: shares.append(len(chunks)) or real(work, chunks))
+    for module in modules:
+        monkeypatch.setattr(module, "in_parallel", lambda work, chunks: shares.append(len(chunks)) or real(work, chunks))
     return shares
 
 
@@ -201,14 +206,14 @@ def test_a_conv_on_several_threads_shares_its_tiles_and_repeats_bit_for_bit(monk
     """The mask head's conv (RoIs of 14x14): its tiles go to two threads, the result is the
     specification's to rounding, and the same call gives the same bits every time."""
     monkeypatch.setattr(kernel_threads, "THREADS", 2)
-    shares = counting_hand_offs(monkeypatch, conv_kernels)
+    shares = counting_hand_offs(monkeypatch, kernel_threads)  # threads.share_out's and rows_product's hand-offs
     rng = np.random.default_rng(3)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((40, 8, 14, 14), (8, 8, 3, 3), (8,)))
     spec = run(F.conv2d, "numpy", x, w, b, padding=1)
     fast = [run(F.conv2d, "numba", x, w, b, padding=1) for _ in range(3)]
     # forward, input gradient (a conv) and weight gradient by tiles, each over both threads (each tile's
-    # product then on its own thread: threads.rows_product's hand-offs are not counted here)
-    assert shares == [2] * (3 * len(fast))
+    # product then on its own thread: each of threads.rows_product's hand-offs is one chunk)
+    assert [s for s in shares if s != 1] == [2] * (3 * len(fast))
     close_and_repeated(fast, spec, np.float32)
     monkeypatch.undo()
     kernel_threads.cpu_threads()

@@ -86,7 +86,7 @@ def test_shares_out_tiles_or_products(monkeypatch, threads):
     """With more threads, a conv of several tiles hands each thread a run of them; in "products" mode it keeps
     its tiles on the caller's thread and shares out each tile's 16 products."""
     count, mode = threads
-    shares = counting_hand_offs(monkeypatch, winograd)
+    shares = counting_hand_offs(monkeypatch, kernel_threads, winograd)  # threads.share_out's, the products'
     x, w, b, padding = data(CASES[4], np.float32)
     winograd.conv3x3_winograd(x, w, b, padding)
     if count == 1:

@@ -57,12 +57,27 @@ def test_demo_passes_its_options_and_fails_below_the_ap_bar(ap50, status, monkey
         return {"metrics": metrics, "seconds": 2.0, "train_seconds": 1.0, "files": {"predictions": "x/p.png"}}
 
     monkeypatch.setattr(demo, "run_shapes_demo", fake_demo)
-    argv = ["demo", "--iterations", "7", "--seed", "3", "--train-images", "9", "--out", "x", "--no-progress"]
+    argv = ["demo", "--iterations", "7", "--lr", "0.005", "--seed", "3", "--train-images", "9", "--out", "x",
+            "--no-progress"]
     assert cli.main(argv) == status
     settings, out_dir, progress = calls[0]
-    assert (settings.iterations, settings.seed, settings.train_images, out_dir, progress) == (7, 3, 9, "x", False)
+    assert (settings.iterations, settings.lr, settings.seed, settings.train_images, out_dir, progress) == (
+        7, 0.005, 3, 9, "x", False)
     out = capsys.readouterr().out
     assert f"AP@0.5: bbox {ap50[0]:.3f}, segm {ap50[1]:.3f}" in out and "x/p.png" in out
+
+
+def test_a_demo_that_diverges_says_which_of_its_options_to_change(monkeypatch, capsys):
+    from mrcnn_np.train import NonFiniteLossError
+
+    def diverging(settings, out_dir, progress, overwrite, device):
+        raise NonFiniteLossError(28, {"loss_objectness": float("nan"), "loss_classifier": 1.0})
+
+    monkeypatch.setattr(demo, "run_shapes_demo", diverging)
+    assert cli.main(["demo", "--iterations", "60", "--out", "x", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "iteration 28: loss_objectness = nan" in err and "(6 here" in err
+    assert f"a lower --lr (this run: {demo.DemoSettings().lr}) or more --iterations" in err and "Traceback" not in err
 
 
 def test_the_demo_runs_end_to_end(tmp_path, capsys):

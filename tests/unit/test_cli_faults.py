@@ -168,6 +168,8 @@ def test_resume_with_another_configuration_or_nothing_to_resume(files, tmp_path,
 @pytest.mark.parametrize(("argv", "expected"), [
     (["train", "a.json", "--seed", "-1"], "must be an integer >= 0"),
     (["demo", "--seed", "-1"], "must be an integer >= 0"),
+    (["demo", "--lr", "0"], "must be a positive number"),
+    (["demo", "--lr", "nan"], "must be a positive number"),
     (["verify", "--seed", "x"], "must be an integer >= 0"),
     (["predict", "a.png", "--weights", "w", "--out", "f.png", "--score-thresh", "nan"], "must be a number in [0, 1]"),
     (["predict", "a.png", "--weights", "w", "--out", "f.png", "--score-thresh", "1.5"], "must be a number in [0, 1]"),
