@@ -122,6 +122,29 @@ def test_conv2d_tiled_equals_the_specification(case, dtype, tile_values, threads
         close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("min_image_macs", "products"), [(1, 40), (1 << 40, 2)])
+def test_a_pointwise_conv_of_small_maps_multiplies_image_by_image_when_each_product_is_large(
+        min_image_macs, products, dtype, monkeypatch):
+    """40 maps of 6x6 (a head's RoIs): with products per image of at least MIN_IMAGE_MACS, one product per
+    image (no transposed copies); below it, the images grouped into tiles (here one per thread). Either way the
+    forward and backward are the specification's to rounding."""
+    monkeypatch.setattr(kernel_threads, "THREADS", 2)
+    monkeypatch.setattr(conv_kernels, "MIN_IMAGE_MACS", min_image_macs)
+    calls = []
+    real = conv_kernels.rows_product
+    monkeypatch.setattr(conv_kernels, "rows_product", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
+    rng = np.random.default_rng(1)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((40, 8, 6, 6), (5, 8, 1, 1), (5,)))
+    conv_kernels.conv2d_forward_tiled(x, w, b, (1, 1), (0, 0), (1, 1))
+    assert len(calls) == products and all(shape == (8, 36 * 40 // products) for shape in calls)
+    spec, fast = run(F.conv2d, "numpy", x, w, b), run(F.conv2d, "numba", x, w, b)
+    for got, expected in zip(fast, spec, strict=True):
+        close(got, expected, dtype)
+    monkeypatch.undo()
+    kernel_threads.cpu_threads()
+
+
 # (N, C_in, H, W, C_out, (kh, kw), stride, padding, output_padding, dilation)
 TRANSPOSE_CASES = [
     (3, 4, 5, 5, 2, (2, 2), 2, 0, 0, 1),         # the mask head's 2x2 / 2 deconvolution
@@ -184,6 +207,19 @@ def test_tiles_for_several_threads_cover_every_output_position_once(parts, monke
         chunks = conv_kernels._chunks(tiles, Wo, parts)
         assert [t for chunk in chunks for t in chunk] == tiles and len(chunks) <= max(1, parts)
         assert all(chunks) or tiles == []
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_few_bands_give_every_thread_as_many_rows(parts):
+    """A map cut into few bands (a strided 3x3 of 128 channels on 100x100 outputs: 3 bands of 36 rows before)
+    is cut into a multiple of the threads' count, so each thread's run of bands holds about as many rows."""
+    for N, Ho, Wo, K in [(1, 100, 100, 1152), (1, 100, 100, 2304), (1, 400, 400, 147), (1, 50, 50, 2304),
+                         (2, 75, 60, 4608)]:
+        tiles = conv_kernels._tiles(N, Ho, Wo, K, parts)
+        assert all(n1 - n0 == 1 for n0, n1, _, _ in tiles) and len(tiles) % parts == 0, (N, Ho, Wo, K)
+        runs = conv_kernels._chunks(tiles, Wo, parts)
+        rows = [sum(r1 - r0 for _, _, r0, r1 in run) for run in runs]
+        assert len(runs) == parts and max(rows) <= 1.1 * N * Ho / parts, (N, Ho, Wo, K, rows)
 
 
 def test_split_balances_consecutive_runs():
