@@ -1,4 +1,4 @@
-"""The CPU kernels' threads: a conv's tiles (and RoIAlign's channels) shared out over the cores.
+"""The CPU kernels' threads: a conv's tiles (and RoIAlign's boxes) shared out over the cores.
 
 A tiled convolution (:mod:`.conv`) is a loop of independent tiles, each an im2col copy (NumPy) and
 a product (BLAS). Left to itself, OpenBLAS runs each product on all cores but the copy on one,
@@ -8,13 +8,13 @@ took 64 ms with two BLAS threads against 48 ms with one). So when :func:`cpu_thr
 than 1 the tiles themselves are shared out instead, each thread copying and multiplying its own
 run of tiles, and BLAS runs on one thread in every thread (set for the whole process, through
 threadpoolctl, the first time a kernel asks). NumPy's copies, BLAS and the ``nogil`` numba
-kernels release the GIL, so the threads run side by side. RoIAlign (:mod:`.roi_align`) shares
-out its channels the same way (where numba's own threads are off: :data:`mrcnn_np.kernels.PARALLEL`).
+kernels release the GIL, so the threads run side by side. RoIAlign's forward (:mod:`.roi_align`)
+shares out its boxes the same way (where numba's own threads are off: :data:`mrcnn_np.kernels.PARALLEL`).
 
 The partition depends only on the shapes and the thread count, never on timing, so a run is
 reproducible bit for bit on the same machine with the same setting; a different count sums a
 conv's weight gradient in a different grouping, which changes its last bits (RoIAlign's
-channels never interact: it is the same to the bit on any count).
+boxes never interact in the forward, and its backward runs on one thread: the same bits on any count).
 """
 
 from __future__ import annotations
