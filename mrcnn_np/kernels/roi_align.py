@@ -61,8 +61,9 @@ def _channels_last(x):
 
 
 @njit(cache=True, nogil=True)
-def _forward_box(f, b, r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, n, out, c0, c1):
-    """Box ``r`` (of image ``b``, ``n`` points per bin), channels ``c0..c1-1``."""
+def _forward_box(f, b, r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, n, out):
+    """Box ``r`` (of image ``b``, ``n`` points per bin), every channel: whole rows (module doc)."""
+    C = f.shape[3]
     PH, GY = ylo.shape[1], ylo.shape[2]
     PW, GX = xlo.shape[1], xlo.shape[2]
     for p in range(PH):
@@ -74,9 +75,9 @@ def _forward_box(f, b, r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, n, out, c0
                     x0, x1, hx, lx = xlo[r, q, ix], xhi[r, q, ix], wxlo[r, q, ix], wxhi[r, q, ix]
                     w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx
                     f1, f2, f3, f4 = f[b, y0, x0], f[b, y0, x1], f[b, y1, x0], f[b, y1, x1]  # (C,) runs
-                    for c in range(c0, c1):
+                    for c in range(C):
                         acc[c] += w1 * f1[c] + w2 * f2[c] + w3 * f3[c] + w4 * f4[c]
-            for c in range(c0, c1):
+            for c in range(C):
                 acc[c] /= n
 
 
@@ -84,14 +85,14 @@ def _forward_box(f, b, r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, n, out, c0
 def _forward_cpu(f, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, out):
     """Every box, all channels; boxes in parallel on numba's threads (``prange``)."""
     for r in prange(ylo.shape[0]):
-        _forward_box(f, batch[r], r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count[r], out, 0, f.shape[3])
+        _forward_box(f, batch[r], r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count[r], out)
 
 
 @njit(cache=True, nogil=True)
 def _forward_boxes(f, batch, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count, out, r0, r1):
     """Boxes ``r0..r1-1``, every channel (one thread's share: boxes never interact in the forward)."""
     for r in range(r0, r1):
-        _forward_box(f, batch[r], r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count[r], out, 0, f.shape[3])
+        _forward_box(f, batch[r], r, ylo, yhi, wylo, wyhi, xlo, xhi, wxlo, wxhi, count[r], out)
 
 
 @njit(cache=True, nogil=True)
