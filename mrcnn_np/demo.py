@@ -14,9 +14,10 @@ Faster R-CNN, the same configuration without the mask branch: bbox AP only.
 ``DemoSettings(variant="v2")`` (``--variant v2``) trains the model with torchvision's v2 recipe,
 ``variant="c4"`` the paper's ResNet-C4 model.
 
-With the defaults (2500 iterations) it runs in about 10.5 minutes on two CPU cores (637 s
-measured from a fresh clone at ce4d663) and reached COCO AP@0.5 of 0.973 for boxes and 0.975 for
-masks on the 100 held-out images (AP@[.5:.95] 0.784 and 0.799); seed 1 reached 0.972 and 0.985.
+With the defaults (2500 iterations) it runs in about 7.5 minutes on two idle CPU cores (453 s
+measured from a fresh clone at 99a9054; 637 s at ce4d663) and reached COCO AP@0.5 of 0.963 for boxes
+and for masks on the 100 held-out images (AP@[.5:.95] 0.768 and 0.793); at ce4d663, whose kernels
+round differently, 0.973 and 0.975, and seed 1 0.972 and 0.985.
 At 2100 iterations, the default until then, runs reached 0.907 to 0.961 for boxes. The shipped
 model of :mod:`mrcnn_np.pretrained` is a run at 2100 iterations (0.952 / 0.955), from before the
 convolutions were tiled (they round differently). It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
