@@ -54,6 +54,9 @@ def _add_demo(subparsers) -> None:
                    help="v1: torchvision's maskrcnn_resnet50_fpn recipe (narrower); v2: its _v2 recipe (BatchNorm in "
                         "the FPN and heads, two RPN convs, a conv box head); c4: the paper's ResNet-C4 model (one "
                         "stride-16 map, res5 as the RoI head) (default: %(default)s)")
+    p.add_argument("--fpn-channels", type=_positive_int, default=d.fpn_channels,
+                   help="channels of the feature pyramid, so also of the RPN head and of the features the box "
+                        "and mask heads read (default: %(default)s; 64 is config.tiny's)")
     p.add_argument("--out", default="runs/demo", help="folder for data, weights, log and figures "
                    "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
@@ -70,7 +73,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     settings = replace(DemoSettings(), iterations=args.iterations, lr=args.lr, train_images=args.train_images,
                        test_images=args.test_images, image_size=args.image_size, seed=args.seed, task=args.task,
-                       variant=args.variant)
+                       variant=args.variant, fpn_channels=args.fpn_channels)
     from .train import NonFiniteLossError, RunExistsError, TrainingInterrupted
 
     try:
