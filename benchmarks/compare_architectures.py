@@ -9,9 +9,10 @@ Each architecture is one ``mrcnn-np demo`` run from the command line, in its own
     fpn_v2      mrcnn-np demo --variant v2                    Mask R-CNN, torchvision's v2 recipe
     faster_v2   mrcnn-np demo --task detection --variant v2   Faster R-CNN, v2 recipe
 
-each with ``--iterations 2100 --fpn-channels 64``: the demo's iterations and FPN width when the committed
-result was made (the demo now trains 2500 iterations with an FPN of 32 channels; a sweep of the demo as it is
-now would have to run all five again, hours here).
+each with ``--iterations 2100 --fpn-channels 64 --mask-channels 32``: the demo's iterations and widths when
+the committed result was made (:data:`mrcnn_np.demo.EARLIER_WIDTHS`; the demo now trains 2500 iterations, an FPN
+of 32 channels and a mask head of 16; a sweep of the demo as it is now would have to run all five again, hours
+here).
 
 A folder that already holds a finished run (``metrics.json``) is read, not trained again, so an
 interrupted sweep resumes where it stopped; ``--overwrite`` trains everything again. The result,
@@ -39,6 +40,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mrcnn_np.demo import EARLIER_WIDTHS
 from mrcnn_np.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +52,7 @@ ARCHITECTURES = {  # name -> (what it is, the DemoSettings fields that differ fr
     "faster_v2": ("Faster R-CNN, ResNet-FPN, v2 recipe", {"task": "detection", "variant": "v2"}),
 }
 ITERATIONS = 2100  # every architecture's training iterations (see above)
-FPN_CHANNELS = 64  # and the FPN's width (DemoSettings.fpn_channels)
+WIDTHS = EARLIER_WIDTHS  # and the model's widths (DemoSettings.fpn_channels, .mask_channels)
 WARM_UP_ITERATIONS = 10  # left out of the median time per iteration (first calls compile and allocate)
 FINAL_ITERATIONS = 100  # the final losses: the mean over this many last iterations
 
@@ -74,8 +76,9 @@ def run_architecture(name: str, folder: Path, overwrite: bool) -> dict:
     return its entry of the result."""
     title, fields = ARCHITECTURES[name]
     arguments = [word for field in ("task", "variant") if field in fields for word in (f"--{field}", fields[field])]
-    command = ["mrcnn-np", "demo", *arguments, "--iterations", str(ITERATIONS), "--fpn-channels", str(FPN_CHANNELS),
-               "--out", str(folder), "--no-progress"]
+    widths = [word for field, value in WIDTHS.items() for word in (f"--{field.replace('_', '-')}", str(value))]
+    command = ["mrcnn-np", "demo", *arguments, "--iterations", str(ITERATIONS), *widths, "--out", str(folder),
+               "--no-progress"]
     record = folder / "provenance.json"
     if overwrite or not (folder / "metrics.json").is_file():
         print(f"[{name}] {shlex.join(command)}", flush=True)

@@ -1,5 +1,5 @@
-"""Chapter 11's before and after: the demo's model (with the FPN of 64 channels it had when the committed result
-was made, :data:`FPN_CHANNELS`) trained on specks and rods (small and thin objects,
+"""Chapter 11's before and after: the demo's model (with the widths it had when the committed result was made,
+:data:`mrcnn_np.demo.EARLIER_WIDTHS`) trained on specks and rods (small and thin objects,
 :mod:`mrcnn_np.data.small_objects`) once with the default anchors and once with the anchors that
 ``mrcnn-np inspect-data`` suggests for the training set, everything else the same (data, recipe, seed);
 both evaluated on the same held-out images. Chapter 11 ("Your own data") reads the result.
@@ -35,7 +35,7 @@ from mrcnn_np.autograd import no_grad
 from mrcnn_np.data.coco import CocoDataset
 from mrcnn_np.data.inspect import inspect_data, with_suggested_anchors
 from mrcnn_np.data.small_objects import write_small_objects_dataset
-from mrcnn_np.demo import DemoSettings
+from mrcnn_np.demo import EARLIER_WIDTHS, DemoSettings
 from mrcnn_np.evaluate import evaluate_model
 from mrcnn_np.model.mask_rcnn import MaskRCNN
 from mrcnn_np.ops import box_iou
@@ -44,20 +44,19 @@ from mrcnn_np.train import read_log, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RECALL_IOUS = (0.5, 0.7)
-FPN_CHANNELS = 64  # the demo's FPN width when the committed result was made (the demo's is 32 since stop 35)
 
 
 def settings(iterations: int, lr: float, train_images: int, test_images: int) -> dict:
     """What both variants share: the data (sizes, seeds) and the demo's recipe at ``iterations`` and ``lr``."""
     return {"train_images": train_images, "test_images": test_images, "train_seed": 0, "test_seed": 1,
             "image_size": 128, "demo": dataclasses.asdict(DemoSettings(iterations=iterations, lr=lr,
-                                                                         fpn_channels=FPN_CHANNELS))}
+                                                                         **EARLIER_WIDTHS))}
 
 
 def base_config(num_classes: int):
-    """The demo's model (128 x 128, no resizing) for ``num_classes`` (background included), with the FPN of
-    :data:`FPN_CHANNELS`."""
-    return dataclasses.replace(DemoSettings(fpn_channels=FPN_CHANNELS).config(), num_classes=num_classes)
+    """The demo's model (128 x 128, no resizing) for ``num_classes`` (background included), with the widths of
+    :data:`mrcnn_np.demo.EARLIER_WIDTHS`."""
+    return dataclasses.replace(DemoSettings(**EARLIER_WIDTHS).config(), num_classes=num_classes)
 
 
 def proposal_recall(model, dataset) -> dict:
@@ -108,7 +107,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     shared = settings(args.iterations, args.lr, args.train_images, args.test_images)
-    demo = DemoSettings(iterations=args.iterations, lr=args.lr, fpn_channels=FPN_CHANNELS)
+    demo = DemoSettings(iterations=args.iterations, lr=args.lr, **EARLIER_WIDTHS)
     runs = Path(args.runs)
     if args.overwrite and runs.is_dir():
         shutil.rmtree(runs)

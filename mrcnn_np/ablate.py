@@ -2,8 +2,9 @@
 
 He et al., "Mask R-CNN" (2017), argue for each design choice with one experiment (Table 2, and
 Table 3 for the mask branch's effect on boxes). Each is a configuration switch here, applied to
-the demo's model (:meth:`mrcnn_np.demo.DemoSettings.config`, with the 64-channel FPN it had when the
-committed sweep was made: :data:`FPN_CHANNELS`), trained and evaluated on the
+the demo's model (:meth:`mrcnn_np.demo.DemoSettings.config`, with the widths it had when the committed
+sweep was made: a 64-channel FPN, a 32-channel mask head, :data:`mrcnn_np.demo.EARLIER_WIDTHS`), trained and
+evaluated on the
 demo's shapes data with the demo's recipe, once per seed::
 
     baseline         per-pixel sigmoid, class-specific masks, RoIAlign, FCN mask head
@@ -98,17 +99,14 @@ BUDGETS = {
 }
 
 
-FPN_CHANNELS = 64  # the demo's FPN width when the full sweep was made (the demo's is 32 since stop 35)
-
-
 def settings_for(budget: Budget):
     """The demo's settings (:class:`mrcnn_np.demo.DemoSettings`) with the budget's iterations and data sizes, and
-    the FPN of :data:`FPN_CHANNELS`."""
-    from .demo import DemoSettings
+    the widths the demo's model had when the full sweep was made (:data:`mrcnn_np.demo.EARLIER_WIDTHS`)."""
+    from .demo import EARLIER_WIDTHS, DemoSettings
 
     lr = {} if budget.lr is None else {"lr": budget.lr}
     return DemoSettings(iterations=budget.iterations, train_images=budget.train_images,
-                        test_images=budget.test_images, fpn_channels=FPN_CHANNELS, **lr)
+                        test_images=budget.test_images, **EARLIER_WIDTHS, **lr)
 
 
 def config_for(ablation: Ablation, budget: Budget):

@@ -57,6 +57,9 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--fpn-channels", type=_positive_int, default=d.fpn_channels,
                    help="channels of the feature pyramid, so also of the RPN head and of the features the box "
                         "and mask heads read (default: %(default)s; 64 is config.tiny's)")
+    p.add_argument("--mask-channels", type=_positive_int, default=d.mask_channels,
+                   help="channels of each of the mask head's four convs and of its deconvolution "
+                        "(default: %(default)s)")
     p.add_argument("--out", default="runs/demo", help="folder for data, weights, log and figures "
                    "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
@@ -73,7 +76,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     settings = replace(DemoSettings(), iterations=args.iterations, lr=args.lr, train_images=args.train_images,
                        test_images=args.test_images, image_size=args.image_size, seed=args.seed, task=args.task,
-                       variant=args.variant, fpn_channels=args.fpn_channels)
+                       variant=args.variant, fpn_channels=args.fpn_channels,
+                       mask_channels=args.mask_channels)
     from .train import NonFiniteLossError, RunExistsError, TrainingInterrupted
 
     try:

@@ -65,12 +65,17 @@ class DemoSettings:
     task: str = "segmentation"  # "segmentation": Mask R-CNN; "detection": Faster R-CNN (mask_branch=False)
     # "v2": torchvision's v2 recipe (BatchNorm in FPN and heads, 2 RPN convs, conv box head); "c4": ResNet-C4
     variant: str = "v1"
-    # the FPN's channels, so also the RPN head's and those of the features the RoI heads pool: 32, half of
-    # tiny()'s 64 (the demo's until stop 35; the stored experiments ran with 64, SETTINGS_ADDED). Measured in
-    # one run, the demo's late training iteration took 0.65x as long with 32 (the FPN's 3x3 convs, the RPN
-    # head, the box head's first fc and the first mask conv all halve), and four runs of the demo's 2500
-    # iterations, seeds 0-3, reached held-out AP@0.5 of 0.95-0.96 for boxes and masks, as with 64
+    # The model's widths. fpn_channels: the FPN's channels, so also the RPN head's and those of the features
+    # the RoI heads pool; mask_channels: each of the mask head's four convs and its deconvolution. Until
+    # stop 35 they were 64 (tiny()'s) and 32 (EARLIER_WIDTHS, which the stored experiments ran with). The
+    # demo's late training iteration (trained weights, the same batches, 30 interleaved pairs) takes 0.64x
+    # as long with 32 and 16 (0.78x with 32 and 32). Two runs of 2500 iterations (seeds 0 and 1, one core
+    # each) reached held-out AP@0.5 0.981 / 0.976 and 0.959 / 0.956 (boxes / masks), AP@[.5:.95] 0.80 /
+    # 0.80 and 0.76 / 0.77; the widths before, 0.963 / 0.963 (seed 0). With 32 and 32, four seeds reached
+    # 0.941-0.959 / 0.935-0.957; with a mask head of two 16-channel convs, 0.978 / 0.979 and 0.941 / 0.924
+    # but AP@[.5:.95] for masks only 0.66-0.70
     fpn_channels: int = 32
+    mask_channels: int = 16
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -86,19 +91,20 @@ class DemoSettings:
     def config(self):
         """The model: :func:`mrcnn_np.config.tiny` for 3 shape classes at the images' own size, made
         cheaper where an iteration spends its time: an FPN of :attr:`fpn_channels` (32), and in the RoI
-        heads a 32-channel mask head (4 convs as
-        torchvision's, narrower), 64 sampled RoIs per image (at most 16 positives, the mask head's
+        heads a mask head of :attr:`mask_channels` (16; 4 convs as torchvision's, narrower), 64 sampled
+        RoIs per image (at most 16 positives, the mask head's
         input) and 150 proposals per image in training: an iteration takes about 0.6x as long as with
         128 RoIs and 300 proposals. For ``task="detection"`` the same without the mask branch; for
         ``variant="v2"`` the same with :data:`mrcnn_np.config.V2`'s settings, the conv box head 32
-        channels wide like the mask head; for ``variant="c4"`` the ResNet-C4 model
+        channels wide; for ``variant="c4"`` the ResNet-C4 model
         (:func:`mrcnn_np.config.tiny_c4`: res5 is the box and mask head) with the same RoI and proposal counts."""
         from .config import V2, tiny, tiny_c4
 
         variant = {"v1": {}, "v2": {**V2, "box_conv_layers": (32, 32, 32, 32)}, "c4": {}}[self.variant]
         build = tiny_c4 if self.variant == "c4" else tiny
         return build(num_classes=4, min_size=self.image_size, max_size=self.image_size, fpn_channels=self.fpn_channels,
-                     mask_layers=(32, 32, 32, 32), mask_dim_reduced=32, box_batch_size_per_image=64,
+                     mask_layers=(self.mask_channels,) * 4, mask_dim_reduced=self.mask_channels,
+                     box_batch_size_per_image=64,
                      rpn_post_nms_top_n={"training": 150, "testing": 100}, mask_branch=self.task == "segmentation",
                      **variant)
 
@@ -112,15 +118,16 @@ class DemoSettings:
                            checkpoint_every=max(1, n // 3))
 
 
-# DemoSettings fields added since results were recorded, with the value every earlier run had: a recorded
-# ``asdict(DemoSettings(...))`` without one of them ran with that value
-SETTINGS_ADDED = {"fpn_channels": 64}  # stop 35: the demo's FPN went from tiny()'s 64 channels to 32
+# the demo model's widths until stop 35, when they became DemoSettings fields: the stored experiments
+# (benchmarks/compare_architectures.py, mrcnn-np ablate --budget full, benchmarks/small_objects_anchors.py) ran
+# with them and their scripts keep them; a recorded ``asdict(DemoSettings(...))`` without the fields ran with these
+EARLIER_WIDTHS = {"fpn_channels": 64, "mask_channels": 32}
 
 
 def recorded_settings(recorded: dict) -> dict:
     """A run's recorded ``asdict(DemoSettings(...))`` completed with the fields added since it ran, at the values
-    they had then (:data:`SETTINGS_ADDED`)."""
-    return {**SETTINGS_ADDED, **recorded}
+    they had then (:data:`EARLIER_WIDTHS`)."""
+    return {**EARLIER_WIDTHS, **recorded}
 
 
 def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", progress: bool = True,

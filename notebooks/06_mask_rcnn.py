@@ -906,7 +906,7 @@ for name, s in ARCHITECTURES.items():
 # %% [markdown]
 # Training each one takes longer than a chapter should: `benchmarks/compare_architectures.py`
 # runs `mrcnn-np demo` once per architecture (the same data, recipe and held-out images, at the
-# 2,100 iterations the demo trained for when the sweep was run; the two v2 models of
+# 2,100 iterations and the FPN of 64 channels the demo had when the sweep was run; the two v2 models of
 # torchvision's improved recipe as well) and writes every number, with the
 # command, the commit and the machine, to `results/architectures.json`, which this section
 # reads:
@@ -1035,7 +1035,8 @@ for loss in record["architectures"]["fpn"]["final_losses"]:
 # - The shipped `shapes_model()` stores the AP50 that the demo measured on 100 held-out images:
 #   0.952 for boxes and 0.955 for masks. Its detections land on the shapes.
 # - FPN, ResNet-C4 and Faster R-CNN are configurations of the one `MaskRCNN` class. Trained with
-#   the demo's recipe at 2,100 iterations (one run each, `results/architectures.json`), FPN reached box
+#   the demo's recipe at 2,100 iterations, with the 64-channel FPN of the time (one run each,
+#   `results/architectures.json`), FPN reached box
 #   and mask AP50 0.93 and 0.93, C4 only 0.38 and 0.34 (one 8x8 map, a one-block res5 on every
 #   RoI, several times the time per iteration), Faster R-CNN 0.98 for its boxes with iterations
 #   about half as long as Mask R-CNN's.

@@ -370,8 +370,9 @@ for name, c in centres.items():
 # deconvolution to 28x28, a 1x1 conv to K masks) by `MaskRCNNMLPHead` and `MaskRCNNMLPPredictor`:
 # the pooled `(C, 14, 14)` RoI flattened, two fully connected layers of `mask_mlp_dim` with ReLU,
 # and a last one to `K x 28 x 28` logits. The paper's is 1024 wide on 256 channels; ours
-# (`ABLATIONS`) is 256 wide on the demo's 64 channels. The two mask branches of the demo's
-# model, and of the paper's size (computed from `MaskRCNNConfig`'s defaults, torchvision's 91
+# (`ABLATIONS`) is 256 wide on 64 channels (the FPN of the demo's model when the sweep was made,
+# `demo.EARLIER_WIDTHS`, which every ablation keeps; the demo's is 32 now). The two mask
+# branches of the ablations' model, and of the paper's size (computed from `MaskRCNNConfig`'s defaults, torchvision's 91
 # classes):
 
 # %%
@@ -463,7 +464,8 @@ scratch.cleanup()
 # ## 10.8 The full budget
 #
 # The full budget (`BUDGETS["full"]`, printed in 10.7) is the demo's recipe for every run, at the
-# 2,100 iterations the demo trained for when these runs were made (it now trains 2,500), with
+# 2,100 iterations and the widths of the demo's model when these runs were made, a 64-channel FPN
+# and a 32-channel mask head (it now trains 2,500 iterations, with 32 and 16), with
 # two seeds each: 14 trainings of about ten minutes each on two CPU cores. It is run once with
 #
 # ```
@@ -586,9 +588,9 @@ for r in comparison:
 #   AP falls from 77.8 to 28.5 (seeds 33.4 and 23.6), mask AP50 from 94.7 to 50.9, while the box
 #   AP stays where it was (72.3 against 73.9, within the seeds' spread): the boxes and classes
 #   are found as before, and the masks read from the predicted class's softmax channel are
-#   poor. The paper loses 5.5 points; here half the masks miss IoU 0.5. The demo's mask head is
-#   32 channels wide and trains for 2,100 iterations at a learning rate tuned for the sigmoid
-#   loss; under a softmax it has to learn to tell a square from a triangle at every pixel as well
+#   poor. The paper loses 5.5 points; here half the masks miss IoU 0.5. The ablations' mask head
+#   (the demo's when they were run) is 32 channels wide and trains for 2,100 iterations at a
+#   learning rate tuned for the sigmoid loss; under a softmax it has to learn to tell a square from a triangle at every pixel as well
 #   as to segment, and in this budget it has not. How much of the gap a longer schedule or
 #   another learning rate would close was not measured.
 # - **Class-agnostic masks (Table 2b): lower, within the seeds' spread.** 73.6 against 77.8 mask

@@ -229,6 +229,17 @@ def test_demo_variant_v2_passes_the_variant(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--variant", "v3"])
     assert "invalid choice: 'v3'" in capsys.readouterr().err
+    # the model's widths: the demo's by default, the options' when given (the stored experiments' are these)
+    default = demo.DemoSettings().config()
+    assert (default.fpn_channels, default.mask_layers, default.mask_dim_reduced) == (32, (16,) * 4, 16)
+    assert cli.main(["demo", "--fpn-channels", "64", "--mask-channels", "32", "--out", "x", "--no-progress"]) == 0
+    config = calls[1].config()
+    assert (config.fpn_channels, config.mask_layers, config.mask_dim_reduced) == (64, (32,) * 4, 32)
+    assert {"fpn_channels": 64, "mask_channels": 32} == demo.EARLIER_WIDTHS
+    for bad in ("0", "-3", "1.5"):
+        with pytest.raises(SystemExit):
+            cli.main(["demo", "--mask-channels", bad])
+        assert "--mask-channels" in capsys.readouterr().err
 
 
 def test_train_config_tiny_v2_saves_a_v2_model(shapes_files, tmp_path):

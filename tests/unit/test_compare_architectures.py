@@ -1,6 +1,6 @@
 """benchmarks/compare_architectures.py (the runs behind chapter 6, section 6.11) and the result it
 wrote, notebooks/results/architectures.json: the result must describe the demo as it is now, at the
-script's ITERATIONS and FPN_CHANNELS (the same settings and recipe for every architecture), or the chapter
+script's ITERATIONS and WIDTHS (the same settings and recipe for every architecture), or the chapter
 shows numbers of another model."""
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def test_a_finished_run_is_read_not_trained_again(script, tmp_path):
     settings = DemoSettings(task="detection", variant="v2")
     write_run(tmp_path / "faster_v2", settings, [1.0] * 20)
     entry = script.run_architecture("faster_v2", tmp_path / "faster_v2", overwrite=False)
-    assert entry["command"] == "mrcnn-np demo --task detection --variant v2 --iterations 2100 --fpn-channels 64"
+    assert entry["command"] == ("mrcnn-np demo --task detection --variant v2 --iterations 2100 --fpn-channels 64 "
+                                "--mask-channels 32")
     assert entry["settings"] == as_json(asdict(settings)) and entry["metrics"] == {"bbox": {"AP": 0.5, "AP50": 0.75}}
     assert entry["seconds_per_iteration"] == 1.0
     assert entry["final_losses"] == {"loss": 1.0}
@@ -73,7 +74,7 @@ def test_the_result_holds_every_architecture_trained_as_the_demo_is_now_at_the_s
     assert record["command"].startswith("python benchmarks/compare_architectures.py")
     for name, entry in record["architectures"].items():
         title, fields = script.ARCHITECTURES[name]
-        settings = DemoSettings(**fields, iterations=script.ITERATIONS, fpn_channels=script.FPN_CHANNELS)
+        settings = DemoSettings(**fields, iterations=script.ITERATIONS, **script.WIDTHS)
         assert entry["title"] == title
         # a run recorded before a field was added ran with the value it had then
         assert recorded_settings(entry["settings"]) == as_json(asdict(settings)), (
