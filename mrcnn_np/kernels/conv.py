@@ -60,7 +60,7 @@ import numpy as np
 from numba import njit
 
 from . import winograd as winograd_kernels
-from .threads import cpu_threads, rows_product, share_out, split
+from .threads import cpu_threads, rows_product, share_out, shared_copy, split
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
@@ -75,26 +75,29 @@ def _chunks(tiles: list, Wo: int, threads: int) -> list:
     return split(tiles, [(n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles], threads)
 
 
-def _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+def _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads: int = 1):
     """The receptive fields of (N, C, H, W) as a strided view (N, C, kh, kw, Ho, Wo) of the zero-padded input
-    (the specification's ``_windows``)."""
+    (the specification's ``_windows``); a large input's padded copy is shared out over ``threads``."""
     if ph or pw:  # zeros around a copy (np.pad's general machinery costs more than the copy on small maps)
-        padded = np.zeros((*x.shape[:2], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype=x.dtype)
-        padded[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]] = x
-        x = padded
+        N, C, H, W = x.shape
+        padded = np.zeros((N * C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+        # (N, C, H, W) -> (N*C, H, W): the planes shared out
+        shared_copy(padded[:, ph : ph + H, pw : pw + W], x.reshape(N * C, H, W), threads)
+        x = padded.reshape(N, C, H + 2 * ph, W + 2 * pw)  # (N*C, Hp, Wp) -> (N, C, Hp, Wp)
     sN, sC, sH, sW = x.strides
     return np.lib.stride_tricks.as_strided(
         x, shape=(x.shape[0], x.shape[1], kh, kw, Ho, Wo), strides=(sN, sC, sH * dh, sW * dw, sH * sh, sW * sw),
         writeable=False)
 
 
-def _gather(windows, n0, n1, r0, r1, cols):
+def _gather(windows, n0, n1, r0, r1, cols, threads: int = 1):
     """``cols (K, T) = im2col`` of one tile: the windows of images ``n0..n1-1``, output rows ``r0..r1-1``,
-    copied in the order (C, kh, kw, n, rows, Wo). The copy's inner runs are rows of the input."""
+    copied in the order (C, kh, kw, n, rows, Wo), the channels shared out over ``threads`` when it is large (a
+    conv of one tile, whose product's rows are shared out too). The copy's inner runs are rows of the input."""
     N, C, kh, kw, Ho, Wo = windows.shape
     # (K, T) -> (C, kh, kw, n, rows, Wo): the tile's buffer laid out as the windows it receives
     target = cols.reshape(C, kh, kw, n1 - n0, r1 - r0, Wo)
-    np.copyto(target, windows[n0:n1, :, :, :, r0:r1].transpose(1, 2, 3, 0, 4, 5))
+    shared_copy(target, windows[n0:n1, :, :, :, r0:r1].transpose(1, 2, 3, 0, 4, 5), threads)
 
 
 @njit(cache=True, nogil=True)
@@ -252,7 +255,8 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
         _pointwise(w2, x.reshape(N, C, H * W), out, bias,
                    None if residual is None else residual.reshape(N, C_out, Ho * Wo), relu)
         return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
-    windows = _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    threads = cpu_threads()
+    windows = _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads)
 
     def run(tiles, row_threads=1):
         largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
@@ -260,7 +264,7 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
         for n0, n1, r0, r1 in tiles:
             T = (n1 - n0) * (r1 - r0) * Wo
             cols = buffer[: K * T].reshape(K, T)
-            _gather(windows, n0, n1, r0, r1, cols)
+            _gather(windows, n0, n1, r0, r1, cols, row_threads)
             # a band of one image is written straight into the output (a (C_out, T) view), whole images
             # into a tile that _put lays out
             tile = out[n0, :, r0 * Wo : r1 * Wo] if n1 - n0 == 1 else np.empty((C_out, T), dtype=x.dtype)
@@ -270,7 +274,6 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
             if n1 - n0 > 1:
                 _put(out, tile, n0, n1, r0, r1)
 
-    threads = cpu_threads()
     tiles = _tiles(N, Ho, Wo, K, threads)
     share_out(run, tiles, _chunks(tiles, Wo, threads), threads)
     return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
@@ -288,7 +291,8 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     x = np.ascontiguousarray(x) if need[1] else None
     g = np.ascontiguousarray(grad_out)
     pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0
-    windows = None if pointwise or not need[1] else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    threads = cpu_threads()
+    windows = None if pointwise or not need[1] else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads)
     dtype = g.dtype
     d_input = None
     full_pad = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
@@ -305,7 +309,6 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     elif need[0]:
         d_input = np.zeros(x_shape, dtype=dtype)  # the folds add into it
     fold = need[0] and not pointwise and not (sh == sw == 1 and min(full_pad) >= 0)
-    threads = cpu_threads()
     tiles = _tiles(N, Ho, Wo, 0 if pointwise else K, threads) if fold or need[1] else []
     # threads fold into disjoint parts of d_input only when every tile is whole images (bands of one
     # image share input rows)
@@ -329,7 +332,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
                     cols = _grad_tile(x, n0, n1, r0, r1)
                 else:
                     cols = buffer[: K * T].reshape(K, T)
-                    _gather(windows, n0, n1, r0, r1, cols)
+                    _gather(windows, n0, n1, r0, r1, cols, row_threads)
                 # (K, T) @ (T, C_out): the long axis outside (OpenBLAS is much slower on g @ cols.T)
                 rows_product(cols, g_tile.T, d_weight_t, row_threads, accumulate=index > 0)
         return d_weight_t

@@ -26,6 +26,7 @@ import numpy as np
 THREADS: int | None = None  # threads of the CPU kernels (None: the cores this process may run on); 1: serial
 MIN_PARALLEL_MACS = 1 << 22  # multiply-adds per thread below which a product's rows are not shared out
 ROW_BLOCK = 16  # rows of a product shared out together (a multiple of BLAS's register block)
+MIN_SHARED_COPY = 1 << 19  # values of a copy below which it is not shared out (a hand-off: ~50 us)
 
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -93,6 +94,21 @@ def share_out(run, tiles: list, chunks: list, threads: int) -> list:
     if len(chunks) >= threads or threads == 1:
         return in_parallel(run, chunks)
     return [run(tiles, threads)]
+
+
+def shared_copy(target, source, threads: int) -> None:
+    """``np.copyto(target, source)``, shared out over ``threads`` when the copy holds at least
+    :data:`MIN_SHARED_COPY` values (a padded input, a single tile's im2col gather: otherwise one thread copies
+    while the others wait for the product): along the first axis of at least 4 entries per thread (3 planes
+    over 2 threads would leave one thread twice the other's copy), else the longest."""
+    parts = min(threads, target.size // MIN_SHARED_COPY)
+    if parts <= 1 or target.ndim == 0:
+        np.copyto(target, source)
+        return
+    axis = next((a for a, n in enumerate(target.shape) if n >= 4 * parts), int(np.argmax(target.shape)))
+    index = (slice(None),) * axis
+    in_parallel(lambda b: np.copyto(target[(*index, slice(*b))], source[(*index, slice(*b))]),
+                ranges(target.shape[axis], parts))
 
 
 def ranges(n: int, parts: int, block: int = 1) -> list:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .threads import cpu_threads, in_parallel, ranges, share_out, split
+from .threads import cpu_threads, in_parallel, ranges, share_out, shared_copy, split
 
 # B^T, G, A^T of F(2x2, 3x3) (Lavin & Gray, section 4.1); the kernels below spell B^T and A^T out
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -214,8 +214,11 @@ def conv3x3_winograd(x, weight, bias, padding, relu: bool = False, residual=None
         return out
     U = weight_transform(weight) if U is None else U
     # the input zero-padded to whole 4x4 patches: (2 th + 2) x (2 tw + 2), the conv's padding at its top left
-    xp = np.zeros((N, C, 2 * th + 2, 2 * tw + 2), dtype=dtype)
-    xp[:, :, ph : ph + H, pw : pw + W] = x
+    threads = cpu_threads()
+    xp = np.zeros((N * C, 2 * th + 2, 2 * tw + 2), dtype=dtype)
+    # (N, C, H, W) -> (N*C, H, W): the planes copied in, shared out over the threads when large
+    shared_copy(xp[:, ph : ph + H, pw : pw + W], x.reshape(N * C, H, W), threads)
+    xp = xp.reshape(N, C, 2 * th + 2, 2 * tw + 2)  # (N*C, Hp, Wp) -> (N, C, Hp, Wp)
     b = np.zeros(C_out, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     res = np.empty((1, 1, 1, 1), dtype=dtype) if residual is None else np.ascontiguousarray(residual, dtype=dtype)
 
@@ -232,7 +235,6 @@ def conv3x3_winograd(x, weight, bias, padding, relu: bool = False, residual=None
                         ranges(16, product_threads))
             _output_transform(M, n0, n1, t0, t1, tw, b, bias is not None, res, residual is not None, relu, out)
 
-    threads = cpu_threads()
     tiles = _tiles(N, th, tw, 16 * max(C, C_out), threads)
     chunks = [tiles]  # too few tiles to share out: the caller's thread transforms, every tile's products shared out
     if N * th * tw >= threads * MIN_PARALLEL:  # runs of tiles, one per thread

@@ -273,6 +273,34 @@ def test_a_small_map_shares_out_the_rows_of_its_products(monkeypatch):
     kernel_threads.cpu_threads()
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_large_copies_are_shared_out_and_give_the_same_bits(threads, monkeypatch):
+    """With every copy counted as large (threads.MIN_SHARED_COPY = 1), a padded input's copy and a single
+    tile's gather are shared out over the threads by planes and channels (threads.shared_copy): the same
+    bits as copied on one thread, forward and backward, for a strided 3x3 (one tile: its product's rows
+    shared out too), the stem and a 3x3 of many small images; and shared_copy itself is np.copyto."""
+    rng = np.random.default_rng(11)
+    monkeypatch.setattr(kernel_threads, "THREADS", threads)
+    for shape, w_shape, kw in [((1, 16, 9, 9), (32, 16, 3, 3), {"stride": 2, "padding": 1}),
+                               ((2, 3, 17, 15), (4, 3, 7, 7), {"stride": 2, "padding": 3}),
+                               ((6, 5, 6, 6), (4, 5, 3, 3), {"padding": 1})]:
+        x, w, b = (rng.standard_normal(s) for s in (shape, w_shape, (w_shape[0],)))
+        monkeypatch.setattr(kernel_threads, "MIN_SHARED_COPY", 1 << 40)
+        alone = run(F.conv2d, "numba", x, w, b, **kw)
+        monkeypatch.setattr(kernel_threads, "MIN_SHARED_COPY", 1)
+        shares = counting_hand_offs(monkeypatch, kernel_threads)
+        shared = run(F.conv2d, "numba", x, w, b, **kw)
+        assert threads in shares, shape  # some copy was shared out over every thread
+        for got, expected in zip(shared, alone, strict=True):
+            np.testing.assert_array_equal(got, expected)
+    source = rng.standard_normal((5, 4, 3)).transpose(2, 0, 1)  # (3, 5, 4), not contiguous
+    target = np.zeros((3, 7, 6))[:, 1:6, 2:6]
+    kernel_threads.shared_copy(target, source, threads)
+    np.testing.assert_array_equal(target, source)
+    monkeypatch.undo()
+    kernel_threads.cpu_threads()
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_threads_must_be_a_positive_int(bad, monkeypatch):
     monkeypatch.setattr(kernel_threads, "THREADS", bad)

@@ -97,6 +97,22 @@ def test_shares_out_tiles_or_products(monkeypatch, threads):
         assert shares[0] == count and len(shares) > 1  # every tile's products (16 over the threads)
 
 
+@pytest.mark.parametrize("count", [2, 3])
+def test_a_shared_out_padded_copy_gives_the_same_bits(count, monkeypatch):
+    """The input's zero-padded copy, counted as large (threads.MIN_SHARED_COPY = 1), is shared out over the
+    threads by planes (threads.shared_copy): the same bits as copied on one thread."""
+    monkeypatch.setattr(kernel_threads, "THREADS", count)
+    x, w, b, padding = data(CASES[4], np.float32)
+    monkeypatch.setattr(kernel_threads, "MIN_SHARED_COPY", 1 << 40)
+    alone = winograd.conv3x3_winograd(x, w, b, padding)
+    monkeypatch.setattr(kernel_threads, "MIN_SHARED_COPY", 1)
+    shares = counting_hand_offs(monkeypatch, kernel_threads, winograd)
+    np.testing.assert_array_equal(winograd.conv3x3_winograd(x, w, b, padding), alone)
+    assert shares[0] == count  # the first hand-off: the padded copy's planes
+    monkeypatch.undo()
+    kernel_threads.cpu_threads()
+
+
 def test_nan_in_the_input_reaches_the_outputs_it_touches():
     x, w, b, padding = data(CASES[0], np.float32)
     x[0, 0, 4, 3] = np.nan
