@@ -14,13 +14,13 @@ Faster R-CNN, the same configuration without the mask branch: bbox AP only.
 ``DemoSettings(variant="v2")`` (``--variant v2``) trains the model with torchvision's v2 recipe,
 ``variant="c4"`` the paper's ResNet-C4 model.
 
-With the defaults (2500 iterations) it runs in about 7.5 minutes on two idle CPU cores (453 s
-measured from a fresh clone at 99a9054; 637 s at ce4d663) and reached COCO AP@0.5 of 0.963 for boxes
-and for masks on the 100 held-out images (AP@[.5:.95] 0.768 and 0.793); at ce4d663, whose kernels
-round differently, 0.973 and 0.975, and seed 1 0.972 and 0.985.
-At 2100 iterations, the default until then, runs reached 0.907 to 0.961 for boxes. The shipped
-model of :mod:`mrcnn_np.pretrained` is a run at 2100 iterations (0.952 / 0.955), from before the
-convolutions were tiled (they round differently). It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
+With the defaults (2500 iterations, an FPN of 32 channels and a mask head of 16: see
+:class:`DemoSettings`) it took 365 s from a fresh clone at 82fe146 on two CPU cores (the widths before
+took 453 s at 99a9054; timed in one process right after the run, their training iteration took 1.57x as
+long as this model's), and reached COCO AP@0.5 of 0.983 for boxes and
+0.972 for masks on the 100 held-out images (AP@[.5:.95] 0.798 and 0.781). The shipped model of
+:mod:`mrcnn_np.pretrained` is that run. At 2100 iterations, the default until ce4d663, runs of the widths
+before reached 0.907 to 0.961 for boxes. It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
 Everything is seeded: the same settings give the same numbers on the same machine (the kernel
 threads' count, by default the cores, the BLAS library and the host change the last bits, and so
 the numbers a little).

@@ -769,10 +769,10 @@ plt.show()
 #
 # The package ships a small Mask R-CNN with *trained* weights: `mrcnn_np.pretrained.shapes_model()`,
 # trained from scratch by `mrcnn-np demo` on 128 x 128 images of squares, circles and triangles
-# (`mrcnn_np.data.shapes`). It is the small configuration `config.tiny()`: a ResNet with one
-# block per stage and an FPN of 64 channels. Its RPN is this chapter's `RegionProposalNetwork`
-# with the same anchors (32 to 512 pixels on P2 to P6, three ratios), a head of 64 channels, and
-# fewer boxes kept (printed below). The image is held out: the demo trains on the shapes of seed
+# (`mrcnn_np.data.shapes`). It is the small configuration `config.tiny()`, narrowed by the demo: a
+# ResNet with one block per stage and an FPN of 32 channels. Its RPN is this chapter's
+# `RegionProposalNetwork` with the same anchors (32 to 512 pixels on P2 to P6, three ratios), a
+# head of 32 channels, and fewer boxes kept (printed below). The image is held out: the demo trains on the shapes of seed
 # 0, this one is drawn with seed 1. `model.transform` normalises it (128 x 128 needs no resizing
 # or padding), `model.backbone` computes the pyramid, and from there it is sections 3.2 and 3.4
 # again, with `draw_objectness` of section 3.2.

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -938,12 +938,12 @@ print(f"loss in {elapsed:.1f} s, on {int(roi_pos[0].sum())} positive and {int(ro
 # The package ships a small Mask R-CNN trained on images like ours: `mrcnn_np.pretrained.shapes_model()`,
 # trained from scratch by `mrcnn-np demo` on 128 x 128 images of squares, circles and triangles,
 # with the same four classes in the same order (`model.classes`). It is the small configuration
-# `config.tiny()`: 64 feature channels instead of 256, `fc6` and `fc7` of 256 units instead of
-# 1024, mask convolutions of 32 channels (the demo narrows `tiny`'s 64), at most 50 detections per image; the heads are the
-# classes of this chapter. On a held-out image (the demo trains on the shapes of seed 0, this
-# one is drawn with seed 1), the trained RPN proposes the boxes, and the box head runs as in
-# section 5.2. The figure is section 5.2's (`draw_box_head`), for each object's best proposal,
-# with one addition: the proposal's box refined for its most probable shape class (section 5.3;
+# `config.tiny()`, narrowed by the demo: 32 feature channels instead of 256 (`tiny`'s are 64),
+# `fc6` and `fc7` of 256 units instead of 1024, mask convolutions of 16 channels (`tiny`'s 64), at
+# most 50 detections per image; the heads are the classes of this chapter. On a held-out image
+# (the demo trains on the shapes of seed 0, this one is drawn with seed 1), the trained RPN
+# proposes the boxes, and the box head runs as in section 5.2. The figure is section 5.2's
+# (`draw_box_head`), for each object's best proposal, with one addition: the proposal's box refined for its most probable shape class (section 5.3;
 # the background is left out), in that class's colour; the proposal is dashed. Compare the class probabilities with the random
 # head's. In training, a proposal that overlaps an object with IoU >= 0.5 is an example of the
 # object's class, with a box target; one below 0.5 is an example of the background. So a trained
