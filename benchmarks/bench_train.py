@@ -1,6 +1,6 @@
 """Time one training iteration (losses, backward, SGD step): mrcnn_np against torchvision + torch.optim.
 
-``config.tiny()`` in float32 (the demo's network; the demo makes its RoI heads lighter still): a batch
+``config.tiny()`` in float32 (the demo's network, which the demo narrows: an FPN of 32, lighter RoI heads): a batch
 of generated shapes images (default 4 images of 128x128, min_size = max_size = the image size), torchvision's twin
 of the configuration with the same weights (:func:`mrcnn_np.reference.twins.twin_pair`), both optimisers
 from the same recipe, the same batch. Sampling is not replayed: each library draws its own
