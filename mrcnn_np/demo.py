@@ -82,6 +82,10 @@ class DemoSettings:
             raise ValueError(f"DemoSettings: task must be one of {TASKS}, got {self.task!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"DemoSettings: variant must be one of {VARIANTS}, got {self.variant!r}")
+        for name in ("fpn_channels", "mask_channels"):  # checked here, before the demo writes its data
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DemoSettings: {name} must be a positive int, got {value!r}")
 
     def data(self) -> dict:
         """Keyword arguments of :func:`mrcnn_np.data.shapes.write_shapes_dataset` besides ``n`` and ``seed``."""

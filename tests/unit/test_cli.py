@@ -236,6 +236,11 @@ def test_demo_variant_v2_passes_the_variant(monkeypatch, capsys):
     config = calls[1].config()
     assert (config.fpn_channels, config.mask_layers, config.mask_dim_reduced) == (64, (32,) * 4, 32)
     assert {"fpn_channels": 64, "mask_channels": 32} == demo.EARLIER_WIDTHS
+    for bad in (0, -1, 2.5, "16", None, True):
+        with pytest.raises(ValueError, match="mask_channels must be a positive int"):
+            demo.DemoSettings(mask_channels=bad)
+        with pytest.raises(ValueError, match="fpn_channels must be a positive int"):
+            demo.DemoSettings(fpn_channels=bad)
     for bad in ("0", "-3", "1.5"):
         with pytest.raises(SystemExit):
             cli.main(["demo", "--mask-channels", bad])
