@@ -154,8 +154,15 @@ def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", p
     prepare_run_folder(out, resuming=False, overwrite=overwrite)  # refuse (or clear) an earlier run first
     start = time.perf_counter()
     data = out / "data"
-    train_json = write_shapes_dataset(data / "train", s.train_images, seed=s.seed, progress=progress, **s.data())
-    test_json = write_shapes_dataset(data / "test", s.test_images, seed=s.seed + 1, progress=progress, **s.data())
+    # numba compiles the CPU kernels while the data is written (on the other core), for training to find in its cache
+    warming = _start_warming(s) if device == "cpu" else None
+    try:
+        train_json = write_shapes_dataset(data / "train", s.train_images, seed=s.seed, progress=progress, **s.data())
+        test_json = write_shapes_dataset(data / "test", s.test_images, seed=s.seed + 1, progress=progress, **s.data())
+    except BaseException:  # a failed or interrupted write stops it at once
+        _finish_warming(warming, wait=False)
+        raise
+    _finish_warming(warming)
     train_set, test_set = CocoDataset(train_json, strict=True), CocoDataset(test_json, strict=True)
 
     model = MaskRCNN(s.config(), rng=s.seed)
@@ -182,3 +189,66 @@ def run_shapes_demo(settings: DemoSettings | None = None, out_dir="runs/demo", p
                                                   "metrics": metrics, "train_seconds": result.seconds,
                                                   "seconds": seconds}, indent=1))
     return {"metrics": metrics, "seconds": seconds, "train_seconds": result.seconds, "files": files}
+
+
+# --- compiling the kernels while the data is written --------------------------------------------
+WARM_UP_SECONDS = 60  # the longest the demo waits for warm_kernels once its data is written (then stops it)
+
+
+def warm_kernels(settings: DemoSettings | None = None) -> None:
+    """One training iteration of ``settings``' model (the demo's by default) on four in-memory shapes images of
+    its size, then its inference on them: numba compiles every CPU kernel these call, with the types the demo's
+    data gives them, and writes them to its on-disk cache (``cache=True``), from which a later process loads them
+    in a fraction of the time. :func:`run_shapes_demo` runs this in a second process while it writes its data,
+    so that the first iteration of a fresh install loads the kernels instead of compiling them (about 7 s on the
+    2-core machine)."""
+    from .data import DataLoader, shapes_dataset
+    from .model.mask_rcnn import MaskRCNN
+    from .train import make_optimizer, train_step
+
+    s = settings or DemoSettings()
+    model = MaskRCNN(s.config(), rng=s.seed)
+    optimizer, _ = make_optimizer(model, s.recipe())
+    images, targets = DataLoader(shapes_dataset(4, seed=s.seed, **s.data()), 4, shuffle=False).batch(0)
+    train_step(model, optimizer, images, targets, rng=0)
+    model.eval()  # and the evaluation's (an untrained model's scores still pass box_score_thresh: masks are pasted)
+    model(images)
+
+
+# the second process: kernel threads and BLAS on one core each, so that the data is written at full speed
+_WARM_UP_COMMAND = ("import json, sys; from mrcnn_np.kernels import threads; threads.THREADS = 1; "
+                    "from mrcnn_np.demo import DemoSettings, warm_kernels; "
+                    "warm_kernels(DemoSettings(**json.loads(sys.argv[1])))")
+
+
+def _start_warming(s: DemoSettings):
+    """:func:`warm_kernels` for ``s`` in a second Python process (its output discarded); None where it cannot start."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    try:
+        return subprocess.Popen([sys.executable, "-c", _WARM_UP_COMMAND, json.dumps(asdict(s))], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:  # no second process: training compiles the kernels itself
+        return None
+
+
+def _finish_warming(process, wait: bool = True) -> None:
+    """Wait for the process of :func:`_start_warming` (at most :data:`WARM_UP_SECONDS`; not at all unless ``wait``),
+    then stop it if it still runs: its work only saves time, so its failure or absence changes nothing else."""
+    import subprocess
+
+    if process is None:
+        return
+    try:
+        if wait:
+            process.wait(timeout=WARM_UP_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:  # also on Ctrl-C while waiting
+        if process.poll() is None:
+            process.kill()
+            process.wait()

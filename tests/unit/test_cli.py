@@ -96,6 +96,51 @@ def test_the_demo_runs_end_to_end(tmp_path, capsys):
     assert len(list((tmp_path / "data" / "test" / "images").glob("*.png"))) == 2
 
 
+def test_the_demo_compiles_its_kernels_in_a_second_process_while_it_writes_the_data(tmp_path, monkeypatch):
+    """run_shapes_demo starts warm_kernels in a second process before it writes its data and waits for it after
+    (for training to load the compiled kernels); that process runs the model's iteration and inference and exits
+    cleanly; one that outlives WARM_UP_SECONDS, or a failed write, is stopped; none starts for a GPU."""
+    import subprocess
+    import sys
+
+    small = demo.DemoSettings(iterations=1, train_images=2, test_images=1, image_size=64)
+    process = demo._start_warming(small)
+    assert process.wait(timeout=300) == 0  # the real command: a training iteration and inference, then exit 0
+    events = []
+    from mrcnn_np.data import shapes
+
+    real_write = shapes.write_shapes_dataset
+
+    def write(*args, **kwargs):
+        events.append("write")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(shapes, "write_shapes_dataset", write)
+    monkeypatch.setattr(demo, "_start_warming", lambda s: events.append(("start", s)) or "process")
+    monkeypatch.setattr(demo, "_finish_warming", lambda p, wait=True: events.append(("finish", p, wait)))
+    demo.run_shapes_demo(small, out_dir=tmp_path / "run", progress=False)
+    assert events == [("start", small), "write", "write", ("finish", "process", True)]
+    events.clear()
+    monkeypatch.setattr(shapes, "write_shapes_dataset", lambda *a, **k: events.append("write") or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        demo.run_shapes_demo(small, out_dir=tmp_path / "failed", progress=False)
+    assert events == [("start", small), "write", ("finish", "process", False)]  # stopped at once
+    events.clear()
+    monkeypatch.setattr(shapes, "write_shapes_dataset", write)
+    with pytest.raises(RuntimeError):  # no CUDA here: the demo fails on the device, and started no process
+        demo.run_shapes_demo(small, out_dir=tmp_path / "gpu", progress=False, device="cuda")
+    assert ("start", small) not in events
+    monkeypatch.undo()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(demo, "WARM_UP_SECONDS", 0.2)
+    demo._finish_warming(sleeper)
+    assert sleeper.returncode is not None  # waited 0.2 s, then stopped
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    demo._finish_warming(sleeper, wait=False)
+    assert sleeper.returncode is not None
+    demo._finish_warming(None)  # no process (it could not start): nothing to do
+
+
 @pytest.fixture(scope="module")
 def shapes_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
