@@ -10,9 +10,9 @@ Each architecture is one ``mrcnn-np demo`` run from the command line, in its own
     faster_v2   mrcnn-np demo --task detection --variant v2   Faster R-CNN, v2 recipe
 
 each with ``--iterations 2100 --fpn-channels 64 --mask-channels 32``: the demo's iterations and widths when
-the committed result was made (:data:`mrcnn_np.demo.EARLIER_WIDTHS`; the demo now trains 2500 iterations, an FPN
-of 32 channels and a mask head of 16; a sweep of the demo as it is now would have to run all five again, hours
-here).
+the committed result was made (:data:`mrcnn_np.demo.EARLIER_WIDTHS`; the demo now trains, for as many iterations,
+an FPN of 32 channels and a mask head of 16; a sweep of the demo as it is now would have to run all five again,
+hours here).
 
 A folder that already holds a finished run (``metrics.json``) is read, not trained again, so an
 interrupted sweep resumes where it stopped; ``--overwrite`` trains everything again. The result,

@@ -14,13 +14,15 @@ Faster R-CNN, the same configuration without the mask branch: bbox AP only.
 ``DemoSettings(variant="v2")`` (``--variant v2``) trains the model with torchvision's v2 recipe,
 ``variant="c4"`` the paper's ResNet-C4 model.
 
-With the defaults (2500 iterations, an FPN of 32 channels and a mask head of 16: see
-:class:`DemoSettings`) it took 365 s from a fresh clone at 82fe146 on two CPU cores (the widths before
-took 453 s at 99a9054; timed in one process right after the run, their training iteration took 1.57x as
-long as this model's), and reached COCO AP@0.5 of 0.983 for boxes and
-0.972 for masks on the 100 held-out images (AP@[.5:.95] 0.798 and 0.781). The shipped model of
-:mod:`mrcnn_np.pretrained` is that run. At 2100 iterations, the default until ce4d663, runs of the widths
-before reached 0.907 to 0.961 for boxes. It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
+With the defaults (2100 iterations, an FPN of 32 channels and a mask head of 16: see
+:class:`DemoSettings`) it took 351 s from a fresh clone at 98c1431 on two CPU cores, on a machine then
+1.3x-1.4x slower than on its quietest day (the widths before took 453 s for 2500 iterations at
+99a9054; timed in one process, their training iteration takes 1.57x as long as this model's), and
+reached COCO AP@0.5 of 0.977 for boxes and 0.971 for masks on the 100 held-out images (AP@[.5:.95]
+0.788 and 0.797). The shipped model of :mod:`mrcnn_np.pretrained` is that run. While the data is
+written, a second process compiles the numba kernels (:func:`warm_kernels`): the first iteration of a
+fresh install took 0.6 s instead of 7 s. At 2100 iterations, runs of the widths before reached 0.907
+to 0.961 for boxes. It exits with status 1 below :data:`DEMO_MIN_AP50` for either.
 Everything is seeded: the same settings give the same numbers on the same machine (the kernel
 threads' count, by default the cores, the BLAS library and the host change the last bits, and so
 the numbers a little).

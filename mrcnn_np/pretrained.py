@@ -5,11 +5,11 @@ predictions without training first.
     model.classes                     # ["background", "square", "circle", "triangle"]
 
 The file ``mrcnn_np/weights/shapes_tiny.safetensors`` is what ``mrcnn-np demo`` trained with its
-default settings from a fresh clone at 82fe146 (2500 iterations, an FPN of 32 channels, a mask head of
-16; held-out AP@0.5 0.983 boxes, 0.972 masks), stored in float16 to keep the repository small (the model
+default settings from a fresh clone at 98c1431 (2100 iterations, an FPN of 32 channels, a mask head of
+16; held-out AP@0.5 0.977 boxes, 0.971 masks), stored in float16 to keep the repository small (the model
 computes in float32; :func:`shapes_model` casts on loading; the float16 copy scores the same AP@0.5 on
-the demo's 100 held-out images, and AP@[.5:.95] 0.798 / 0.781 against the float32 model's 0.798 /
-0.781). To reproduce it::
+the demo's 100 held-out images, and AP@[.5:.95] 0.788 / 0.796 against the float32 model's 0.788 /
+0.797). To reproduce it::
 
     mrcnn-np demo --out runs/demo
     python -m mrcnn_np.pretrained runs/demo/model.safetensors     # writes the float16 copy

@@ -1034,7 +1034,7 @@ for loss in record["architectures"]["fpn"]["final_losses"]:
 #   box, mask). On the small configuration (1,333,911 parameters), one SGD step (lr 0.02,
 #   momentum 0.9, weight decay 1e-4) lowers their total on the same batch from 3.54 to 2.68.
 # - The shipped `shapes_model()` stores the AP50 that the demo measured on 100 held-out images:
-#   0.983 for boxes and 0.972 for masks. Its detections land on the shapes.
+#   0.977 for boxes and 0.971 for masks. Its detections land on the shapes.
 # - FPN, ResNet-C4 and Faster R-CNN are configurations of the one `MaskRCNN` class. Trained with
 #   the demo's recipe at 2,100 iterations, with the widths of the time (a 64-channel FPN and
 #   a 32-channel mask head; one run each,

@@ -875,7 +875,7 @@ print(f"chapter run time: {time.perf_counter() - chapter_start:.0f} s")
 # - `TrainRecipe`'s defaults are torchvision's reference recipe scaled to 4 images per batch:
 #   SGD with lr 0.005, momentum 0.9 and weight decay 1e-4, a linear warm-up over 100 iterations
 #   from 0.001 times the peak, and steps down by 10 at iterations 750 and 920. The demo trains
-#   for 2,500 iterations at a peak of 0.02.
+#   for 2,100 iterations at a peak of 0.02.
 # - Torchvision freezes its pretrained batch norms; the small model trains from scratch with
 #   trainable `BatchNorm2d` in every layer, so its running statistics are part of its state.
 # - A checkpoint holds the weights and batch-norm statistics, the momentum buffers and the

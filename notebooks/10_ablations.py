@@ -465,7 +465,7 @@ scratch.cleanup()
 #
 # The full budget (`BUDGETS["full"]`, printed in 10.7) is the demo's recipe for every run, at the
 # 2,100 iterations and the widths of the demo's model when these runs were made, a 64-channel FPN
-# and a 32-channel mask head (it now trains 2,500 iterations, with 32 and 16), with
+# and a 32-channel mask head (it trains 2,100 iterations again now, with 32 and 16), with
 # two seeds each: 14 trainings of about ten minutes each on two CPU cores. It is run once with
 #
 # ```
