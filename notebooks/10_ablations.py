@@ -652,7 +652,7 @@ for r in comparison:
 # - **No mask branch** (10.6): the paper's effect is 0.9 box AP, smaller than the spread of two
 #   seeds may be, and the demo's boxes are good already (AP50 above 0.9, chapter 6).
 # - **Everywhere**: 100 held-out images are a small test set, two seeds a small sample, and the
-#   demo's model is tiny and trained from scratch for ten minutes; the paper's are ResNets
+#   demo's model is tiny and trained from scratch for minutes; the paper's are ResNets
 #   pre-trained on ImageNet and trained on COCO.
 
 # %% [markdown]

@@ -273,8 +273,8 @@ plt.show()
 #     --anchor-sizes ... --aspect-ratios ...      # as inspect-data printed them
 # ```
 #
-# Each training takes the demo's ten minutes or more, too long for this page; the result is in
-# `results/small_objects.json`, with where and how it was made:
+# Each training takes about ten minutes (as long as the demo of the time), too long for this
+# page; the result is in `results/small_objects.json`, with where and how it was made:
 
 # %%
 record = json.loads(Path("results/small_objects.json").read_text())
