@@ -145,17 +145,16 @@ def main(argv=None):
         b = rng.standard_normal((K, Ncols), dtype=np.float32)
         tx, tw = torch.from_numpy(x), torch.from_numpy(w)
 
-        def ours(fn=fn, x=x, w=w, stride=stride, padding=padding):
-            with no_grad():
-                return fn(x, w, None, stride, padding)
+        # a Winograd conv as the model runs it (conv_norm): the weight's transform kept from an earlier call
+        fast = op == "conv2d" and winograd.applies(w.shape, (stride, stride), (1, 1), Ncols)
+        transformed = winograd.weight_transform(w) if fast else None
 
-        if op == "conv2d" and winograd.applies(w.shape, (stride, stride), (1, 1), Ncols):
-            # as the model runs it (conv_norm): the weight's transform kept from an earlier call
-            transformed = winograd.weight_transform(w)
-
-            def ours(x=x, w=w, padding=padding, transformed=transformed):  # noqa: F811
+        def ours(fn=fn, x=x, w=w, stride=stride, padding=padding, transformed=transformed):
+            if transformed is not None:
                 return conv_kernels.conv2d_forward_tiled(x, w, None, (1, 1), (padding, padding), (1, 1),
                                                          winograd=True, transformed=transformed)
+            with no_grad():
+                return fn(x, w, None, stride, padding)
 
         def spec(fn=fn, x=x, w=w, stride=stride, padding=padding):
             with no_grad(), blas_threads(cores):
@@ -179,7 +178,6 @@ def main(argv=None):
                     worst[key] = min(worst[key], ratio)
         for key, t in (("ours", t_ours), ("spec", t_spec), ("torch", t_torch), ("sgemm", t_gemm)):
             total[key] += count * t
-        fast = op == "conv2d" and winograd.applies(w.shape, (stride, stride), (1, 1), Ncols)
         print(f"{'conv' if op == 'conv2d' else 'deconv':>6s} {N:4d} {C:5d} {f'{H}x{W}':>9s} {C_out:5d} {kh:3d} "
               f"{stride:2d} {'W' if fast else '':>1s} "
               f"{count:5d} {flop / 1e9:6.1f} {flop / t_ours / 1e9:6.0f} {flop / t_spec / 1e9:6.0f} "

@@ -206,11 +206,14 @@ def warm_kernels(settings: DemoSettings | None = None) -> None:
     in a fraction of the time. :func:`run_shapes_demo` runs this in a second process while it writes its data,
     so that the first iteration of a fresh install loads the kernels instead of compiling them (about 7 s on the
     2-core machine)."""
+    from .checks import describe
     from .data import DataLoader, shapes_dataset
     from .model.mask_rcnn import MaskRCNN
     from .train import make_optimizer, train_step
 
-    s = settings or DemoSettings()
+    s = DemoSettings() if settings is None else settings
+    if not isinstance(s, DemoSettings):
+        raise TypeError(f"warm_kernels: settings must be a DemoSettings or None, got {describe(s)}")
     model = MaskRCNN(s.config(), rng=s.seed)
     optimizer, _ = make_optimizer(model, s.recipe())
     images, targets = DataLoader(shapes_dataset(4, seed=s.seed, **s.data()), 4, shuffle=False).batch(0)

@@ -139,6 +139,9 @@ def test_the_demo_compiles_its_kernels_in_a_second_process_while_it_writes_the_d
     demo._finish_warming(sleeper, wait=False)
     assert sleeper.returncode is not None
     demo._finish_warming(None)  # no process (it could not start): nothing to do
+    for bad in ("demo", {"iterations": 1}, 3):
+        with pytest.raises(TypeError, match="warm_kernels: settings must be a DemoSettings"):
+            demo.warm_kernels(bad)
 
 
 @pytest.fixture(scope="module")
