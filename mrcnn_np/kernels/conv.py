@@ -15,7 +15,10 @@ the same product **one tile of output positions at a time**::
 the L3 cache between being written and being multiplied, but at least :data:`MIN_COLUMNS`
 output positions, below which the product itself slows down. ``_gather`` is one NumPy copy of
 the receptive-field view (the specification's strided windows) into the tile's buffer: its
-inner runs are rows of the input, so a stride-1 copy moves contiguous memory. A 1x1 stride-1
+inner runs are rows of the input, so a stride-1 copy moves contiguous memory. A strided conv's
+runs are read ``stride`` apart, which NumPy copies one value at a time: ``_gather_rows``, a numba
+loop over the same runs straight from the unpadded input, gathers them in vectors (half the time
+of the copy for the backbone's stride-2 3x3s: 20-25% of such a conv went to the gather). A 1x1 stride-1
 conv gathers nothing: an image's (C_in, H*W) *is* its ``cols``, a view, one product per image
 (images smaller than a tile, a head's RoIs, grouped into one product per tile instead, unless each
 image's product is large enough on its own: :data:`MIN_IMAGE_MACS`).
@@ -57,10 +60,11 @@ alone, so a run repeats bit for bit.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
+from . import threads as kernel_threads
 from . import winograd as winograd_kernels
-from .threads import cpu_threads, rows_product, share_out, shared_copy, split
+from .threads import cpu_threads, in_parallel, ranges, rows_product, share_out, shared_copy, split
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
@@ -73,6 +77,19 @@ MIN_PARALLEL = 512  # columns per thread below which a conv's tiles are not shar
 def _chunks(tiles: list, Wo: int, threads: int) -> list:
     """``tiles`` as at most ``threads`` runs of consecutive tiles with about equal numbers of columns."""
     return split(tiles, [(n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles], threads)
+
+
+def _gatherer(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads: int = 1):
+    """The im2col gather of one conv, ``gather(n0, n1, r0, r1, cols, threads)``: ``cols (K, T)`` of a tile
+    (images ``n0..n1-1``, output rows ``r0..r1-1``) in the order (C, kh, kw, n, rows, Wo). Stride 1:
+    :func:`_gather`, a NumPy copy of the windows of a padded copy of ``x`` made here once (their inner runs
+    are contiguous rows of the input). Strided: :func:`_gather_strided`, from ``x`` itself (NumPy would copy
+    a run read ``sw`` apart one value at a time)."""
+    if sw == 1:
+        windows = _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads)
+        return lambda n0, n1, r0, r1, cols, parts=1: _gather(windows, n0, n1, r0, r1, cols, parts)
+    return lambda n0, n1, r0, r1, cols, parts=1: _gather_strided(x, kh, kw, sh, sw, ph, pw, dh, dw, Wo,
+                                                                  n0, n1, r0, r1, cols, parts)
 
 
 def _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads: int = 1):
@@ -100,32 +117,95 @@ def _gather(windows, n0, n1, r0, r1, cols, threads: int = 1):
     shared_copy(target, windows[n0:n1, :, :, :, r0:r1].transpose(1, 2, 3, 0, 4, 5), threads)
 
 
+def _gather_strided(x, kh, kw, sh, sw, ph, pw, dh, dw, Wo, n0, n1, r0, r1, cols, threads: int = 1):
+    """:func:`_gather` of a strided conv, by :func:`_gather_rows` on (N, C, H, W) ``x`` itself (zeros where a tap
+    falls in the padding), the channels shared out over ``threads`` when the tile is large."""
+    N, C, H, W = x.shape
+    flat_x, flat_cols = x.reshape(-1), cols.reshape(-1)  # both contiguous: views
+
+    def channels(bounds):
+        _gather_rows(flat_x, C, H, W, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, *bounds, flat_cols)
+
+    parts = min(threads, cols.size // kernel_threads.MIN_SHARED_COPY, C)
+    in_parallel(channels, ranges(C, parts) if parts > 1 else [(0, C)])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _taps_inside(j, sw, dw, pw, Wo, W):
+    """The output columns ``q_lo..q_hi-1`` whose tap column j (``q*sw + j*dw - pw``) is inside ``0..W-1``."""
+    q_lo = 0
+    while q_lo < Wo and q_lo * sw + j * dw - pw < 0:
+        q_lo += 1
+    q_hi = Wo
+    while q_hi > q_lo and (q_hi - 1) * sw + j * dw - pw >= W:
+        q_hi -= 1
+    return q_lo, q_hi
+
+
+@njit(cache=True, nogil=True)
+def _gather_rows(x, C, H, W, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, c0, c1, cols):
+    """The loop of the specification's im2col for one tile and channels ``c0..c1-1``, on flat arrays ``x``
+    (N*C*H*W) and ``cols`` (K*T): ``cols[k, t] = x[n, c, y, q*sw + j*dw - pw]`` for tap ``k = (c, i, j)``
+    and output position ``t = (n, r, q)``, ``y = r*sh + i*dh - ph``; 0 outside the input. One output row
+    at a time, a run of Wo values read ``sw`` apart. Fast because the run's indices are unsigned (numba
+    checks a signed index for wraparound on every read, which stops LLVM from vectorising) and a stride of
+    2 is a constant of its own loop (LLVM reads the run as whole vectors and shuffles them): about 2x
+    NumPy's copy of the same strided view for the backbone's stride-2 3x3s, whose runs are 25-100 values.
+    (For stride 1 NumPy's copy of contiguous runs is as fast, and faster on the short rows of a head's RoIs.)"""
+    T = (n1 - n0) * (r1 - r0) * Wo
+    for c in range(c0, c1):
+        for i in range(kh):
+            for j in range(kw):
+                q_lo, q_hi = _taps_inside(j, sw, dw, pw, Wo, W)
+                t = ((c * kh + i) * kw + j) * T
+                for n in range(n0, n1):
+                    for r in range(r0, r1):
+                        y = r * sh + i * dh - ph
+                        if y < 0 or y >= H:
+                            cols[t : t + Wo] = 0
+                        else:
+                            cols[t : t + q_lo] = 0
+                            cols[t + q_hi : t + Wo] = 0
+                            start = uint64(t + q_lo)
+                            first = uint64(((n * C + c) * H + y) * W + q_lo * sw + j * dw - pw)
+                            count = uint64(q_hi - q_lo)
+                            if sw == 2:
+                                for q in range(count):
+                                    cols[start + q] = x[first + uint64(2) * q]
+                            else:
+                                step = uint64(sw)
+                                for q in range(count):
+                                    cols[start + q] = x[first + step * q]
+                        t += Wo
+
+
 @njit(cache=True, nogil=True)
 def _fold(cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
-    """The adjoint of :func:`_gather`: ``out[n, c, y, x] += cols[k, t]`` for every tap that read
-    input pixel (y, x), in the order channel, tap (i, j), image, row; taps in the padding are dropped."""
-    C, H, W = out.shape[1], out.shape[2], out.shape[3]
+    """The adjoint of :func:`_gather_rows`: ``out[n, c, y, x] += cols[k, t]`` for every tap that read
+    input pixel (y, x), in the order channel, tap (i, j), image, row; taps in the padding are dropped.
+    ``cols`` (K, T) and ``out`` (N, C, H, W) are contiguous; a row's run is indexed unsigned, as there."""
+    N, C, H, W = out.shape
+    T = cols.shape[1]
+    flat_cols, flat_out = cols.reshape(cols.size), out.reshape(out.size)
     for c in range(C):
         for i in range(kh):
             for j in range(kw):
-                k = (c * kh + i) * kw + j
-                q_lo = 0
-                while q_lo < Wo and q_lo * sw + j * dw - pw < 0:
-                    q_lo += 1
-                q_hi = Wo
-                while q_hi > q_lo and (q_hi - 1) * sw + j * dw - pw >= W:
-                    q_hi -= 1
-                x0 = j * dw - pw
-                t = 0
+                q_lo, q_hi = _taps_inside(j, sw, dw, pw, Wo, W)
+                t = ((c * kh + i) * kw + j) * T
                 for n in range(n0, n1):
                     for r in range(r0, r1):
                         y = r * sh + i * dh - ph
                         if 0 <= y < H:
+                            start = uint64(t + q_lo)
+                            first = uint64(((n * C + c) * H + y) * W + q_lo * sw + j * dw - pw)
+                            count = uint64(q_hi - q_lo)
                             if sw == 1:
-                                out[n, c, y, q_lo + x0 : q_hi + x0] += cols[k, t + q_lo : t + q_hi]
+                                for q in range(count):
+                                    flat_out[first + q] += flat_cols[start + q]
                             else:
-                                for q in range(q_lo, q_hi):
-                                    out[n, c, y, q * sw + x0] += cols[k, t + q]
+                                step = uint64(sw)
+                                for q in range(count):
+                                    flat_out[first + step * q] += flat_cols[start + q]
                         t += Wo
 
 
@@ -256,7 +336,7 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
                    None if residual is None else residual.reshape(N, C_out, Ho * Wo), relu)
         return out.reshape(N, C_out, Ho, Wo)  # (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
     threads = cpu_threads()
-    windows = _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads)
+    gather = _gatherer(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads)
 
     def run(tiles, row_threads=1):
         largest = max(((n1 - n0) * (r1 - r0) * Wo for n0, n1, r0, r1 in tiles), default=0)
@@ -264,7 +344,7 @@ def conv2d_forward_tiled(x, weight, bias, stride, padding, dilation, relu: bool 
         for n0, n1, r0, r1 in tiles:
             T = (n1 - n0) * (r1 - r0) * Wo
             cols = buffer[: K * T].reshape(K, T)
-            _gather(windows, n0, n1, r0, r1, cols, row_threads)
+            gather(n0, n1, r0, r1, cols, row_threads)
             # a band of one image is written straight into the output (a (C_out, T) view), whole images
             # into a tile that _put lays out
             tile = out[n0, :, r0 * Wo : r1 * Wo] if n1 - n0 == 1 else np.empty((C_out, T), dtype=x.dtype)
@@ -292,7 +372,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
     g = np.ascontiguousarray(grad_out)
     pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0
     threads = cpu_threads()
-    windows = None if pointwise or not need[1] else _windows(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads)
+    gather = None if pointwise or not need[1] else _gatherer(x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, threads)
     dtype = g.dtype
     d_input = None
     full_pad = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
@@ -332,7 +412,7 @@ def conv2d_backward_tiled(grad_out, x, x_shape, weight, stride, padding, dilatio
                     cols = _grad_tile(x, n0, n1, r0, r1)
                 else:
                     cols = buffer[: K * T].reshape(K, T)
-                    _gather(windows, n0, n1, r0, r1, cols, row_threads)
+                    gather(n0, n1, r0, r1, cols, row_threads)
                 # (K, T) @ (T, C_out): the long axis outside (OpenBLAS is much slower on g @ cols.T)
                 rows_product(cols, g_tile.T, d_weight_t, row_threads, accumulate=index > 0)
         return d_weight_t

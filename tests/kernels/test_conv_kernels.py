@@ -276,9 +276,10 @@ def test_a_small_map_shares_out_the_rows_of_its_products(monkeypatch):
 @pytest.mark.parametrize("threads", [2, 3])
 def test_large_copies_are_shared_out_and_give_the_same_bits(threads, monkeypatch):
     """With every copy counted as large (threads.MIN_SHARED_COPY = 1), a padded input's copy and a single
-    tile's gather are shared out over the threads by planes and channels (threads.shared_copy): the same
-    bits as copied on one thread, forward and backward, for a strided 3x3 (one tile: its product's rows
-    shared out too), the stem and a 3x3 of many small images; and shared_copy itself is np.copyto."""
+    tile's gather are shared out over the threads by planes and channels (threads.shared_copy for a stride-1
+    conv, conv._gather_strided for a strided one): the same bits as copied on one thread, forward and
+    backward, for a strided 3x3 (one tile: its product's rows shared out too), the stem and a 3x3 of many
+    small images; and shared_copy itself is np.copyto."""
     rng = np.random.default_rng(11)
     monkeypatch.setattr(kernel_threads, "THREADS", threads)
     for shape, w_shape, kw in [((1, 16, 9, 9), (32, 16, 3, 3), {"stride": 2, "padding": 1}),
@@ -288,7 +289,7 @@ def test_large_copies_are_shared_out_and_give_the_same_bits(threads, monkeypatch
         monkeypatch.setattr(kernel_threads, "MIN_SHARED_COPY", 1 << 40)
         alone = run(F.conv2d, "numba", x, w, b, **kw)
         monkeypatch.setattr(kernel_threads, "MIN_SHARED_COPY", 1)
-        shares = counting_hand_offs(monkeypatch, kernel_threads)
+        shares = counting_hand_offs(monkeypatch, kernel_threads, conv_kernels)
         shared = run(F.conv2d, "numba", x, w, b, **kw)
         assert threads in shares, shape  # some copy was shared out over every thread
         for got, expected in zip(shared, alone, strict=True):
