@@ -15,11 +15,11 @@ Faster R-CNN, the same configuration without the mask branch: bbox AP only.
 ``variant="c4"`` the paper's ResNet-C4 model.
 
 With the defaults (2100 iterations, an FPN of 32 channels and a mask head of 16: see
-:class:`DemoSettings`) it took 351 s and 370 s from fresh clones at 98c1431 and 9f94736 on two CPU cores,
-on a machine then 1.3x-1.6x slower than on its quietest day (the widths before took 453 s for 2500 iterations at
-99a9054; timed in one process, their training iteration takes 1.57x as long as this model's), and
-reached COCO AP@0.5 of 0.977 for boxes and 0.971 for masks on the 100 held-out images (AP@[.5:.95]
-0.788 and 0.797); both runs gave the same weights, bit for bit. The shipped model of
+:class:`DemoSettings`) it took 281 s from a fresh clone at d7eb1df on two idle CPU cores (351 s and 370 s at
+98c1431 and 9f94736, on a machine then 1.3x-1.6x slower than on its quietest day; the widths before took 453 s
+for 2500 iterations at 99a9054; timed in one process, their training iteration takes 1.57x as long as this
+model's), and reached COCO AP@0.5 of 0.977 for boxes and 0.971 for masks on the 100 held-out images
+(AP@[.5:.95] 0.788 and 0.797); the three runs gave the same weights, bit for bit. The shipped model of
 :mod:`mrcnn_np.pretrained` is the first. While the data is
 written, a second process compiles the numba kernels (:func:`warm_kernels`): the first iteration of a
 fresh install took 0.6 s instead of 7 s. At 2100 iterations, runs of the widths before reached 0.907
