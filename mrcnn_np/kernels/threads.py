@@ -1,12 +1,12 @@
 """The CPU kernels' threads: a conv's tiles (and RoIAlign's boxes) shared out over the cores.
 
-A tiled convolution (:mod:`.conv`) is a loop of independent tiles, each an im2col copy (NumPy) and
-a product (BLAS). Left to itself, OpenBLAS runs each product on all cores but the copy on one,
-and after every product its idle threads spin on the cores for a while, where they slow the
-copy that follows (measured on the 2-core machine, the demo's training iteration: the copies
-took 64 ms with two BLAS threads against 48 ms with one). So when :func:`cpu_threads` is more
-than 1 the tiles themselves are shared out instead, each thread copying and multiplying its own
-run of tiles, and BLAS runs on one thread in every thread (set for the whole process, through
+A tiled convolution (:mod:`.conv`) is a loop of independent tiles, each an im2col copy (NumPy, or
+a numba loop for a strided conv) and a product (BLAS). Left to itself, OpenBLAS runs each product
+on all cores but the copy on one, and after every product its idle threads spin on the cores for
+a while, where they slow the copy that follows (measured on the 2-core machine, the demo's
+training iteration: the copies took 64 ms with two BLAS threads against 48 ms with one). So when
+:func:`cpu_threads` is more than 1 the tiles themselves are shared out instead, each thread copying
+and multiplying its own run of tiles, and BLAS runs on one thread in every thread (set for the whole process, through
 threadpoolctl, the first time a kernel asks). NumPy's copies, BLAS and the ``nogil`` numba
 kernels release the GIL, so the threads run side by side. RoIAlign's forward (:mod:`.roi_align`)
 shares out its boxes the same way (where numba's own threads are off: :data:`mrcnn_np.kernels.PARALLEL`).
