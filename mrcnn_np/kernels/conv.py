@@ -162,10 +162,13 @@ def _gather_rows(x, C, H, W, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo,
                     for r in range(r0, r1):
                         y = r * sh + i * dh - ph
                         if y < 0 or y >= H:
-                            cols[t : t + Wo] = 0
+                            for q in range(t, t + Wo):
+                                cols[q] = 0
                         else:
-                            cols[t : t + q_lo] = 0
-                            cols[t + q_hi : t + Wo] = 0
+                            for q in range(t, t + q_lo):
+                                cols[q] = 0
+                            for q in range(t + q_hi, t + Wo):
+                                cols[q] = 0
                             start = uint64(t + q_lo)
                             first = uint64(((n * C + c) * H + y) * W + q_lo * sw + j * dw - pw)
                             count = uint64(q_hi - q_lo)
