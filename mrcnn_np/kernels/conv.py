@@ -62,9 +62,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-from . import threads as kernel_threads
 from . import winograd as winograd_kernels
-from .threads import cpu_threads, in_parallel, ranges, rows_product, share_out, shared_copy, split
+from .threads import copy_parts, cpu_threads, in_parallel, ranges, rows_product, share_out, shared_copy, split
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
@@ -126,8 +125,7 @@ def _gather_strided(x, kh, kw, sh, sw, ph, pw, dh, dw, Wo, n0, n1, r0, r1, cols,
     def channels(bounds):
         _gather_rows(flat_x, C, H, W, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, *bounds, flat_cols)
 
-    parts = min(threads, cols.size // kernel_threads.MIN_SHARED_COPY, C)
-    in_parallel(channels, ranges(C, parts) if parts > 1 else [(0, C)])
+    in_parallel(channels, ranges(C, min(copy_parts(cols.size, threads), C)))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -142,14 +140,22 @@ def _taps_inside(j, sw, dw, pw, Wo, W):
     return q_lo, q_hi
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _run(t, q_lo, q_hi, n, c, y, C, H, W, j, sw, dw, pw):
+    """A row's run of one tap as unsigned ``(start, first, count)``: ``count`` values from ``cols`` (flat)
+    at ``start`` and from the (N, C, H, W) input (flat) at ``first``, ``sw`` apart. Unsigned, because numba
+    checks a signed index for wraparound on every access, which stops LLVM from vectorising the loop."""
+    first = ((n * C + c) * H + y) * W + q_lo * sw + j * dw - pw
+    return uint64(t + q_lo), uint64(first), uint64(q_hi - q_lo)
+
+
 @njit(cache=True, nogil=True)
 def _gather_rows(x, C, H, W, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, c0, c1, cols):
     """The loop of the specification's im2col for one tile and channels ``c0..c1-1``, on flat arrays ``x``
     (N*C*H*W) and ``cols`` (K*T): ``cols[k, t] = x[n, c, y, q*sw + j*dw - pw]`` for tap ``k = (c, i, j)``
     and output position ``t = (n, r, q)``, ``y = r*sh + i*dh - ph``; 0 outside the input. One output row
-    at a time, a run of Wo values read ``sw`` apart. Fast because the run's indices are unsigned (numba
-    checks a signed index for wraparound on every read, which stops LLVM from vectorising) and a stride of
-    2 is a constant of its own loop (LLVM reads the run as whole vectors and shuffles them): about 2x
+    at a time, a run of Wo values read ``sw`` apart. Fast because the run's indices are unsigned (:func:`_run`)
+    and a stride of 2 is a constant of its own loop (LLVM reads the run as whole vectors and shuffles them): about 2x
     NumPy's copy of the same strided view for the backbone's stride-2 3x3s, whose runs are 25-100 values.
     (For stride 1 NumPy's copy of contiguous runs is as fast, and faster on the short rows of a head's RoIs.)"""
     T = (n1 - n0) * (r1 - r0) * Wo
@@ -169,9 +175,7 @@ def _gather_rows(x, C, H, W, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo,
                                 cols[q] = 0
                             for q in range(t + q_hi, t + Wo):
                                 cols[q] = 0
-                            start = uint64(t + q_lo)
-                            first = uint64(((n * C + c) * H + y) * W + q_lo * sw + j * dw - pw)
-                            count = uint64(q_hi - q_lo)
+                            start, first, count = _run(t, q_lo, q_hi, n, c, y, C, H, W, j, sw, dw, pw)
                             if sw == 2:
                                 for q in range(count):
                                     cols[start + q] = x[first + uint64(2) * q]
@@ -186,7 +190,7 @@ def _gather_rows(x, C, H, W, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo,
 def _fold(cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
     """The adjoint of :func:`_gather_rows`: ``out[n, c, y, x] += cols[k, t]`` for every tap that read
     input pixel (y, x), in the order channel, tap (i, j), image, row; taps in the padding are dropped.
-    ``cols`` (K, T) and ``out`` (N, C, H, W) are contiguous; a row's run is indexed unsigned, as there."""
+    ``cols`` (K, T) and ``out`` (N, C, H, W) are contiguous; a row's run is indexed unsigned (:func:`_run`)."""
     N, C, H, W = out.shape
     T = cols.shape[1]
     flat_cols, flat_out = cols.reshape(cols.size), out.reshape(out.size)
@@ -199,9 +203,7 @@ def _fold(cols, n0, n1, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
                     for r in range(r0, r1):
                         y = r * sh + i * dh - ph
                         if 0 <= y < H:
-                            start = uint64(t + q_lo)
-                            first = uint64(((n * C + c) * H + y) * W + q_lo * sw + j * dw - pw)
-                            count = uint64(q_hi - q_lo)
+                            start, first, count = _run(t, q_lo, q_hi, n, c, y, C, H, W, j, sw, dw, pw)
                             if sw == 1:
                                 for q in range(count):
                                     flat_out[first + q] += flat_cols[start + q]

@@ -96,12 +96,18 @@ def share_out(run, tiles: list, chunks: list, threads: int) -> list:
     return [run(tiles, threads)]
 
 
+def copy_parts(values: int, threads: int) -> int:
+    """How many of ``threads`` a copy of ``values`` values is shared out over: one per
+    :data:`MIN_SHARED_COPY` values, at most ``threads`` (1 or 0: not shared out)."""
+    return min(threads, values // MIN_SHARED_COPY)
+
+
 def shared_copy(target, source, threads: int) -> None:
     """``np.copyto(target, source)``, shared out over ``threads`` when the copy holds at least
     :data:`MIN_SHARED_COPY` values (a padded input, a single tile's im2col gather: otherwise one thread copies
     while the others wait for the product): along the first axis of at least 4 entries per thread (3 planes
     over 2 threads would leave one thread twice the other's copy), else the longest."""
-    parts = min(threads, target.size // MIN_SHARED_COPY)
+    parts = copy_parts(target.size, threads)
     if parts <= 1 or target.ndim == 0:
         np.copyto(target, source)
         return
