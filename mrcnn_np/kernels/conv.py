@@ -63,7 +63,7 @@ import numpy as np
 from numba import njit, uint64
 
 from . import winograd as winograd_kernels
-from .threads import copy_parts, cpu_threads, in_parallel, ranges, rows_product, share_out, shared_copy, split
+from .threads import bands, copy_parts, cpu_threads, in_parallel, ranges, rows_product, share_out, shared_copy, split
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
@@ -218,7 +218,7 @@ def _tiles(N: int, Ho: int, Wo: int, K: int, parts: int = 1):
     """The tiles of output positions: ``(n0, n1, r0, r1)``, a band of rows of one image or, when an
     image is smaller than a tile, a group of whole images; each about :data:`TILE_VALUES` / K columns,
     and at least ``parts`` tiles (one per worker) when each would still hold :data:`MIN_PARALLEL` columns;
-    bands of equal rows, as many for every worker where the rows allow."""
+    few bands as many for every worker as the rows allow (:func:`.threads.bands`)."""
     per_image = Ho * Wo
     if K == 0:  # a pointwise conv gathers nothing: one product per image
         if per_image >= MIN_COLUMNS or N == 1:
@@ -233,15 +233,7 @@ def _tiles(N: int, Ho: int, Wo: int, K: int, parts: int = 1):
         count = max(1, -(-total // columns))  # tiles of whole images, as even as whole images allow
         group = max(1, -(-N // count))
         return [(n, min(N, n + group), 0, Ho) for n in range(0, N, group)]
-    rows = max(1, columns // Wo)
-    if parts > 1 and N * -(-Ho // rows) < 8 * parts:
-        # few bands: as many for every worker, of equal rows (3 bands of a 100-row map left one of 2 threads
-        # 72% of the work), thinner where that takes
-        for thinner in range(rows, 0, -1):
-            if (N * -(-Ho // thinner)) % parts == 0:
-                rows = -(-Ho // -(-Ho // thinner))  # the same number of bands, their rows evened out
-                break
-    return [(n, n + 1, r, min(Ho, r + rows)) for n in range(N) for r in range(0, Ho, rows)]
+    return bands(N, Ho, max(1, columns // Wo), parts)
 
 
 def _grad_tile(g, n0, n1, r0, r1):

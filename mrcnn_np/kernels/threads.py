@@ -73,18 +73,17 @@ def in_parallel(work, chunks: list) -> list:
 
 
 def split(tiles: list, sizes: list, parts: int) -> list:
-    """``tiles`` as at most ``parts`` runs of consecutive tiles of about equal total ``sizes``."""
+    """``tiles`` as at most ``parts`` runs of consecutive tiles of about equal total ``sizes``: each tile
+    goes to the part its middle falls in (tiles of 77, 77 and 7 columns over 2 parts: 77 and 84, where
+    closing a run once it reached its share gave 154 and 7)."""
     if parts <= 1 or len(tiles) <= 1:
         return [tiles]
     total, parts = sum(sizes), min(parts, len(tiles))
-    chunks, current, done = [], [], 0
+    runs, done = [[] for _ in range(parts)], 0
     for tile, size in zip(tiles, sizes, strict=True):
-        current.append(tile)
+        runs[min(parts - 1, (2 * done + size) * parts // max(1, 2 * total))].append(tile)  # middle * parts // total
         done += size
-        if len(chunks) < parts - 1 and done * parts >= total * (len(chunks) + 1):
-            chunks.append(current)
-            current = []
-    return chunks + [current] if current else chunks
+    return [run for run in runs if run]
 
 
 def share_out(run, tiles: list, chunks: list, threads: int) -> list:
@@ -125,6 +124,21 @@ def ranges(n: int, parts: int, block: int = 1) -> list:
     per_part = -(-n // parts)  # ceil(n / parts)
     width = -(-per_part // block) * block  # rounded up to whole blocks
     return [(start, min(n, start + width)) for start in range(0, n, width)]
+
+
+def bands(N: int, height: int, rows: int, parts: int) -> list:
+    """Each of ``N`` images' ``height`` rows (of outputs, or of Winograd tiles) cut into bands of at most
+    ``rows`` rows: ``[(n, n + 1, r0, r1)]``, image by image. Where the bands are few (fewer than 8 per
+    one of ``parts`` workers, so a run of consecutive bands per worker, :func:`split`, would be uneven),
+    they are as many for every worker as the rows allow, and their rows differ by at most one, the longer
+    ones spread out (so :func:`split`'s runs of them come out even): bands of 12, 12 and 1 rows of a 25-row
+    map left one of 2 threads 96% of the work, of 7, 7, 7 and 4 rows 56%; of 6, 7, 6 and 6 rows 52%."""
+    count = -(-height // rows)  # bands per image
+    if parts > 1 and N * count < 8 * parts:
+        count = next((c for c in range(count, max(count, height) + 1) if (N * c) % parts == 0), count)
+        edges = [(2 * i * height + count) // (2 * count) for i in range(count + 1)]  # i * height / count, rounded
+        return [(n, n + 1, edges[i], edges[i + 1]) for n in range(N) for i in range(count)]
+    return [(n, n + 1, r, min(height, r + rows)) for n in range(N) for r in range(0, height, rows)]
 
 
 def rows_product(a, b, out, threads: int, epilogue=None, accumulate: bool = False) -> None:

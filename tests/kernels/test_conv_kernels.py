@@ -222,6 +222,34 @@ def test_few_bands_give_every_thread_as_many_rows(parts):
         assert len(runs) == parts and max(rows) <= 1.1 * N * Ho / parts, (N, Ho, Wo, K, rows)
 
 
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_bands_cover_every_row_once_and_few_are_even(parts):
+    """threads.bands: every row of every image once, bands of at most ``rows`` rows. Few of them (under 8 per
+    worker): a multiple of ``parts`` where the rows allow, rows differing by at most one, so split's runs of them
+    differ by at most one band (a 25-row map in bands of at most 12 rows: 6, 7, 6, 6, not 12, 12, 1, which left
+    one of 2 threads 96% of the work)."""
+    assert kernel_threads.bands(1, 25, 12, 2) == [(0, 1, 0, 6), (0, 1, 6, 13), (0, 1, 13, 19), (0, 1, 19, 25)]
+    assert kernel_threads.bands(1, 25, 12, 1) == [(0, 1, 0, 12), (0, 1, 12, 24), (0, 1, 24, 25)]
+    for N in range(1, 4):
+        for height in range(1, 40):
+            for rows in range(1, height + 1):
+                cut = kernel_threads.bands(N, height, rows, parts)
+                seen = np.zeros((N, height), int)
+                for n0, n1, r0, r1 in cut:
+                    assert n1 == n0 + 1 and 0 < r1 - r0 <= rows
+                    seen[n0, r0:r1] += 1
+                assert (seen == 1).all()
+                if N * -(-height // rows) >= 8 * parts:
+                    continue
+                sizes = [r1 - r0 for _, _, r0, r1 in cut]
+                possible = any((N * c) % parts == 0 for c in range(-(-height // rows), height + 1))
+                assert len(cut) % parts == 0 or not possible, (N, height, rows, parts)
+                assert max(sizes) - min(sizes) <= 1
+                runs = kernel_threads.split(cut, sizes, parts)
+                totals = [sum(r1 - r0 for _, _, r0, r1 in run) for run in runs]
+                assert max(totals) - min(totals) <= max(sizes), (N, height, rows, parts, totals)
+
+
 def test_split_balances_consecutive_runs():
     assert kernel_threads.split([], [], 3) == [[]]
     assert kernel_threads.split(list("abcd"), [1, 1, 1, 1], 2) == [["a", "b"], ["c", "d"]]

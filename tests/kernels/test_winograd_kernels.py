@@ -97,6 +97,20 @@ def test_shares_out_tiles_or_products(monkeypatch, threads):
         assert shares[0] == count and len(shares) > 1  # every tile's products (16 over the threads)
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+def test_few_bands_give_every_thread_as_many_tile_rows(parts):
+    """A map cut into few bands of Winograd tiles is cut as evenly as its rows allow (threads.bands): a 3x3 of
+    256 channels on 50x50 (25 rows of tiles) was cut into bands of 12, 12 and 1 rows, and one of 2 threads ran
+    600 of its 625 tiles."""
+    for N, size, C in [(1, 50, 256), (1, 100, 128), (1, 200, 64), (1, 100, 256), (2, 60, 512)]:
+        th = tw = size // 2
+        tiles = winograd._tiles(N, th, tw, 16 * C, parts)
+        runs = kernel_threads.split(tiles, [(n1 - n0) * (t1 - t0) for n0, n1, t0, t1 in tiles], parts)
+        rows = [sum(t1 - t0 for _, _, t0, t1 in run) for run in runs]
+        assert len(runs) == parts and max(rows) - min(rows) <= max(t1 - t0 for _, _, t0, t1 in tiles), rows
+        assert max(rows) <= 1.1 * N * th / parts + 1, (N, size, C, rows)
+
+
 @pytest.mark.parametrize("count", [2, 3])
 def test_a_shared_out_padded_copy_gives_the_same_bits(count, monkeypatch):
     """The input's zero-padded copy, counted as large (threads.MIN_SHARED_COPY = 1), is shared out over the
