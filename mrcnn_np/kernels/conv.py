@@ -63,7 +63,18 @@ import numpy as np
 from numba import njit, uint64
 
 from . import winograd as winograd_kernels
-from .threads import bands, copy_parts, cpu_threads, in_parallel, ranges, rows_product, share_out, shared_copy, split
+from .threads import (
+    bands,
+    copy_parts,
+    cpu_threads,
+    groups,
+    in_parallel,
+    ranges,
+    rows_product,
+    share_out,
+    shared_copy,
+    split,
+)
 
 TILE_VALUES = 1 << 22  # values of cols per tile (16 MB in float32: inside the 32 MB L3 cache) ...
 MIN_COLUMNS = 1024  # ... but at least this many output positions: a narrower product runs slower
@@ -218,7 +229,7 @@ def _tiles(N: int, Ho: int, Wo: int, K: int, parts: int = 1):
     """The tiles of output positions: ``(n0, n1, r0, r1)``, a band of rows of one image or, when an
     image is smaller than a tile, a group of whole images; each about :data:`TILE_VALUES` / K columns,
     and at least ``parts`` tiles (one per worker) when each would still hold :data:`MIN_PARALLEL` columns;
-    few bands as many for every worker as the rows allow (:func:`.threads.bands`)."""
+    few bands or groups as many for every worker as the rows or images allow (:func:`.threads.cuts`)."""
     per_image = Ho * Wo
     if K == 0:  # a pointwise conv gathers nothing: one product per image
         if per_image >= MIN_COLUMNS or N == 1:
@@ -230,9 +241,7 @@ def _tiles(N: int, Ho: int, Wo: int, K: int, parts: int = 1):
     if parts > 1 and total >= parts * MIN_PARALLEL:
         columns = max(Wo, min(columns, -(-total // parts)))
     if per_image <= columns:
-        count = max(1, -(-total // columns))  # tiles of whole images, as even as whole images allow
-        group = max(1, -(-N // count))
-        return [(n, min(N, n + group), 0, Ho) for n in range(0, N, group)]
+        return groups(N, max(1, -(-total // columns)), Ho, parts)  # tiles of whole images
     return bands(N, Ho, max(1, columns // Wo), parts)
 
 

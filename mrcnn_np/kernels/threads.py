@@ -126,19 +126,33 @@ def ranges(n: int, parts: int, block: int = 1) -> list:
     return [(start, min(n, start + width)) for start in range(0, n, width)]
 
 
+def cuts(length: int, most: int, parts: int, copies: int = 1) -> list:
+    """Edges ``[0, ..., length]`` of consecutive pieces of at most ``most`` (rows of a map, or images), the
+    same for each of ``copies`` (images cut alike). Where the pieces are few (fewer than 8 per one of
+    ``parts`` workers, so a run of consecutive ones per worker, :func:`split`, would be uneven), they are
+    as many for every worker as the length allows, and differ by at most one, the longer ones spread out
+    (so :func:`split`'s runs of them come out even): bands of 12, 12 and 1 rows of a 25-row map left one of
+    2 threads 96% of the work, of 7, 7, 7 and 4 rows 56%; of 6, 7, 6 and 6 rows 52%."""
+    count = -(-length // most)
+    if parts > 1 and 0 < copies * count < 8 * parts:
+        count = next((c for c in range(count, max(count, length) + 1) if (copies * c) % parts == 0), count)
+        return [(2 * i * length + count) // (2 * count) for i in range(count + 1)]  # i * length / count, rounded
+    return [*range(0, length, most), length]
+
+
 def bands(N: int, height: int, rows: int, parts: int) -> list:
     """Each of ``N`` images' ``height`` rows (of outputs, or of Winograd tiles) cut into bands of at most
-    ``rows`` rows: ``[(n, n + 1, r0, r1)]``, image by image. Where the bands are few (fewer than 8 per
-    one of ``parts`` workers, so a run of consecutive bands per worker, :func:`split`, would be uneven),
-    they are as many for every worker as the rows allow, and their rows differ by at most one, the longer
-    ones spread out (so :func:`split`'s runs of them come out even): bands of 12, 12 and 1 rows of a 25-row
-    map left one of 2 threads 96% of the work, of 7, 7, 7 and 4 rows 56%; of 6, 7, 6 and 6 rows 52%."""
-    count = -(-height // rows)  # bands per image
-    if parts > 1 and N * count < 8 * parts:
-        count = next((c for c in range(count, max(count, height) + 1) if (N * c) % parts == 0), count)
-        edges = [(2 * i * height + count) // (2 * count) for i in range(count + 1)]  # i * height / count, rounded
-        return [(n, n + 1, edges[i], edges[i + 1]) for n in range(N) for i in range(count)]
-    return [(n, n + 1, r, min(height, r + rows)) for n in range(N) for r in range(0, height, rows)]
+    ``rows`` rows, few of them even over ``parts`` workers (:func:`cuts`): ``[(n, n + 1, r0, r1)]``."""
+    edges = cuts(height, rows, parts, N)
+    return [(n, n + 1, edges[i], edges[i + 1]) for n in range(N) for i in range(len(edges) - 1)]
+
+
+def groups(N: int, count: int, rows: int, parts: int) -> list:
+    """``N`` whole images of ``rows`` rows in about ``count`` groups, few of them even over ``parts`` workers
+    (:func:`cuts`; one group stays one): ``[(n0, n1, 0, rows)]``. 100 RoIs in 5 groups of 20 left one of 2
+    threads 60 of them."""
+    edges = cuts(N, max(1, -(-N // count)), parts if count > 1 else 1)
+    return [(edges[i], edges[i + 1], 0, rows) for i in range(len(edges) - 1)]
 
 
 def rows_product(a, b, out, threads: int, epilogue=None, accumulate: bool = False) -> None:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .threads import bands, cpu_threads, in_parallel, ranges, share_out, shared_copy, split
+from .threads import bands, cpu_threads, groups, in_parallel, ranges, share_out, shared_copy, split
 
 # B^T, G, A^T of F(2x2, 3x3) (Lavin & Gray, section 4.1); the kernels below spell B^T and A^T out
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -178,15 +178,14 @@ def _output_transform(M, n0, n1, t0, t1, tw, bias, has_bias, residual, has_resid
 def _tiles(N: int, th: int, tw: int, per_tile: int, parts: int) -> list:
     """Tiles of Winograd tiles ``(n0, n1, t0, t1)``: a band of tile rows of one image or a group of whole
     images, each about :data:`TILE_VALUES` / ``per_tile`` Winograd tiles (at least :data:`MIN_TILES`), and
-    at least ``parts`` of them when each would still hold :data:`MIN_PARALLEL`; few bands as many for every
-    worker as the rows allow (:func:`.threads.bands`)."""
+    at least ``parts`` of them when each would still hold :data:`MIN_PARALLEL`; few bands or groups as many
+    for every worker as the rows or images allow (:func:`.threads.cuts`)."""
     size = max(tw, MIN_TILES, TILE_VALUES // per_tile)
     total = N * th * tw
     if parts > 1 and total >= parts * MIN_PARALLEL:
         size = max(tw, min(size, -(-total // parts)))
     if th * tw <= size:
-        group = max(1, size // (th * tw))
-        return [(n, min(N, n + group), 0, th) for n in range(0, N, group)]
+        return groups(N, -(-N // max(1, size // (th * tw))), th, parts)  # tiles of whole images
     return bands(N, th, max(1, size // tw), parts)
 
 
