@@ -19,11 +19,15 @@ predictor at 100 RoIs (the detections of a trained model). For each distinct sha
     ours/sgemm, and torch's time (torch.nn.functional.conv2d, oneDNN) / ours
 
 Calls are interleaved (ours, spec, sgemm, torch, ours, ...) and the best of N taken, so every
-contender sees the same machine load. Times are of forward passes inside ``no_grad``. The last line
-gives the lowest ours/sgemm of the 1x1 and 3x3 convs: of all, of those ResNet-50 and the FPN run (a
-shape the RPN head shares with the FPN counts in both), and of those the RPN head runs.
+contender sees the same machine load. N is 10 by default: on the 2-core machine, whose L3 cache and
+memory are shared with other machines, a row's best of 5 moved by 10-25 points of ours/sgemm from run
+to run. Times are of forward passes inside ``no_grad``. The last line gives the lowest ours/sgemm of
+the 1x1 and 3x3 convs: of all, of those ResNet-50 and the FPN run (a shape the RPN head shares with the
+FPN counts in both), and of those the RPN head runs. The RPN head's 1x1s (256 -> 3 and 12 channels,
+0.3-15 MFLOP) are one small BLAS call each, whose time is mostly the call's own: torch's conv, too,
+runs them far below sgemm's GFLOP/s.
 
-    python benchmarks/bench_conv.py [--repeats 5] [--size 800] [--rois 100] [--quick]
+    python benchmarks/bench_conv.py [--repeats 10] [--size 800] [--rois 100] [--quick]
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ def blas_threads(n: int):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--size", type=int, default=800)
     parser.add_argument("--rois", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="one repeat, for a check that the script runs")
