@@ -19,15 +19,18 @@ predictor at 100 RoIs (the detections of a trained model). For each distinct sha
     ours/sgemm, and torch's time (torch.nn.functional.conv2d, oneDNN) / ours
 
 Calls are interleaved (ours, spec, sgemm, torch, ours, ...) and the best of N taken, so every
-contender sees the same machine load. N is 10 by default: on the 2-core machine, whose L3 cache and
-memory are shared with other machines, a row's best of 5 moved by 10-25 points of ours/sgemm from run
-to run. Times are of forward passes inside ``no_grad``. The last line gives the lowest ours/sgemm of
-the 1x1 and 3x3 convs: of all, of those ResNet-50 and the FPN run (a shape the RPN head shares with the
-FPN counts in both), and of those the RPN head runs. The RPN head's 1x1s (256 -> 3 and 12 channels,
-0.3-15 MFLOP) are one small BLAS call each, whose time is mostly the call's own: torch's conv, too,
-runs them far below sgemm's GFLOP/s.
+contender sees the same machine load. Times are of forward passes inside ``no_grad``. The last line
+gives the lowest ours/sgemm of the 1x1 and 3x3 convs: of all, of those ResNet-50 and the FPN run (a
+shape the RPN head shares with the FPN counts in both), and of those the RPN head runs. The RPN head's
+1x1s (256 -> 3 and 12 channels, 0.3-15 MFLOP) are one small BLAS call each, whose time is mostly the
+call's own: torch's conv, too, runs them far below sgemm's GFLOP/s.
 
-    python benchmarks/bench_conv.py [--repeats 10] [--size 800] [--rois 100] [--quick]
+N is 10 by default: on the 2-core machine, whose L3 cache and memory are shared with other machines, a
+row's best of 5 moved by 10-25 points of ours/sgemm from run to run, and a different row fell lowest
+each time. ``--runs R`` measures every shape R times over and gives each 1x1 and 3x3 conv's median
+ours/sgemm over the runs, the lowest of them, and each run's lowest.
+
+    python benchmarks/bench_conv.py [--repeats 10] [--runs 1] [--size 800] [--rois 100] [--quick]
 """
 
 from __future__ import annotations
@@ -114,10 +117,15 @@ def blas_threads(n: int):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=1,
+                        help="measure every shape this many times over, then give each 1x1 and 3x3 conv's "
+                             "median ours/sgemm over the runs")
     parser.add_argument("--size", type=int, default=800)
     parser.add_argument("--rois", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="one repeat, for a check that the script runs")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.runs < 1:
+        parser.error("--repeats and --runs must be at least 1")
     repeats = 1 if args.quick else args.repeats
     shapes, stages = recorded_shapes(args.size, args.rois)
     rng = np.random.default_rng(0)
@@ -126,6 +134,22 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {cores} threads (mrcnn_np's convolutions {kernel_threads.cpu_threads()}, "
           f"sgemm's BLAS {cores}), numpy {np.__version__}; "
           f"best of {repeats}, calls interleaved; float32 forward")
+    runs = [one_run(shapes, stages, repeats, cores, rng) for _ in range(args.runs)]
+    if args.runs > 1:
+        print(f"median ours/sgemm over {args.runs} runs of each 1x1 and 3x3 conv, the lowest:")
+        for key, label in (("backbone", "ResNet-50 and the FPN run"), ("rpn", "the RPN head runs")):
+            medians = {shape: float(np.median([run[shape] for run in runs]))
+                       for shape in runs[0] if key in stages[shape]}
+            shape = min(medians, key=medians.get)
+            print(f"  of those {label}: {medians[shape]:.0%} ({shape[2]} -> {shape[5]} channels, "
+                  f"{shape[6]}x{shape[7]}/{shape[8]}, {shape[3]}x{shape[4]}); each run's lowest: "
+                  + ", ".join(f"{min(run[s] for s in medians):.0%}" for run in runs))
+
+
+def one_run(shapes: Counter, stages: dict, repeats: int, cores: int, rng) -> dict:
+    """Times every shape once over (best of ``repeats``) and prints the table; returns ``{shape: ours/sgemm}``
+    of the 1x1 and 3x3 convs."""
+    ratios = {}
     header = (f"{'op':>6s} {'N':>4s} {'C_in':>5s} {'HxW':>9s} {'C_out':>5s} {'k':>3s} {'s':>2s} {'W':>1s} "
               f"{'calls':>5s} {'GFLOP':>6s} {'ours':>6s} {'spec':>6s} {'sgemm':>6s} {'ours/sgemm':>10s} "
               f"{'torch/ours':>10s}")
@@ -177,6 +201,7 @@ def main(argv=None):
         flop = 2.0 * M * Ncols * K
         ratio = t_gemm / t_ours
         if op == "conv2d" and kh == kw and kh in (1, 3):
+            ratios[(op, N, C, H, W, C_out, kh, kw, stride, padding)] = ratio
             for key in ("all", *stages[(op, N, C, H, W, C_out, kh, kw, stride, padding)]):
                 if key in worst:
                     worst[key] = min(worst[key], ratio)
@@ -191,6 +216,7 @@ def main(argv=None):
           f"ours/torch {total['ours'] / total['torch']:.2f}x, ours/spec {total['ours'] / total['spec']:.2f}x")
     print(f"lowest ours/sgemm among the 1x1 and 3x3 convs: {worst['all']:.0%}; of those ResNet-50 and the FPN run: "
           f"{worst['backbone']:.0%}; of those the RPN head runs: {worst['rpn']:.0%}")
+    return ratios
 
 
 if __name__ == "__main__":
