@@ -241,7 +241,8 @@ def _tiles(N: int, Ho: int, Wo: int, K: int, parts: int = 1):
     if parts > 1 and total >= parts * MIN_PARALLEL:
         columns = max(Wo, min(columns, -(-total // parts)))
     if per_image <= columns:
-        return groups(N, max(1, -(-total // columns)), Ho, parts)  # tiles of whole images
+        count = max(1, -(-total // columns))  # tiles of whole images
+        return groups(N, -(-N // count), Ho, parts)
     return bands(N, Ho, max(1, columns // Wo), parts)
 
 

@@ -135,7 +135,7 @@ def cuts(length: int, most: int, parts: int, copies: int = 1) -> list:
     2 threads 96% of the work, of 7, 7, 7 and 4 rows 56%; of 6, 7, 6 and 6 rows 52%."""
     count = -(-length // most)
     if parts > 1 and 0 < copies * count < 8 * parts:
-        count = next((c for c in range(count, max(count, length) + 1) if (copies * c) % parts == 0), count)
+        count = next((c for c in range(count, length + 1) if (copies * c) % parts == 0), count)
         return [(2 * i * length + count) // (2 * count) for i in range(count + 1)]  # i * length / count, rounded
     return [*range(0, length, most), length]
 
@@ -147,11 +147,11 @@ def bands(N: int, height: int, rows: int, parts: int) -> list:
     return [(n, n + 1, edges[i], edges[i + 1]) for n in range(N) for i in range(len(edges) - 1)]
 
 
-def groups(N: int, count: int, rows: int, parts: int) -> list:
-    """``N`` whole images of ``rows`` rows in about ``count`` groups, few of them even over ``parts`` workers
-    (:func:`cuts`; one group stays one): ``[(n0, n1, 0, rows)]``. 100 RoIs in 5 groups of 20 left one of 2
-    threads 60 of them."""
-    edges = cuts(N, max(1, -(-N // count)), parts if count > 1 else 1)
+def groups(N: int, most: int, rows: int, parts: int) -> list:
+    """``N`` whole images of ``rows`` rows in groups of at most ``most``, few of them even over ``parts``
+    workers (:func:`cuts`; all images in one group stay one): ``[(n0, n1, 0, rows)]``. 100 RoIs in 5 groups
+    of 20 left one of 2 threads 60 of them."""
+    edges = cuts(N, max(1, most), parts if most < N else 1)
     return [(edges[i], edges[i + 1], 0, rows) for i in range(len(edges) - 1)]
 
 

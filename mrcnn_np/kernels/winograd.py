@@ -185,7 +185,7 @@ def _tiles(N: int, th: int, tw: int, per_tile: int, parts: int) -> list:
     if parts > 1 and total >= parts * MIN_PARALLEL:
         size = max(tw, min(size, -(-total // parts)))
     if th * tw <= size:
-        return groups(N, -(-N // max(1, size // (th * tw))), th, parts)  # tiles of whole images
+        return groups(N, size // (th * tw), th, parts)  # tiles of whole images
     return bands(N, th, max(1, size // tw), parts)
 
 

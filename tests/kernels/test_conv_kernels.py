@@ -252,22 +252,22 @@ def test_bands_cover_every_row_once_and_few_are_even(parts):
 
 @pytest.mark.parametrize("parts", [2, 3])
 def test_few_groups_of_images_are_even(parts):
-    """threads.groups: every image once, in groups of whole images; one group stays one (its products are
-    shared out instead), few are as many for every worker as the images allow (100 RoIs in 5 groups of 20
-    left one of 2 threads 60 of them)."""
-    assert [n1 - n0 for n0, n1, _, _ in kernel_threads.groups(100, 5, 14, 2)] == [17, 16, 17, 17, 16, 17]
+    """threads.groups: every image once, in groups of whole images of at most ``most``; all in one group stay
+    one (its products are shared out instead), few are as many for every worker as the images allow (100 RoIs
+    in 5 groups of 20 left one of 2 threads 60 of them)."""
+    assert [n1 - n0 for n0, n1, _, _ in kernel_threads.groups(100, 20, 14, 2)] == [17, 16, 17, 17, 16, 17]
     assert kernel_threads.groups(0, 1, 14, parts) == []
     for N in range(1, 50):
-        for count in range(1, N + 1):
-            cut = kernel_threads.groups(N, count, 7, parts)
+        for most in range(1, N + 2):
+            cut = kernel_threads.groups(N, most, 7, parts)
             assert [n for n0, n1, _, _ in cut for n in range(n0, n1)] == list(range(N))
-            assert all((r0, r1) == (0, 7) and n1 > n0 for n0, n1, r0, r1 in cut)
-            assert count > 1 or len(cut) == 1
-            if count > 1 and len(cut) < 8 * parts:
+            assert all((r0, r1) == (0, 7) and 0 < n1 - n0 <= most for n0, n1, r0, r1 in cut)
+            assert most < N or len(cut) == 1
+            if most < N and len(cut) < 8 * parts:
                 sizes = [n1 - n0 for n0, n1, _, _ in cut]
                 runs = kernel_threads.split(cut, sizes, parts)
                 totals = [sum(n1 - n0 for n0, n1, _, _ in run) for run in runs]
-                assert max(totals) - min(totals) <= max(sizes), (N, count, parts, totals)
+                assert max(totals) - min(totals) <= max(sizes), (N, most, parts, totals)
 
 
 def test_split_balances_consecutive_runs():
